@@ -1,0 +1,47 @@
+"""Value types of rollwise: enums, policies, cycle views and decisions. No I/O.
+
+Every other package imports from here; this package imports only the standard library and pydantic.
+"""
+
+from rollwise.model.enums import (
+    Health,
+    Lifecycle,
+    Mode,
+    OnDeadline,
+    RollbackReason,
+    RouteStatus,
+    StrategyName,
+    SubStep,
+    Traffic,
+)
+from rollwise.model.errors import RollwiseError, ValidationFailed
+from rollwise.model.policy import Policy, format_validation_error, parse_policy
+from rollwise.model.views import (
+    Decision,
+    DeploymentView,
+    RouteCreate,
+    RouteView,
+    TrafficChange,
+)
+
+__all__ = [
+    "Decision",
+    "DeploymentView",
+    "Health",
+    "Lifecycle",
+    "Mode",
+    "OnDeadline",
+    "Policy",
+    "RollbackReason",
+    "RollwiseError",
+    "RouteCreate",
+    "RouteStatus",
+    "RouteView",
+    "StrategyName",
+    "SubStep",
+    "Traffic",
+    "TrafficChange",
+    "ValidationFailed",
+    "format_validation_error",
+    "parse_policy",
+]

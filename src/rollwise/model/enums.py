@@ -1,0 +1,89 @@
+"""Enumerations of DESIGN.md: lifecycle, sub-steps, route status, health, traffic, strategies.
+
+Values are the lower-case strings used in JSON (plan format, REST API) and in the database.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _StrEnum(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class Lifecycle(_StrEnum):
+    """Deployment lifecycle: PENDING -> SCALING -> READY <-> DEPLOYING -> DESTROYING -> DESTROYED."""
+
+    PENDING = "pending"
+    SCALING = "scaling"
+    READY = "ready"
+    DEPLOYING = "deploying"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+
+
+class SubStep(_StrEnum):
+    """Where a DEPLOYING deployment stands after a cycle; completed/rolled_back end the rollout."""
+
+    PROVISIONING = "provisioning"
+    PROGRESSING = "progressing"
+    AWAITING_PROMOTION = "awaiting_promotion"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (SubStep.COMPLETED, SubStep.ROLLED_BACK)
+
+
+class RouteStatus(_StrEnum):
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED_TO_START = "failed_to_start"
+
+    @property
+    def is_alive(self) -> bool:
+        return self in (RouteStatus.PROVISIONING, RouteStatus.RUNNING)
+
+
+class Health(_StrEnum):
+    NOT_CHECKED = "not_checked"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    DEGRADED = "degraded"
+
+
+class Traffic(_StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class StrategyName(_StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue_green"
+    RECREATE = "recreate"
+
+
+class Mode(_StrEnum):
+    FORWARD = "forward"
+    ROLLING_BACK = "rolling_back"
+
+
+class OnDeadline(_StrEnum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
+class RollbackReason(_StrEnum):
+    """Why a rollout went into rollback mode; recorded in history."""
+
+    FAILURE_THRESHOLD = "failure_threshold"
+    ABORTED = "aborted"
+    PROGRESS_DEADLINE = "progress_deadline"
+    EVALUATION_ERROR = "evaluation_error"

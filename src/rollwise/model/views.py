@@ -1,0 +1,85 @@
+"""What one evaluation cycle sees and what it decides, as frozen values.
+
+`DeploymentView` and `RouteView` are the strategy engine's input (built by the plan reader from JSON, or
+by the control layer from database rows); `Decision` is its output. Route and revision ids are opaque
+strings here: the control layer maps them to its own keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rollwise.model.enums import Health, Mode, RollbackReason, RouteStatus, SubStep, Traffic
+
+
+@dataclass(frozen=True, slots=True)
+class RouteView:
+    id: str
+    revision: str
+    status: RouteStatus
+    health: Health
+    traffic: Traffic
+    traffic_ratio: float
+    has_health_check: bool
+    failed: bool
+    created_at: datetime
+    status_updated_at: datetime
+
+    @property
+    def is_alive(self) -> bool:
+        return self.status.is_alive
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status is RouteStatus.RUNNING and (
+            self.health is Health.HEALTHY or not self.has_health_check
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    desired_replicas: int
+    current_revision: str | None
+    deploying_revision: str | None
+    mode: Mode = Mode.FORWARD
+    paused: bool = False
+    abort_requested: bool = False
+    promote_requested: bool = False
+    rollout_started_at: datetime | None = None
+    last_progress_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCreate:
+    revision: str
+    traffic: Traffic
+    traffic_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficChange:
+    id: str
+    traffic: Traffic
+    traffic_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One cycle's decision for one deployment (spec/plan-format.md, "Output")."""
+
+    sub_step: SubStep
+    mode: Mode
+    reason: str
+    create: tuple[RouteCreate, ...] = ()
+    terminate: tuple[str, ...] = ()
+    traffic: tuple[TrafficChange, ...] = ()
+    rollback_reason: RollbackReason | None = None
+    """Set in the cycle that starts a rollback."""
+    set_paused: bool = False
+    """The progress deadline paused the rollout: the controller sets the deployment's paused flag."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def changes_routes(self) -> bool:
+        return bool(self.create or self.terminate or self.traffic)

@@ -1,0 +1,52 @@
+"""The traffic-layer seam used by the route controller (rollwise.control).
+
+`apply(services)` replaces the whole routing table: for each deployment name, the weighted backends that
+should receive traffic now (only running, ready, active routes with ratio > 0; the caller filters). It
+returns when the new table is written; `confirm_removed(name, addresses)` returns True once the proxy
+itself reports that none of `addresses` is still a backend of that deployment (used before draining a
+route's process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    address: str
+    """host:port"""
+    weight: float
+
+
+@runtime_checkable
+class TrafficLayer(Protocol):
+    async def start(self) -> None: ...
+
+    async def apply(self, services: Mapping[str, Sequence[Backend]]) -> None: ...
+
+    async def confirm_removed(self, deployment: str, addresses: Sequence[str]) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class NoTraffic:
+    """No proxy at all: routing tables are kept in memory only (simulated runs, `rollwise plan`)."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, tuple[Backend, ...]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def apply(self, services: Mapping[str, Sequence[Backend]]) -> None:
+        self.services = {k: tuple(v) for k, v in services.items()}
+
+    async def confirm_removed(self, deployment: str, addresses: Sequence[str]) -> bool:
+        present = {b.address for b in self.services.get(deployment, ())}
+        return not present.intersection(addresses)
+
+    async def close(self) -> None:
+        self.services = {}
