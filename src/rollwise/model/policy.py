@@ -156,7 +156,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     parts = [prefix] if prefix else []
     parts += [str(p) for p in err["loc"]]
     path = ".".join(parts)
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         msg = "is required"
     elif err["type"] == "extra_forbidden":

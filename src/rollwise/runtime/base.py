@@ -69,5 +69,9 @@ class Prober(Protocol):
 
     async def probe(self, address: str, path: str, *, timeout: float) -> bool: ...
 
+    async def listening(self, address: str, *, timeout: float) -> bool:
+        """True once something accepts connections at `address` (a route's process has started)."""
+        ...
+
 
 RouteHandles = Mapping[str, RouteHandle]

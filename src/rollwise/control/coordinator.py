@@ -1,0 +1,156 @@
+"""The coordinator: runs the route controller and the lifecycle cycles, each when marked needed (on a
+short interval) and on a long interval regardless (DESIGN.md, "Scheduling").
+
+Everything runs in one sequence (route pass, then the due cycles), so a cycle's read-decide-write never
+interleaves with the route controller's. A route becoming ready marks the deploying cycle needed and the
+loop wakes at once, so a rollout step follows within a fraction of a second. Operations (API calls) mark
+cycles needed through `mark`.
+
+Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rollwise.control.clock import Clock
+from rollwise.control.cycles import CycleKind, CycleReport, run_cycle
+from rollwise.control.routes import RouteController, RoutePassReport
+from rollwise.model import Lifecycle
+from rollwise.runtime.base import Prober, Runtime
+from rollwise.store import Store
+from rollwise.traffic.base import TrafficLayer
+
+log = logging.getLogger(__name__)
+
+CYCLE_ORDER = (
+    CycleKind.CHECK_PENDING,
+    CycleKind.SCALING,
+    CycleKind.DEPLOYING,
+    CycleKind.CHECK_REPLICAS,
+    CycleKind.DESTROYING,
+)
+KIND_OF_LIFECYCLE = {
+    Lifecycle.PENDING: CycleKind.CHECK_PENDING,
+    Lifecycle.SCALING: CycleKind.SCALING,
+    Lifecycle.READY: CycleKind.CHECK_REPLICAS,
+    Lifecycle.DEPLOYING: CycleKind.DEPLOYING,
+    Lifecycle.DESTROYING: CycleKind.DESTROYING,
+}
+
+CycleObserver = Callable[[CycleReport, float], None]
+
+
+@dataclass
+class Intervals:
+    short: float = 0.05
+    """Seconds before a marked cycle runs."""
+    long: float = 5.0
+    """Every cycle runs at least this often, marked or not."""
+    routes: float = 0.2
+    """Seconds between route controller passes (probes follow each revision's own interval)."""
+
+
+@dataclass
+class StepReport:
+    routes: RoutePassReport | None = None
+    cycles: list[CycleReport] = field(default_factory=list)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runtime: Runtime,
+        prober: Prober,
+        traffic: TrafficLayer,
+        clock: Clock,
+        intervals: Intervals | None = None,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.intervals = intervals or Intervals()
+        self._is_active = is_active
+        self._wakeup = asyncio.Event()
+        self._needed: set[CycleKind] = set(CYCLE_ORDER)
+        self._last_run: dict[CycleKind, float] = {}
+        self.observers: list[CycleObserver] = []
+        self.routes = RouteController(
+            store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake
+        )
+
+    # --- marks --------------------------------------------------------------------------------------
+
+    def mark(self, *kinds: CycleKind) -> None:
+        """Ask for these cycles to run soon (an operation changed something they act on)."""
+        self._needed.update(kinds or CYCLE_ORDER)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # --- running ------------------------------------------------------------------------------------
+
+    async def start(self) -> tuple[int, int]:
+        """Adopt the route processes left by a previous server; returns (adopted, lost)."""
+        adopted = await self.routes.adopt()
+        self.mark()
+        return adopted
+
+    async def run_once(self, *, force: bool = False) -> StepReport:
+        """One round: a route pass, then every cycle that is marked needed or due (all with force)."""
+        step = StepReport()
+        step.routes = await self.routes.reconcile()
+        if step.routes.changed:
+            self._needed.update(CYCLE_ORDER)
+        mono = time.monotonic()
+        for kind in CYCLE_ORDER:
+            due = mono - self._last_run.get(kind, -1e9) >= self.intervals.long
+            if not (force or due or kind in self._needed):
+                continue
+            self._needed.discard(kind)
+            self._last_run[kind] = mono
+            started = time.perf_counter()
+            report = await run_cycle(self.store, kind, self.clock.now())
+            elapsed = time.perf_counter() - started
+            for observer in self.observers:
+                observer(report, elapsed)
+            step.cycles.append(report)
+            for lifecycle in report.lifecycle_changes.values():
+                if lifecycle in KIND_OF_LIFECYCLE:
+                    self._needed.add(KIND_OF_LIFECYCLE[lifecycle])
+            if report.skipped:
+                self._needed.add(kind)
+        if any(c.created_routes or c.terminated_routes for c in step.cycles):
+            # Start new processes and withdraw terminated routes from the proxy right away.
+            extra = await self.routes.reconcile()
+            if extra.changed:
+                self._needed.update(CYCLE_ORDER)
+        return step
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Run rounds until `stop` is set: at once when marked, else every `intervals.routes`."""
+        while not stop.is_set():
+            self._wakeup.clear()  # wakes during the round are kept for the wait below
+            if self._is_active():
+                try:
+                    await self.run_once()
+                except Exception:  # noqa: BLE001 - the loop must survive a failed round; logged
+                    log.exception("coordinator round failed; retrying")
+                    await asyncio.sleep(1.0)
+            if self._needed:
+                await asyncio.sleep(self.intervals.short)
+                continue
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.intervals.routes)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        await self.routes.wait_stops()

@@ -1,0 +1,127 @@
+"""Lifecycle cycles: load one snapshot, compute an Outcome per deployment, apply them in ONE write.
+
+A cycle reads with a fixed number of queries whatever the number of deployments (deployments with their
+policies, their routes, the revisions those routes run), calls the pure per-deployment rules
+(`deploying`, `lifecycle`), gathers every outcome into one ChangeSet and hands it to `Store.apply`, which
+writes it in one transaction (guarded: a deployment changed by an operator since it was read is skipped
+whole and left for the next cycle). A cycle that finds nothing to do writes nothing.
+
+Called by the coordinator; does not touch processes or the proxy (the route controller does).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from rollwise.control.deploying import compute_deploying_outcome, compute_error_outcome
+from rollwise.control.lifecycle import (
+    compute_destroying_outcome,
+    compute_pending_outcome,
+    compute_replicas_outcome,
+)
+from rollwise.control.outcome import Outcome, gather
+from rollwise.control.views import group_by_deployment
+from rollwise.model import Lifecycle
+from rollwise.store import Store
+from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+
+log = logging.getLogger(__name__)
+
+
+class CycleKind(str, Enum):
+    CHECK_PENDING = "check_pending"
+    SCALING = "scaling"
+    CHECK_REPLICAS = "check_replicas"
+    DEPLOYING = "deploying"
+    DESTROYING = "destroying"
+
+
+LIFECYCLE_OF: dict[CycleKind, Lifecycle] = {
+    CycleKind.CHECK_PENDING: Lifecycle.PENDING,
+    CycleKind.SCALING: Lifecycle.SCALING,
+    CycleKind.CHECK_REPLICAS: Lifecycle.READY,
+    CycleKind.DEPLOYING: Lifecycle.DEPLOYING,
+    CycleKind.DESTROYING: Lifecycle.DESTROYING,
+}
+
+
+@dataclass
+class CycleReport:
+    kind: CycleKind
+    deployments: int = 0
+    applied: int = 0
+    skipped: set[int] = field(default_factory=set)
+    errors: dict[int, str] = field(default_factory=dict)
+    created_routes: int = 0
+    terminated_routes: int = 0
+    lifecycle_changes: dict[int, Lifecycle] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return self.applied > 0
+
+
+Rule = Callable[
+    [DeploymentRecord, Sequence[RouteRecord], Mapping[tuple[int, int], RevisionRecord], datetime], Outcome
+]
+
+
+def _rule_for(kind: CycleKind) -> Rule:
+    if kind is CycleKind.DEPLOYING:
+        return compute_deploying_outcome
+    if kind in (CycleKind.SCALING, CycleKind.CHECK_REPLICAS):
+        return compute_replicas_outcome
+    if kind is CycleKind.DESTROYING:
+        return lambda dep, routes, revs, now: compute_destroying_outcome(dep, routes, now)
+    return lambda dep, routes, revs, now: compute_pending_outcome(dep, now)
+
+
+async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport:
+    """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once."""
+    report = CycleReport(kind)
+    deployments = await store.list_deployments([LIFECYCLE_OF[kind]])
+    report.deployments = len(deployments)
+    if not deployments:
+        return report
+    routes_by_dep: dict[int, list[RouteRecord]] = {}
+    revisions: Mapping[tuple[int, int], RevisionRecord] = {}
+    if kind is not CycleKind.CHECK_PENDING:
+        routes = await store.list_routes([d.id for d in deployments])
+        routes_by_dep = group_by_deployment(routes)
+        if kind is not CycleKind.DESTROYING:
+            revisions = await store.load_revisions({(r.deployment_id, r.revision) for r in routes})
+    rule = _rule_for(kind)
+    outcomes = []
+    for dep in deployments:
+        dep_routes = routes_by_dep.get(dep.id, [])
+        try:
+            outcome = rule(dep, dep_routes, revisions, now)
+        except Exception as exc:  # noqa: BLE001 - recorded for this deployment only
+            log.exception("cycle %s failed for deployment %s", kind.value, dep.name)
+            report.errors[dep.id] = f"{type(exc).__name__}: {exc}"
+            if kind is CycleKind.DEPLOYING:
+                outcome = compute_error_outcome(dep, dep_routes, exc, now)
+            else:
+                outcome = Outcome(dep)
+                outcome.add_history(
+                    now=now, result="error", message=f"{kind.value}: {exc}", error=report.errors[dep.id]
+                )
+        outcomes.append(outcome)
+    changes = gather(outcomes)
+    if not changes.deployments:
+        return report
+    result = await store.apply(changes, now)
+    report.skipped = set(result.skipped)
+    for o in outcomes:
+        if o.is_empty or o.deployment.id in report.skipped:
+            continue
+        report.applied += 1
+        report.created_routes += len(o.new_routes)
+        report.terminated_routes += sum(1 for u in o.route_updates if u.status is not None)
+        if "lifecycle" in o.changes:
+            report.lifecycle_changes[o.deployment.id] = o.changes["lifecycle"]
+    return report

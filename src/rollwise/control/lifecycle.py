@@ -1,0 +1,103 @@
+"""Per-deployment rules of the non-rollout lifecycle cycles (pure): check pending, scaling, READY
+replica reconciliation and destroying. Each returns an Outcome for `cycles.run_cycle`.
+
+Replica reconciliation (SCALING and READY) reuses the strategy engine: it is a rolling update towards the
+serving revision, in rollback mode (no failure budget, no deadline), with the default limits (surge 25%,
+unavailable 0). That gives scale-up, scale-down (surplus terminated, unready first, then newest) and the
+replacement of crashed or failed routes from one set of tested rules. Must not do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from rollwise.control.deploying import ROLLBACK_POLICY
+from rollwise.control.outcome import Outcome, terminate_update
+from rollwise.control.views import compute_route_views, revision_key
+from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, SubStep
+from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.strategy import decide
+
+
+def compute_pending_outcome(dep: DeploymentRecord, now: datetime) -> Outcome:
+    out = Outcome(dep)
+    out.changes["lifecycle"] = Lifecycle.SCALING
+    out.add_history(
+        now=now,
+        result="progress",
+        message=f"scaling: bringing up {dep.replicas} routes of revision {dep.current_revision}",
+        lifecycle_to=Lifecycle.SCALING,
+        to_revision=dep.current_revision,
+    )
+    return out
+
+
+def compute_replicas_decision(
+    dep: DeploymentRecord,
+    routes: Sequence[RouteRecord],
+    revisions: Mapping[tuple[int, int], RevisionRecord],
+    now: datetime,
+) -> Decision:
+    """The replica reconciler's decision: a rolling update towards the serving revision in rollback mode
+    (its completion is reported as sub-step rolled_back)."""
+    serving = revision_key(dep.current_revision)
+    view = DeploymentView(
+        desired_replicas=dep.replicas,
+        current_revision=serving,
+        deploying_revision=serving,
+        mode=Mode.ROLLING_BACK,
+        last_progress_at=now,
+    )
+    return decide(view, compute_route_views(routes, revisions), ROLLBACK_POLICY, now)
+
+
+def compute_replicas_outcome(
+    dep: DeploymentRecord,
+    routes: Sequence[RouteRecord],
+    revisions: Mapping[tuple[int, int], RevisionRecord],
+    now: datetime,
+) -> Outcome:
+    """SCALING and READY: keep `replicas` ready routes of the serving revision."""
+    out = Outcome(dep)
+    decision = compute_replicas_decision(dep, routes, revisions, now)
+    out.apply_route_decision(decision, now)
+    done = decision.sub_step is SubStep.ROLLED_BACK
+    created, terminated = len(decision.create), len(decision.terminate)
+    if dep.lifecycle is Lifecycle.SCALING and done:
+        out.changes["lifecycle"] = Lifecycle.READY
+        out.add_history(
+            now=now,
+            result="success",
+            message=f"scaling: {dep.replicas} routes of revision {dep.current_revision} ready",
+            lifecycle_to=Lifecycle.READY,
+            to_revision=dep.current_revision,
+        )
+    elif created or terminated:
+        words = []
+        if created:
+            words.append(f"creating {created}")
+        if terminated:
+            words.append(f"terminating {terminated}")
+        out.add_history(
+            now=now,
+            result="progress",
+            message=f"replicas: {', '.join(words)} (desired {dep.replicas} of revision {dep.current_revision})",
+            to_revision=dep.current_revision,
+        )
+    return out
+
+
+def compute_destroying_outcome(dep: DeploymentRecord, routes: Sequence[RouteRecord], now: datetime) -> Outcome:
+    out = Outcome(dep)
+    for r in routes:
+        if r.status.is_alive:
+            out.route_updates.append(terminate_update(dep.id, r.id, now))
+    if out.route_updates:
+        out.add_history(now=now, result="progress", message=f"destroying: terminating {len(out.route_updates)} routes")
+    elif not any(r.status.value == "terminating" for r in routes):
+        out.changes["lifecycle"] = Lifecycle.DESTROYED
+        out.add_history(
+            now=now, result="success", message="destroyed: every route stopped", lifecycle_to=Lifecycle.DESTROYED
+        )
+    return out

@@ -1,0 +1,120 @@
+"""One deployment's share of a cycle's single write, and the gathering of all shares into one
+`ChangeSet` for `Store.apply`.
+
+Cycles compute an `Outcome` per deployment (pure, from the records they read); `gather` turns the list
+into the ChangeSet. Constructors of store input types are kept here, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rollwise.model import Decision, Health, Lifecycle, RouteStatus, SubStep, Traffic
+from rollwise.store.records import (
+    ChangeSet,
+    DeploymentRecord,
+    DeploymentUpdate,
+    NewHistory,
+    NewRoute,
+    RouteUpdate,
+)
+
+
+@dataclass
+class Outcome:
+    deployment: DeploymentRecord
+    changes: dict[str, Any] = field(default_factory=dict)
+    swap: bool = False
+    new_routes: list[NewRoute] = field(default_factory=list)
+    route_updates: list[RouteUpdate] = field(default_factory=list)
+    history: list[NewHistory] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.changes or self.swap or self.new_routes or self.route_updates or self.history)
+
+    def add_history(
+        self,
+        *,
+        now: datetime,
+        result: str,
+        message: str,
+        lifecycle_to: Lifecycle | None = None,
+        sub_step: SubStep | None = None,
+        strategy: str | None = None,
+        from_revision: int | None = None,
+        to_revision: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        dep = self.deployment
+        self.history.append(
+            NewHistory(
+                deployment_id=dep.id,
+                lifecycle_from=dep.lifecycle,
+                lifecycle_to=lifecycle_to or self.changes.get("lifecycle", dep.lifecycle),
+                sub_step=sub_step,
+                result=result,
+                message=message,
+                strategy=strategy,
+                from_revision=from_revision,
+                to_revision=to_revision,
+                error=error,
+                at=now,
+            )
+        )
+
+    def apply_route_decision(self, decision: Decision, now: datetime) -> None:
+        """Route creations, terminations and traffic changes of a strategy decision."""
+        dep_id = self.deployment.id
+        for c in decision.create:
+            self.new_routes.append(
+                NewRoute(
+                    id=None,
+                    deployment_id=dep_id,
+                    revision=int(c.revision),
+                    status=RouteStatus.PROVISIONING,
+                    health=Health.NOT_CHECKED,
+                    traffic=c.traffic,
+                    traffic_ratio=c.traffic_ratio,
+                    created_at=now,
+                )
+            )
+        for route_id in decision.terminate:
+            self.route_updates.append(terminate_update(dep_id, route_id, now))
+        for t in decision.traffic:
+            self.route_updates.append(
+                RouteUpdate(id=t.id, deployment_id=dep_id, traffic=t.traffic, traffic_ratio=t.traffic_ratio)
+            )
+
+
+def terminate_update(deployment_id: int, route_id: str, now: datetime) -> RouteUpdate:
+    return RouteUpdate(
+        id=route_id,
+        deployment_id=deployment_id,
+        status=RouteStatus.TERMINATING,
+        traffic=Traffic.INACTIVE,
+        status_updated_at=now,
+    )
+
+
+def gather(outcomes: Iterable[Outcome]) -> ChangeSet:
+    """All outcomes of a cycle as one ChangeSet; empty outcomes contribute nothing."""
+    cs = ChangeSet(deployments=[], new_routes=[], route_updates=[], history=[])
+    for o in outcomes:
+        if o.is_empty:
+            continue
+        cs.deployments.append(
+            DeploymentUpdate(
+                deployment_id=o.deployment.id,
+                expected_version=o.deployment.version,
+                changes=dict(o.changes),
+                swap_expected=o.deployment.deploying_revision if o.swap else None,
+            )
+        )
+        cs.new_routes.extend(o.new_routes)
+        cs.route_updates.extend(o.route_updates)
+        cs.history.extend(o.history)
+    return cs

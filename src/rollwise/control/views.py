@@ -1,0 +1,63 @@
+"""Row -> strategy view mapping for one cycle (pure): turns store records into the frozen
+`DeploymentView` / `RouteView` values the strategy engine reads. Revisions are named by their number
+as a string ("3") on the strategy side.
+
+Called by the lifecycle cycles; must not do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rollwise.model import DeploymentView, RouteView
+from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+
+
+def revision_key(number: int | None) -> str | None:
+    return None if number is None else str(number)
+
+
+def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
+    return DeploymentView(
+        desired_replicas=dep.replicas,
+        current_revision=revision_key(dep.current_revision),
+        deploying_revision=revision_key(dep.deploying_revision),
+        mode=dep.mode,
+        paused=dep.paused,
+        abort_requested=dep.abort_requested,
+        promote_requested=dep.promote_requested,
+        rollout_started_at=dep.rollout_started_at,
+        last_progress_at=dep.last_progress_at,
+    )
+
+
+def compute_route_view(route: RouteRecord, *, has_health_check: bool) -> RouteView:
+    return RouteView(
+        id=route.id,
+        revision=str(route.revision),
+        status=route.status,
+        health=route.health,
+        traffic=route.traffic,
+        traffic_ratio=route.traffic_ratio,
+        has_health_check=has_health_check,
+        failed=route.failed,
+        created_at=route.created_at,
+        status_updated_at=route.status_updated_at,
+    )
+
+
+def compute_route_views(
+    routes: Iterable[RouteRecord], revisions: Mapping[tuple[int, int], RevisionRecord]
+) -> list[RouteView]:
+    views = []
+    for r in routes:
+        rev = revisions.get((r.deployment_id, r.revision))
+        views.append(compute_route_view(r, has_health_check=rev is not None and rev.health_check is not None))
+    return views
+
+
+def group_by_deployment(routes: Iterable[RouteRecord]) -> dict[int, list[RouteRecord]]:
+    grouped: dict[int, list[RouteRecord]] = {}
+    for r in routes:
+        grouped.setdefault(r.deployment_id, []).append(r)
+    return grouped

@@ -1,0 +1,154 @@
+"""A deterministic runtime with its own clock: routes become ready after a startup time, fail to
+start, or run and turn unhealthy, as each revision's behaviour says. Used by tests and by
+`rollwise simulate`; it is a product feature, not a mock of the local runtime.
+
+It implements both the Runtime and the Prober protocols (runtime.base): a simulated route has no socket,
+so the prober answers from the same simulated state. Time comes from the `now` callable given at
+construction (the control layer's ManualClock in simulations); nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import Enum
+
+from rollwise.runtime.base import LaunchSpec, RouteHandle
+
+
+class SimFailure(str, Enum):
+    NONE = "none"
+    START = "start"
+    """The process exits after its startup time without ever listening."""
+    UNHEALTHY = "unhealthy"
+    """The process listens but its health check fails (after `unhealthy_after` seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimBehaviour:
+    startup_seconds: float = 2.0
+    failure: SimFailure = SimFailure.NONE
+    unhealthy_after: float = 0.0
+
+
+@dataclass(slots=True)
+class _SimRoute:
+    spec: LaunchSpec
+    handle: RouteHandle
+    started_at: datetime
+    behaviour: SimBehaviour
+    stopped: bool = False
+    crashed: bool = False
+
+
+class SimulatedRuntime:
+    """Runtime + Prober over simulated routes. `behaviours` maps revision numbers to behaviours."""
+
+    def __init__(
+        self,
+        now: Callable[[], datetime],
+        behaviours: Mapping[int, SimBehaviour] | None = None,
+        *,
+        default: SimBehaviour | None = None,
+        seed: int | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        """`jitter` spreads each route's startup time by up to +-jitter (a fraction), drawn from a
+        random generator seeded with `seed`, so runs with the same seed are identical."""
+        self._now = now
+        self._behaviours = dict(behaviours or {})
+        self._default = default or SimBehaviour()
+        self._routes: dict[str, _SimRoute] = {}
+        self._by_address: dict[str, _SimRoute] = {}
+        self._next_port = 20000
+        self._rng = random.Random(seed)
+        self._jitter = jitter
+        self.starts = 0
+        self.stops = 0
+
+    def set_behaviour(self, revision: int, behaviour: SimBehaviour) -> None:
+        self._behaviours[revision] = behaviour
+
+    # Runtime -------------------------------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> RouteHandle:
+        self._next_port += 1
+        handle = RouteHandle(
+            route_id=spec.route_id,
+            address=f"sim:{self._next_port}",
+            pid=self._next_port,
+            identity=f"sim-{spec.route_id}",
+        )
+        behaviour = self._behaviours.get(spec.revision, self._default)
+        if self._jitter:
+            spread = 1 + self._rng.uniform(-self._jitter, self._jitter)
+            behaviour = replace(behaviour, startup_seconds=round(behaviour.startup_seconds * spread, 3))
+        route = _SimRoute(spec, handle, self._now(), behaviour)
+        self._routes[spec.route_id] = route
+        self._by_address[handle.address] = route
+        self.starts += 1
+        return handle
+
+    async def is_running(self, handle: RouteHandle) -> bool:
+        route = self._routes.get(handle.route_id)
+        if route is None or route.stopped or route.crashed or route.handle.identity != handle.identity:
+            return False
+        if route.behaviour.failure is SimFailure.START:
+            return self._age(route) < route.behaviour.startup_seconds
+        return True
+
+    async def stop(self, handle: RouteHandle, *, grace_seconds: float) -> None:
+        route = self._routes.get(handle.route_id)
+        if route is not None and not route.stopped:
+            route.stopped = True
+            self.stops += 1
+
+    async def adopt(self, handles: Sequence[RouteHandle]) -> set[str]:
+        wanted = {h.route_id: h for h in handles}
+        verified = set()
+        for route_id, route in self._routes.items():
+            h = wanted.get(route_id)
+            if h is not None and h.identity == route.handle.identity and await self.is_running(h):
+                verified.add(route_id)
+            elif not route.stopped:
+                route.stopped = True
+                self.stops += 1
+        return verified
+
+    async def close(self) -> None:
+        for route in self._routes.values():
+            if not route.stopped:
+                route.stopped = True
+                self.stops += 1
+
+    # Prober ----------------------------------------------------------------------------------------
+
+    async def listening(self, address: str, *, timeout: float) -> bool:
+        route = self._by_address.get(address)
+        if route is None or route.stopped or route.crashed:
+            return False
+        if route.behaviour.failure is SimFailure.START:
+            return False
+        return self._age(route) >= route.behaviour.startup_seconds
+
+    async def probe(self, address: str, path: str, *, timeout: float) -> bool:
+        if not await self.listening(address, timeout=timeout):
+            return False
+        route = self._by_address[address]
+        if route.behaviour.failure is SimFailure.UNHEALTHY:
+            return self._age(route) < route.behaviour.startup_seconds + route.behaviour.unhealthy_after
+        return True
+
+    # Simulation controls -------------------------------------------------------------------------
+
+    def crash(self, route_id: str) -> None:
+        """Make a route's process die (for tests of replacement in READY)."""
+        self._routes[route_id].crashed = True
+
+    def running_route_ids(self) -> set[str]:
+        return {rid for rid, r in self._routes.items() if not (r.stopped or r.crashed)}
+
+    def _age(self, route: _SimRoute) -> float:
+        return (self._now() - route.started_at) / timedelta(seconds=1)
