@@ -59,6 +59,8 @@ class CycleReport:
     created_routes: int = 0
     terminated_routes: int = 0
     lifecycle_changes: dict[int, Lifecycle] = field(default_factory=dict)
+    rollouts_ended: list[tuple[str, str]] = field(default_factory=list)
+    """(strategy, "completed" | "rolled_back") for each rollout this cycle ended."""
 
     @property
     def changed(self) -> bool:
@@ -124,4 +126,7 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
         report.terminated_routes += sum(1 for u in o.route_updates if u.status is not None)
         if "lifecycle" in o.changes:
             report.lifecycle_changes[o.deployment.id] = o.changes["lifecycle"]
+            if kind is CycleKind.DEPLOYING and o.deployment.policy is not None:
+                ended = "completed" if o.swap else "rolled_back"
+                report.rollouts_ended.append((o.deployment.policy.strategy.value, ended))
     return report
