@@ -5,6 +5,12 @@ should receive traffic now (only running, ready, active routes with ratio > 0; t
 returns when the new table is written; `confirm_removed(name, addresses)` returns True once the proxy
 itself reports that none of `addresses` is still a backend of that deployment (used before draining a
 route's process).
+
+Errors (rollwise.model.errors.RollwiseError subclasses):
+
+    RollwiseError
+     +-- TrafficFailure           "traffic.failure": the proxy cannot be started or controlled
+          +-- TrafficUnavailable  "traffic.unavailable": the proxy's API did not answer now; retry later
 """
 
 from __future__ import annotations
@@ -12,6 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from rollwise.model.errors import RollwiseError
+
+
+class TrafficFailure(RollwiseError):
+    """The proxy cannot be started or controlled (binary missing, port taken, proxy exited...)."""
+
+    code = "traffic.failure"
+
+
+class TrafficUnavailable(TrafficFailure):
+    """The proxy's API did not answer this time; asking again later may succeed."""
+
+    code = "traffic.unavailable"
+    transient = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,257 @@
+"""Pure builders and readers of Traefik configuration for `rollwise.traffic.traefik.TraefikLayer`.
+
+Called only by `traefik.py` (and its tests). Everything here is side-effect free: no files, no processes,
+no HTTP, no clock. It turns a routing table into Traefik's static and dynamic configuration (plain dicts,
+rendered as JSON, which Traefik's YAML file provider reads), and reads back what Traefik reports
+(`/api/rawdata`, `/metrics`).
+
+Dynamic configuration for a deployment NAME with backends A (weight 0.9) and B (0.1):
+
+    routers:      NAME          rule PathPrefix(`/d/NAME/`) || Path(`/d/NAME`), entrypoint web,
+                                middlewares [NAME:strip, NAME:retry], service NAME
+    middlewares:  NAME:strip    stripPrefix /d/NAME        (/d/NAME/version -> /version)
+                  NAME:retry    retry, 3 attempts, 10ms initial interval
+    services:     NAME          weighted [NAME:A weight 900, NAME:B weight 100]
+                  NAME:A        loadBalancer, one server http://A
+                  NAME:B        loadBalancer, one server http://B
+
+Names use ":" as the separator because deployment names may not contain it, so `NAME:` prefixes
+identify a deployment's objects without ambiguity. A deployment with no backend (or only weight-0
+backends) keeps its router and gets an empty weighted service: Traefik answers 503 at once.
+
+When a health path is given for a deployment, every child gets `healthCheck {path, interval, timeout}`
+and the weighted service gets `healthCheck: {}` so it skips unhealthy children. Traefik refuses
+`healthCheck: {}` on a weighted service whose children have no health check (the router is then
+disabled and answers 404), so the parent flag is set only together with the children's.
+
+Every dynamic file carries one unused middleware, `rollwise:config`, whose header value is a digest of
+the rest of the file. Traefik lists it in `/api/rawdata`, so the digest Traefik reports says exactly which
+file it has loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from rollwise.model.errors import ValidationFailed
+from rollwise.traffic.base import Backend
+
+ENTRYPOINT_WEB = "web"
+ENTRYPOINT_API = "traefik"  # the entrypoint name `api.insecure: true` exposes the API on
+MARKER_MIDDLEWARE = "rollwise:config"
+MARKER_HEADER = "X-Rollwise-Config"
+WEIGHT_SCALE = 1000
+"""The weights of one deployment's backends are scaled to integers summing to about this."""
+RETRY_ATTEMPTS = 3
+RETRY_INITIAL_INTERVAL = "10ms"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REQUESTS_METRIC = "traefik_service_requests"  # the parser drops the `_total` suffix of counters
+
+
+def validate_deployment_name(name: str) -> None:
+    """Raise ValidationFailed unless `name` can be used in a URL path and a Traefik object name."""
+    if not _NAME.match(name):
+        raise ValidationFailed(
+            f"deployment name {name!r}: must be 1-100 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def compute_weights(backends: Sequence[Backend]) -> list[int]:
+    """Integer weights for Traefik, in the order of `backends`, proportional to their float weights.
+
+    Each positive weight w becomes max(1, round(w / total * WEIGHT_SCALE)); zero stays zero. A positive
+    weight never rounds to 0, so a backend the caller wants served is always served.
+    Example: [0.9, 0.1] -> [900, 100]; [1, 1, 1] -> [333, 333, 333]; [0.0001, 1] -> [1, 1000]; [0] -> [0].
+    """
+    for b in backends:
+        if not math.isfinite(b.weight) or b.weight < 0:
+            raise ValidationFailed(f"backend {b.address}: weight {b.weight!r} is not a finite number >= 0")
+    total = sum(b.weight for b in backends)
+    if total <= 0:
+        return [0 for _ in backends]
+    return [0 if b.weight == 0 else max(1, round(b.weight / total * WEIGHT_SCALE)) for b in backends]
+
+
+def merge_duplicates(backends: Sequence[Backend]) -> list[Backend]:
+    """One backend per address (weights of repeated addresses are added), in first-seen order."""
+    merged: dict[str, float] = {}
+    for b in backends:
+        merged[b.address] = merged.get(b.address, 0.0) + b.weight
+    return [Backend(address=a, weight=w) for a, w in merged.items()]
+
+
+def child_service_name(deployment: str, address: str) -> str:
+    return f"{deployment}:{address}"
+
+
+def server_url(address: str) -> str:
+    return f"http://{address}"
+
+
+def compute_dynamic_config(
+    services: Mapping[str, Sequence[Backend]],
+    *,
+    health_paths: Mapping[str, str],
+    health_interval: str,
+    health_timeout: str,
+) -> dict[str, Any]:
+    """The whole dynamic configuration (without the marker) for a routing table. Deterministic:
+    deployments sorted by name, backends in the caller's order (duplicates merged)."""
+    routers: dict[str, Any] = {}
+    middlewares: dict[str, Any] = {}
+    svcs: dict[str, Any] = {}
+    for name in sorted(services):
+        validate_deployment_name(name)
+        backends = merge_duplicates(services[name])
+        weights = compute_weights(backends)
+        health_path = health_paths.get(name)
+        prefix = f"/d/{name}"
+        routers[name] = {
+            "entryPoints": [ENTRYPOINT_WEB],
+            "rule": f"PathPrefix(`{prefix}/`) || Path(`{prefix}`)",
+            "middlewares": [f"{name}:strip", f"{name}:retry"],
+            "service": name,
+        }
+        middlewares[f"{name}:strip"] = {"stripPrefix": {"prefixes": [prefix]}}
+        middlewares[f"{name}:retry"] = {
+            "retry": {"attempts": RETRY_ATTEMPTS, "initialInterval": RETRY_INITIAL_INTERVAL}
+        }
+        weighted: dict[str, Any] = {
+            "services": [
+                {"name": child_service_name(name, b.address), "weight": w}
+                for b, w in zip(backends, weights, strict=True)
+            ]
+        }
+        if health_path is not None and backends:
+            weighted["healthCheck"] = {}
+        svcs[name] = {"weighted": weighted}
+        for b in backends:
+            lb: dict[str, Any] = {"servers": [{"url": server_url(b.address)}]}
+            if health_path is not None:
+                lb["healthCheck"] = {
+                    "path": health_path,
+                    "interval": health_interval,
+                    "timeout": health_timeout,
+                }
+            svcs[child_service_name(name, b.address)] = {"loadBalancer": lb}
+    # Traefik rejects the whole file when a section is an empty map ("routers cannot be a standalone
+    # element"), so an empty table has no sections at all.
+    sections = {"routers": routers, "middlewares": middlewares, "services": svcs}
+    return {"http": {k: v for k, v in sections.items() if v}}
+
+
+def render_dynamic_config(config: Mapping[str, Any]) -> tuple[str, str]:
+    """(file text, digest): the config plus the marker middleware carrying the digest of the config."""
+    body = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    marked = json.loads(body)
+    marked["http"].setdefault("middlewares", {})[MARKER_MIDDLEWARE] = {
+        "headers": {"customRequestHeaders": {MARKER_HEADER: digest}}
+    }
+    return json.dumps(marked, indent=2, sort_keys=True) + "\n", digest
+
+
+def compute_static_config(
+    *,
+    proxy_address: str,
+    api_address: str,
+    dynamic_file: str,
+    throttle: str,
+    access_log: str | None,
+) -> dict[str, Any]:
+    """Traefik's static configuration. Logs go to stdout, which the layer redirects to its log file."""
+    lifecycle = {"lifeCycle": {"graceTimeOut": "4s", "requestAcceptGraceTimeout": "0s"}}
+    config: dict[str, Any] = {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            ENTRYPOINT_WEB: {"address": proxy_address, "transport": lifecycle},
+            ENTRYPOINT_API: {"address": api_address, "transport": lifecycle},
+        },
+        "api": {"insecure": True, "dashboard": False},
+        "ping": {"entryPoint": ENTRYPOINT_API},
+        "metrics": {
+            "prometheus": {
+                "entryPoint": ENTRYPOINT_API,
+                "addServicesLabels": True,
+                "addEntryPointsLabels": False,
+                "addRoutersLabels": False,
+            }
+        },
+        "providers": {
+            "providersThrottleDuration": throttle,
+            "file": {"filename": dynamic_file, "watch": True},
+        },
+        "log": {"level": "INFO", "noColor": True},
+    }
+    if access_log is not None:
+        config["accessLog"] = {"filePath": access_log}
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class RawData:
+    """What Traefik reports in `/api/rawdata`, reduced to what the layer needs."""
+
+    digest: str | None
+    """The digest of the rollwise file Traefik has loaded; None when no rollwise file is loaded."""
+    servers: Mapping[str, frozenset[str]]
+    """Deployment name -> server URLs of all its services, as Traefik reports them."""
+    errors: Mapping[str, tuple[str, ...]]
+    """Object name (router, middleware or service, without @file) -> Traefik's error messages."""
+
+
+def parse_rawdata(raw: Mapping[str, Any]) -> RawData:
+    """Read `/api/rawdata`. Raises ValueError (or KeyError/TypeError) when the shape is unexpected."""
+    digest: str | None = None
+    errors: dict[str, tuple[str, ...]] = {}
+    servers: dict[str, set[str]] = {}
+    for kind in ("routers", "middlewares", "services"):
+        for full_name, obj in (raw.get(kind) or {}).items():
+            name, _, provider = full_name.rpartition("@")
+            if provider != "file":
+                continue
+            if obj.get("error"):
+                errors[name] = tuple(str(e) for e in obj["error"])
+            if kind == "middlewares" and name == MARKER_MIDDLEWARE:
+                digest = obj["headers"]["customRequestHeaders"][MARKER_HEADER]
+            if kind == "services":
+                deployment = name.partition(":")[0]
+                urls = servers.setdefault(deployment, set())
+                for server in (obj.get("loadBalancer") or {}).get("servers") or ():
+                    urls.add(server["url"])
+                urls.update((obj.get("serverStatus") or {}).keys())
+    return RawData(
+        digest=digest,
+        servers={k: frozenset(v) for k, v in servers.items()},
+        errors=errors,
+    )
+
+
+def parse_request_counts(metrics_text: str) -> dict[str, dict[int, int]]:
+    """Deployment name -> HTTP status -> requests, from Traefik's Prometheus text (child services'
+    `traefik_service_requests_total`, summed over backends, methods and protocols)."""
+    counts: dict[str, dict[int, int]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != _REQUESTS_METRIC:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            service, _, provider = sample.labels.get("service", "").rpartition("@")
+            if provider != "file":
+                continue
+            deployment = service.partition(":")[0]
+            code = int(sample.labels.get("code", "0"))
+            per_code = counts.setdefault(deployment, {})
+            per_code[code] = per_code.get(code, 0) + int(sample.value)
+    return counts

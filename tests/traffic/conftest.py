@@ -1,0 +1,84 @@
+"""Fixtures of the traffic-layer tests: tiny HTTP backends in threads and a started TraefikLayer.
+
+Used by tests/traffic/test_traefik*.py. Backends are real `ThreadingHTTPServer`s on free loopback ports;
+they answer every GET with their name (and, on `/health`, with 200 or 503 as the test sets it) and
+record the paths they received. Nothing here mocks Traefik.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from rollwise.traffic._traefik_process import pick_free_port
+from rollwise.traffic.traefik import TraefikLayer
+
+
+class TinyBackend:
+    """A named HTTP server in a thread: GET anything -> 200 with its name; GET /health -> 200 or 503."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.paths: list[str] = []
+        self.healthy = True
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                backend.paths.append(self.path)
+                if self.path == "/health" and not backend.healthy:
+                    status, body = 503, b"unhealthy"
+                else:
+                    status, body = 200, backend.name.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.server.shutdown()
+            self.server.server_close()
+            self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def make_backend() -> Iterator[Callable[[str], TinyBackend]]:
+    created: list[TinyBackend] = []
+
+    def make(name: str) -> TinyBackend:
+        backend = TinyBackend(name)
+        created.append(backend)
+        return backend
+
+    yield make
+    for backend in created:
+        backend.close()
+
+
+@pytest.fixture
+async def layer(tmp_path: Path) -> AsyncIterator[TraefikLayer]:
+    """A started TraefikLayer on free ports; closed (and its Traefik gone) after the test."""
+    traefik = TraefikLayer(tmp_path / "data", proxy_port=pick_free_port("127.0.0.1"), health_interval="200ms")
+    await traefik.start()
+    try:
+        yield traefik
+    finally:
+        await traefik.close()

@@ -1,0 +1,296 @@
+"""TraefikLayer against the real Traefik binary and real HTTP backends (see conftest.py).
+
+Each test starts its own Traefik on free ports (about 0.2 s) and checks one promise of the layer:
+lifecycle, routing under /d/NAME/, weights, removal confirmation, atomic and skipped writes, zero failed
+requests while backends are swapped and drained, 503 without backends, health checks, take-over of a
+stale Traefik, and clear errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from rollwise.model.errors import ValidationFailed
+from rollwise.traffic import _traefik_process as proc
+from rollwise.traffic.base import Backend, TrafficFailure, TrafficLayer, TrafficUnavailable
+from rollwise.traffic.traefik import TraefikLayer
+
+if TYPE_CHECKING:
+    from conftest import TinyBackend
+
+MakeBackend = Callable[[str], "TinyBackend"]
+
+
+def free_port() -> int:
+    return proc.pick_free_port("127.0.0.1")
+
+
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=5.0, trust_env=False)
+
+
+async def get_names(layer: TraefikLayer, path: str, n: int) -> collections.Counter[str]:
+    async with client() as c:
+        names: collections.Counter[str] = collections.Counter()
+        for _ in range(n):
+            r = await c.get(layer.proxy_url + path)
+            names[r.text if r.status_code == 200 else f"HTTP {r.status_code}"] += 1
+    return names
+
+
+async def apply_and_wait(layer: TraefikLayer, services: dict[str, list[Backend]]) -> None:
+    await layer.apply(services)
+    assert await layer.wait_applied(5.0)
+    assert await layer.config_errors() == {}
+
+
+async def test_start_and_close_leave_no_process(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port())
+    assert isinstance(layer, TrafficLayer)
+    await layer.start()
+    pid = layer.pid
+    assert pid is not None and proc.is_alive(pid)
+    assert layer.pid_file.read_text().strip() == str(pid)
+    assert await proc.is_port_open("127.0.0.1", layer.proxy_port)
+    await layer.close()
+    assert not proc.is_alive(pid)
+    assert not layer.pid_file.exists()
+    assert not await proc.is_port_open("127.0.0.1", layer.proxy_port)
+    await layer.close()  # idempotent
+
+
+async def test_deployment_served_under_its_prefix_with_prefix_stripped(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    demo = make_backend("demo-1")
+    await apply_and_wait(layer, {"demo": [Backend(demo.address, 1.0)]})
+    async with client() as c:
+        r = await c.get(layer.proxy_url + "/d/demo/version?x=1")
+        assert (r.status_code, r.text) == (200, "demo-1")
+        assert (await c.get(layer.proxy_url + "/d/demo")).status_code == 200
+        assert (await c.get(layer.proxy_url + "/d/demox/version")).status_code == 404
+        assert (await c.get(layer.proxy_url + "/version")).status_code == 404
+    assert demo.paths == ["/version?x=1", "/"]
+
+
+async def test_weights_are_honoured_and_zero_gets_nothing(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    a, b, z = make_backend("a"), make_backend("b"), make_backend("z")
+    await apply_and_wait(
+        layer, {"demo": [Backend(a.address, 0.9), Backend(b.address, 0.1), Backend(z.address, 0.0)]}
+    )
+    names = await get_names(layer, "/d/demo/version", 200)
+    assert 170 <= names["a"] <= 190, names
+    assert names["a"] + names["b"] == 200, names
+    assert z.paths == []
+
+
+async def test_confirm_removed_only_once_traefik_dropped_the_backend(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    a, b = make_backend("a"), make_backend("b")
+    await apply_and_wait(layer, {"demo": [Backend(a.address, 0.5), Backend(b.address, 0.5)]})
+    assert not await layer.confirm_removed("demo", [b.address])
+    await layer.apply({"demo": [Backend(a.address, 1.0)]})
+    started = time.monotonic()
+    while not await layer.confirm_removed("demo", [b.address]):
+        assert time.monotonic() - started < 5.0, "Traefik never reported the backend removed"
+        await asyncio.sleep(0.01)
+    assert not await layer.confirm_removed("demo", [a.address])
+    assert await layer.confirm_removed("other", [a.address])
+    assert (await get_names(layer, "/d/demo/version", 20)) == {"a": 20}
+
+
+async def test_confirm_removed_is_false_not_an_error_without_traefik(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port())
+    await layer.apply({})
+    assert not await layer.confirm_removed("demo", ["127.0.0.1:1"])
+    assert not await layer.wait_applied(0.05)
+    with pytest.raises(TrafficUnavailable):
+        await layer.request_counts()
+
+
+async def test_unchanged_apply_does_not_rewrite_the_file(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    a = make_backend("a")
+    await layer.apply({"demo": [Backend(a.address, 1.0)]})
+    before = layer.dynamic_file.stat()
+    await asyncio.sleep(0.02)
+    await layer.apply({"demo": [Backend(a.address, 1.0)]})
+    after = layer.dynamic_file.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+    await layer.apply({"demo": [Backend(a.address, 0.5)]})  # same ratio after scaling: same file
+    assert layer.dynamic_file.stat().st_mtime_ns == before.st_mtime_ns
+    assert layer.services == {"demo": (Backend(a.address, 0.5),)}
+    await layer.apply({"demo": [Backend(a.address, 1.0)], "other": []})
+    assert layer.dynamic_file.stat().st_ino != before.st_ino
+    assert not list(layer.dir.glob(".*.tmp"))
+
+
+async def test_no_failed_request_while_backends_are_swapped_and_drained(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    current = [make_backend("gen-0"), make_backend("gen-0b")]
+    await apply_and_wait(layer, {"demo": [Backend(b.address, 0.5) for b in current]})
+    results: collections.Counter[str] = collections.Counter()
+    stop = asyncio.Event()
+
+    async def hammer() -> None:
+        async with client() as c:
+            while not stop.is_set():
+                try:
+                    r = await c.get(layer.proxy_url + "/d/demo/version")
+                    results["ok" if r.status_code == 200 else f"HTTP {r.status_code}"] += 1
+                except httpx.HTTPError as e:
+                    results[type(e).__name__] += 1
+
+    workers = [asyncio.create_task(hammer()) for _ in range(4)]
+    try:
+        for gen in range(1, 21):
+            # One rolling step, as the route controller does it: add the new backend, drop the old
+            # one from the table, confirm Traefik dropped it, then stop its process.
+            new, old = make_backend(f"gen-{gen}"), current[0]
+            current = [current[1], new]
+            await layer.apply({"demo": [Backend(b.address, 0.5) for b in current]})
+            while not await layer.confirm_removed("demo", [old.address]):
+                await asyncio.sleep(0.005)
+            await asyncio.to_thread(old.close)
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert results["ok"] > 200, results
+    assert set(results) == {"ok"}, results
+
+
+async def test_empty_table_removes_every_route(layer: TraefikLayer, make_backend: MakeBackend) -> None:
+    a = make_backend("a")
+    await apply_and_wait(layer, {"demo": [Backend(a.address, 1.0)]})
+    await apply_and_wait(layer, {})
+    assert await layer.confirm_removed("demo", [a.address])
+    assert (await get_names(layer, "/d/demo/version", 1)) == {"HTTP 404": 1}
+
+
+async def test_deployment_without_backends_answers_503_at_once(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    a = make_backend("a")
+    await apply_and_wait(layer, {"empty": [], "zero": [Backend(a.address, 0.0)]})
+    async with client() as c:
+        for path in ("/d/empty/version", "/d/zero/version"):
+            started = time.monotonic()
+            r = await c.get(layer.proxy_url + path)
+            assert r.status_code == 503, path
+            assert time.monotonic() - started < 0.5
+    assert a.paths == []
+
+
+async def test_health_path_keeps_traffic_off_an_unhealthy_backend(
+    layer: TraefikLayer, make_backend: MakeBackend
+) -> None:
+    good, bad = make_backend("good"), make_backend("bad")
+    bad.healthy = False
+    await layer.apply(
+        {"demo": [Backend(good.address, 0.5), Backend(bad.address, 0.5)]},
+        health_paths={"demo": "/health"},
+    )
+    assert await layer.wait_applied(5.0)
+    assert await layer.config_errors() == {}
+    await asyncio.sleep(0.6)  # health interval is 200 ms in the fixture
+    assert (await get_names(layer, "/d/demo/version", 20)) == {"good": 20}
+
+
+async def test_request_counts_per_deployment(layer: TraefikLayer, make_backend: MakeBackend) -> None:
+    a = make_backend("a")
+    await apply_and_wait(layer, {"demo": [Backend(a.address, 1.0)]})
+    await get_names(layer, "/d/demo/version", 7)
+    counts = await layer.request_counts()
+    assert counts["demo"][200] == 7
+
+
+async def test_new_layer_stops_the_traefik_a_dead_server_left(
+    tmp_path: Path, make_backend: MakeBackend
+) -> None:
+    port = free_port()
+    first = TraefikLayer(tmp_path, proxy_port=port)
+    await first.start()
+    old_pid = first.pid
+    assert old_pid is not None
+    a = make_backend("a")
+    await first.apply({"demo": [Backend(a.address, 1.0)]})
+    # `first` is abandoned as if its server had been killed -9: `second` must take over.
+    second = TraefikLayer(tmp_path, proxy_port=port)
+    try:
+        await second.start()
+        assert not proc.is_alive(old_pid)
+        assert second.pid not in (None, old_pid)
+        assert second.pid_file.read_text().strip() == str(second.pid)
+        assert await second.wait_applied(5.0)  # the previous table serves until the first apply
+        assert (await get_names(second, "/d/demo/version", 3)) == {"a": 3}
+        await first.close()  # must neither kill second's traefik nor remove its pid file
+        assert second.pid is not None and proc.is_alive(second.pid)
+        assert second.pid_file.exists()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_pid_file_naming_a_foreign_process_is_ignored(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port())
+    layer.dir.mkdir(parents=True)
+    layer.pid_file.write_text(f"{os.getpid()}\n")  # this pytest process, not a traefik
+    await layer.start()
+    try:
+        assert layer.pid != os.getpid()
+    finally:
+        await layer.close()
+
+
+async def test_missing_binary_is_a_clear_traffic_failure(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port(), binary=tmp_path / "no-traefik")
+    with pytest.raises(TrafficFailure, match="no-traefik does not exist"):
+        await layer.start()
+    assert layer.pid is None
+
+
+async def test_proxy_port_in_use_is_a_clear_traffic_failure(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        layer = TraefikLayer(tmp_path, proxy_port=s.getsockname()[1])
+        with pytest.raises(TrafficFailure, match="for the proxy"):
+            await layer.start()
+    assert layer.pid is None
+
+
+async def test_traefik_refusing_its_configuration_fails_start_with_its_log(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port(), throttle="not-a-duration")
+    with pytest.raises(TrafficFailure, match="traefik exited at start") as caught:
+        await layer.start()
+    assert "not-a-duration" in str(caught.value)
+    assert layer.pid is None and not layer.pid_file.exists()
+
+
+async def test_invalid_names_and_weights_are_refused_before_writing(tmp_path: Path) -> None:
+    layer = TraefikLayer(tmp_path, proxy_port=free_port())
+    for services in (
+        {"bad name": []},
+        {"a:b": []},
+        {"demo": [Backend("127.0.0.1:1", -1.0)]},
+        {"demo": [Backend("127.0.0.1:1", float("nan"))]},
+    ):
+        with pytest.raises(ValidationFailed):
+            await layer.apply(services)
+    assert not layer.dynamic_file.exists()
