@@ -1,1 +1,51 @@
-"""rollwise.store"""
+"""rollwise.store: the database of rollwise (SQLAlchemy 2 Core, async; SQLite or PostgreSQL).
+
+    from rollwise.store import Store, ChangeSet, DeploymentUpdate, ...
+    store = await Store.open("sqlite+aiosqlite:///data/rollwise.db")   # migrates to head
+
+Public: `Store` (repository.py), the records and input types (records.py), the errors (errors.py) and
+the migration helpers (`rollwise.store.migrate`). docs/storage.md describes tables, the apply
+transaction and its guard, chunking and migrations.
+
+Imports only rollwise.model (and SQLAlchemy, Alembic, the drivers); never control, runtime or traffic.
+"""
+
+from rollwise.store.errors import Conflict, IntegrityFailed, NotFound, StoreError, StoreFailed
+from rollwise.store.records import (
+    UNSET,
+    ApplyResult,
+    ChangeSet,
+    DeploymentRecord,
+    DeploymentUpdate,
+    HistoryRecord,
+    NewHistory,
+    NewRoute,
+    RevisionRecord,
+    RevisionSpec,
+    RouteRecord,
+    RouteUpdate,
+    new_route_id,
+)
+from rollwise.store.repository import Store
+
+__all__ = [
+    "UNSET",
+    "ApplyResult",
+    "ChangeSet",
+    "Conflict",
+    "DeploymentRecord",
+    "DeploymentUpdate",
+    "HistoryRecord",
+    "IntegrityFailed",
+    "NewHistory",
+    "NewRoute",
+    "NotFound",
+    "RevisionRecord",
+    "RevisionSpec",
+    "RouteRecord",
+    "RouteUpdate",
+    "Store",
+    "StoreError",
+    "StoreFailed",
+    "new_route_id",
+]

@@ -1,0 +1,71 @@
+"""Set-based filters that stay under the drivers' parameter limits, and shared SELECTs.
+
+SQLite accepts at most 32,766 parameters per statement and asyncpg 32,767, so an `IN (...)` over an
+unbounded id list must be split:
+- PostgreSQL: one array parameter, `column = ANY(:ids)`, whatever the number of ids (also faster than
+  IN: docs/field notes measured 0.18 s vs 0.32 s for 10,000 deployments).
+- SQLite: `column IN (...)` in chunks of ID_CHUNK ids (one statement per chunk).
+Pairs (`(deployment_id, number) IN (...)`) use chunks of PAIR_CHUNK on both backends.
+
+Called by: store.repository and store.apply. Must not: execute anything (it builds clauses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Integer, String, any_, bindparam, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from rollwise.store.schema import deployments, policies
+
+ID_CHUNK = 20_000
+"""Ids per `IN (...)` on SQLite: well below 30,000 parameters with room for the other binds."""
+
+PAIR_CHUNK = 10_000
+"""(a, b) pairs per tuple `IN (...)`: 20,000 parameters."""
+
+T = TypeVar("T", int, str)
+
+
+def batched(values: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    """Successive tuples of at most `size` items (itertools.batched is Python 3.12+)."""
+    it = iter(values)
+    while chunk := tuple(islice(it, size)):
+        yield chunk
+
+
+def unique_sorted(values: Iterable[T]) -> list[T]:
+    return sorted(set(values))
+
+
+def id_filters(dialect: str, column: ColumnElement[Any], ids: Collection[T]) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses that together select `column IN ids`; one per statement to run.
+
+    Yields nothing for an empty collection (the caller then has nothing to ask).
+    """
+    values = unique_sorted(ids)
+    if not values:
+        return
+    if dialect == "postgresql":
+        element = String() if isinstance(values[0], str) else Integer()
+        yield column == any_(bindparam(None, values, type_=ARRAY(element)))
+        return
+    for chunk in batched(values, ID_CHUNK):
+        yield column.in_(chunk)
+
+
+def pair_filters(
+    first: ColumnElement[Any], second: ColumnElement[Any], pairs: Collection[tuple[int, int]]
+) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses that together select `(first, second) IN pairs`, chunked on every backend."""
+    for chunk in batched(sorted(set(pairs)), PAIR_CHUNK):
+        yield tuple_(first, second).in_(chunk)
+
+
+DEPLOYMENT_SELECT = select(*deployments.c, policies.c.document.label("policy_document")).select_from(
+    deployments.outerjoin(policies, policies.c.deployment_id == deployments.c.id)
+)
+"""Deployments with their policy document: ONE query for any number of deployments."""

@@ -1,0 +1,586 @@
+"""What the store returns and accepts, and the ONLY row <-> model mapping of rollwise.
+
+Returned (frozen; built from rows only here; never mutate, ask the store again instead):
+    DeploymentRecord   a `deployments` row joined with its `policies` row
+    RevisionRecord     a `revisions` row (immutable once written)
+    RouteRecord        a `routes` row
+    HistoryRecord      a `history` row
+
+Accepted:
+    RevisionSpec       a new revision's content (the number is the store's business)
+    NewRoute           a route to insert (id generated when None)
+    RouteUpdate        some fields of one route; fields left UNSET are not written
+    DeploymentUpdate   guarded column changes of one deployment, optionally the revision swap
+    NewHistory         a history row (merged into the previous one when identical, see `merge_key`)
+    ChangeSet          one cycle's whole write, for `Store.apply`; ApplyResult is what it did
+
+Mapping rules (row -> record): enum columns hold the enum's `.value` and come back as the enum
+(`Lifecycle`, `SubStep | None`, `Mode`, `RollbackReason | None`, `RouteStatus`, `Health`, `Traffic`);
+timestamps are aware UTC (schema.UtcDateTime); JSON `command` becomes a tuple of str; the policy document
+goes through `parse_policy` — a document that no longer validates (or a missing policy row) gives
+`policy=None` and says why in `policy_error`, so one bad row cannot stop a cycle over all deployments.
+Record -> row: `*_values()` functions below, used by repository.py and apply.py only.
+
+Called by: store.repository, store.apply; the control layer builds the input types and reads records.
+Must not: do I/O or import SQLAlchemy (rows are read through `Mapping[str, Any]`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import Enum
+from typing import Any, Final
+
+from rollwise.model import (
+    Health,
+    Lifecycle,
+    Mode,
+    Policy,
+    RollbackReason,
+    RouteStatus,
+    SubStep,
+    Traffic,
+    ValidationFailed,
+    parse_policy,
+)
+
+__all__ = [
+    "UNSET",
+    "ApplyResult",
+    "ChangeSet",
+    "DeploymentRecord",
+    "DeploymentUpdate",
+    "HistoryRecord",
+    "NewHistory",
+    "NewRoute",
+    "RevisionRecord",
+    "RevisionSpec",
+    "RouteRecord",
+    "RouteUpdate",
+    "new_route_id",
+]
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset.UNSET
+"""'Leave this column alone' in a RouteUpdate (None means: write NULL)."""
+
+
+def new_route_id() -> str:
+    """A fresh route id: 12 hex characters of a uuid4."""
+    return uuid.uuid4().hex[:12]
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentRecord:
+    id: int
+    name: str
+    replicas: int
+    lifecycle: Lifecycle
+    sub_step: SubStep | None
+    mode: Mode
+    current_revision: int | None
+    """Number of the serving revision."""
+    deploying_revision: int | None
+    """Number of the revision a rollout moves to; None when no rollout runs."""
+    paused: bool
+    abort_requested: bool
+    promote_requested: bool
+    rollout_started_at: datetime | None
+    last_progress_at: datetime | None
+    rollback_reason: RollbackReason | None
+    error_count: int
+    last_error: str | None
+    version: int
+    """Bumped by every write that changes the row; the guard of `DeploymentUpdate.expected_version`."""
+    created_at: datetime
+    updated_at: datetime
+    policy: Policy | None
+    """None only when the policy row is missing or its stored document no longer validates."""
+    policy_error: str | None = None
+    """Why `policy` is None."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionRecord:
+    id: int
+    deployment_id: int
+    number: int
+    command: tuple[str, ...]
+    env: dict[str, str]
+    health_check: dict[str, Any] | None
+    """{path, interval_seconds, timeout_seconds, healthy_threshold, unhealthy_threshold,
+    initial_delay_seconds} or None (no health check: a running route is ready)."""
+    startup_timeout_seconds: float
+    drain_seconds: float
+    stop_grace_seconds: float
+    label: str | None
+    created_at: datetime
+
+    @property
+    def has_health_check(self) -> bool:
+        return self.health_check is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRecord:
+    id: str
+    deployment_id: int
+    revision: int
+    """Revision number."""
+    status: RouteStatus
+    health: Health
+    traffic: Traffic
+    traffic_ratio: float
+    failed: bool
+    address: str | None
+    pid: int | None
+    identity: str | None
+    health_failures: int
+    health_successes: int
+    created_at: datetime
+    status_updated_at: datetime
+    drain_until: datetime | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRecord:
+    id: int
+    deployment_id: int
+    created_at: datetime
+    updated_at: datetime
+    """When the last merged attempt happened (== created_at when attempts == 1)."""
+    lifecycle_from: Lifecycle
+    lifecycle_to: Lifecycle
+    sub_step: SubStep | None
+    result: str
+    message: str
+    strategy: str | None
+    from_revision: int | None
+    to_revision: int | None
+    attempts: int
+    error: str | None
+
+    def merge_key(self) -> tuple[object, ...]:
+        return (self.lifecycle_from, self.lifecycle_to, self.sub_step, self.result, self.message,
+                self.from_revision, self.to_revision)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionSpec:
+    """A new revision's content; `Store.create_deployment` / `add_revision` give it the next number."""
+
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    health_check: dict[str, Any] | None = None
+    startup_timeout_seconds: float = 60.0
+    drain_seconds: float = 1.0
+    stop_grace_seconds: float = 5.0
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.command, str):
+            raise TypeError("RevisionSpec.command is an argv sequence, not a string")
+        object.__setattr__(self, "command", tuple(self.command))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRoute:
+    """A route to insert; `id=None` lets the store generate one (`new_route_id()`)."""
+
+    id: str | None = None
+    deployment_id: int
+    revision: int
+    status: RouteStatus = RouteStatus.PROVISIONING
+    health: Health = Health.NOT_CHECKED
+    traffic: Traffic = Traffic.ACTIVE
+    traffic_ratio: float = 1.0
+    created_at: datetime
+    """Also the initial `status_updated_at`."""
+    failed: bool = False
+    address: str | None = None
+    pid: int | None = None
+    identity: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteUpdate:
+    """Some columns of one route. Only fields not UNSET are written (None writes NULL).
+
+    `deployment_id` tags the update with its deployment: `Store.apply` requires it (a deployment skipped
+    by its guard is skipped with its route updates, and an update whose route belongs to another
+    deployment changes nothing); `Store.update_routes` does not need it.
+    """
+
+    id: str
+    deployment_id: int | None = None
+    status: RouteStatus | _Unset = UNSET
+    health: Health | _Unset = UNSET
+    traffic: Traffic | _Unset = UNSET
+    traffic_ratio: float | _Unset = UNSET
+    failed: bool | _Unset = UNSET
+    address: str | None | _Unset = UNSET
+    pid: int | None | _Unset = UNSET
+    identity: str | None | _Unset = UNSET
+    health_failures: int | _Unset = UNSET
+    health_successes: int | _Unset = UNSET
+    status_updated_at: datetime | _Unset = UNSET
+    drain_until: datetime | None | _Unset = UNSET
+    detail: str | None | _Unset = UNSET
+
+    def __post_init__(self) -> None:
+        for name, enum in (("status", RouteStatus), ("health", Health), ("traffic", Traffic)):
+            value = getattr(self, name)
+            if value is not UNSET:
+                object.__setattr__(self, name, enum(value))
+
+    def changes(self) -> dict[str, Any]:
+        """The columns this update writes, as model values."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("id", "deployment_id") and getattr(self, f.name) is not UNSET
+        }
+
+
+def _opt(enum: type[Enum]) -> Any:
+    return lambda v: None if v is None else enum(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected an int, got {v!r}")
+    return v
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else _int(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"expected a bool, got {v!r}")
+    return v
+
+
+def _opt_dt(v: Any) -> datetime | None:
+    if v is not None and not isinstance(v, datetime):
+        raise TypeError(f"expected a datetime or None, got {v!r}")
+    return v
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"expected a str or None, got {v!r}")
+    return v
+
+
+DEPLOYMENT_CHANGE_COLUMNS: Final[dict[str, Any]] = {
+    "replicas": _int,
+    "lifecycle": Lifecycle,
+    "sub_step": _opt(SubStep),
+    "mode": Mode,
+    "current_revision": _opt_int,
+    "deploying_revision": _opt_int,
+    "paused": _bool,
+    "abort_requested": _bool,
+    "promote_requested": _bool,
+    "rollout_started_at": _opt_dt,
+    "last_progress_at": _opt_dt,
+    "rollback_reason": _opt(RollbackReason),
+    "error_count": _int,
+    "last_error": _opt_str,
+}
+"""Columns a DeploymentUpdate may change, with their checks (id, name, version, timestamps: never)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentUpdate:
+    """Column changes of one deployment, applied only while its row is as the caller read it.
+
+    - `expected_version`: apply only if the row's `version` still equals it (None: no version guard).
+      Every write that changes the row bumps `version` (and sets `updated_at`).
+    - `changes`: column -> model value, keys from DEPLOYMENT_CHANGE_COLUMNS (checked here).
+    - `swap_expected`: also perform the revision swap `current_revision = deploying_revision,
+      deploying_revision = NULL`, and only if `deploying_revision` still equals this number; otherwise
+      the whole update is skipped like a failed version guard. `changes` may then not name
+      `current_revision`, and may name `deploying_revision` only as None.
+    Empty `changes` without a swap is a pure guard: nothing is written, but the deployment's routes
+    and history in the same ChangeSet are applied only if the guard holds.
+    """
+
+    deployment_id: int
+    expected_version: int | None
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    swap_expected: int | None = None
+
+    def __post_init__(self) -> None:
+        checked: dict[str, Any] = {}
+        for key, value in self.changes.items():
+            check = DEPLOYMENT_CHANGE_COLUMNS.get(key)
+            if check is None:
+                raise ValueError(f"DeploymentUpdate: {key!r} is not a column a deployment update may change")
+            try:
+                checked[key] = check(value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"DeploymentUpdate: {key}: {e}") from e
+        if self.swap_expected is not None:
+            if "current_revision" in checked:
+                raise ValueError("DeploymentUpdate: the revision swap sets current_revision itself")
+            if checked.get("deploying_revision") is not None:
+                raise ValueError("DeploymentUpdate: the revision swap sets deploying_revision to NULL")
+            checked.pop("deploying_revision", None)
+        object.__setattr__(self, "changes", checked)
+
+    @property
+    def writes(self) -> bool:
+        """True when applying it changes the row (so it bumps `version`)."""
+        return bool(self.changes) or self.swap_expected is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewHistory:
+    deployment_id: int
+    lifecycle_from: Lifecycle
+    lifecycle_to: Lifecycle
+    sub_step: SubStep | None = None
+    result: str
+    """E.g. "success", "failure", "waiting", "progress", "error"."""
+    message: str
+    strategy: str | None = None
+    from_revision: int | None = None
+    to_revision: int | None = None
+    error: str | None = None
+    at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lifecycle_from", Lifecycle(self.lifecycle_from))
+        object.__setattr__(self, "lifecycle_to", Lifecycle(self.lifecycle_to))
+        if self.sub_step is not None:
+            object.__setattr__(self, "sub_step", SubStep(self.sub_step))
+        if self.strategy is not None:
+            object.__setattr__(self, "strategy", str(self.strategy))
+
+    def merge_key(self) -> tuple[object, ...]:
+        """Rows with equal keys in a row merge: the later one bumps `attempts` of the earlier one."""
+        return (self.lifecycle_from, self.lifecycle_to, self.sub_step, self.result, self.message,
+                self.from_revision, self.to_revision)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChangeSet:
+    """One cycle's whole write (`Store.apply`). Every item is tagged with its deployment_id."""
+
+    deployments: list[DeploymentUpdate] = field(default_factory=list)
+    new_routes: list[NewRoute] = field(default_factory=list)
+    route_updates: list[RouteUpdate] = field(default_factory=list)
+    history: list[NewHistory] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.deployments or self.new_routes or self.route_updates or self.history)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyResult:
+    skipped: set[int] = field(default_factory=set)
+    """Deployments whose guard failed (or that no longer exist): nothing of them was written."""
+    applied: set[int] = field(default_factory=set)
+    """Deployments whose row was changed (version bumped)."""
+    versions: dict[int, int] = field(default_factory=dict)
+    """The row version after this apply, for every guarded-and-kept deployment of the ChangeSet."""
+    route_ids: list[str] = field(default_factory=list)
+    """Ids of the routes inserted, in ChangeSet order (generated ids included)."""
+    routes_updated: int = 0
+    history_inserted: int = 0
+    history_merged: int = 0
+
+
+# ----------------------------------------------------------------------------------- row -> record
+
+
+def _policy(document: Any) -> tuple[Policy | None, str | None]:
+    if document is None:
+        return None, "the deployment has no policy row"
+    try:
+        return parse_policy(document), None
+    except ValidationFailed as e:
+        return None, f"stored policy no longer validates: {e.message}"
+
+
+def deployment_from_row(row: Mapping[str, Any]) -> DeploymentRecord:
+    """A `deployments` row plus the joined `policy_document` column."""
+    policy, policy_error = _policy(row["policy_document"])
+    return DeploymentRecord(
+        id=row["id"],
+        name=row["name"],
+        replicas=row["replicas"],
+        lifecycle=Lifecycle(row["lifecycle"]),
+        sub_step=None if row["sub_step"] is None else SubStep(row["sub_step"]),
+        mode=Mode(row["mode"]),
+        current_revision=row["current_revision"],
+        deploying_revision=row["deploying_revision"],
+        paused=bool(row["paused"]),
+        abort_requested=bool(row["abort_requested"]),
+        promote_requested=bool(row["promote_requested"]),
+        rollout_started_at=row["rollout_started_at"],
+        last_progress_at=row["last_progress_at"],
+        rollback_reason=None if row["rollback_reason"] is None else RollbackReason(row["rollback_reason"]),
+        error_count=row["error_count"],
+        last_error=row["last_error"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        policy=policy,
+        policy_error=policy_error,
+    )
+
+
+def revision_from_row(row: Mapping[str, Any]) -> RevisionRecord:
+    return RevisionRecord(
+        id=row["id"],
+        deployment_id=row["deployment_id"],
+        number=row["number"],
+        command=tuple(row["command"]),
+        env=dict(row["env"]),
+        health_check=None if row["health_check"] is None else dict(row["health_check"]),
+        startup_timeout_seconds=row["startup_timeout_seconds"],
+        drain_seconds=row["drain_seconds"],
+        stop_grace_seconds=row["stop_grace_seconds"],
+        label=row["label"],
+        created_at=row["created_at"],
+    )
+
+
+def route_from_row(row: Mapping[str, Any]) -> RouteRecord:
+    return RouteRecord(
+        id=row["id"],
+        deployment_id=row["deployment_id"],
+        revision=row["revision"],
+        status=RouteStatus(row["status"]),
+        health=Health(row["health"]),
+        traffic=Traffic(row["traffic"]),
+        traffic_ratio=row["traffic_ratio"],
+        failed=bool(row["failed"]),
+        address=row["address"],
+        pid=row["pid"],
+        identity=row["identity"],
+        health_failures=row["health_failures"],
+        health_successes=row["health_successes"],
+        created_at=row["created_at"],
+        status_updated_at=row["status_updated_at"],
+        drain_until=row["drain_until"],
+        detail=row["detail"],
+    )
+
+
+def history_from_row(row: Mapping[str, Any]) -> HistoryRecord:
+    return HistoryRecord(
+        id=row["id"],
+        deployment_id=row["deployment_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        lifecycle_from=Lifecycle(row["lifecycle_from"]),
+        lifecycle_to=Lifecycle(row["lifecycle_to"]),
+        sub_step=None if row["sub_step"] is None else SubStep(row["sub_step"]),
+        result=row["result"],
+        message=row["message"],
+        strategy=row["strategy"],
+        from_revision=row["from_revision"],
+        to_revision=row["to_revision"],
+        attempts=row["attempts"],
+        error=row["error"],
+    )
+
+
+# ----------------------------------------------------------------------------------- record -> row
+
+
+def db_value(value: Any) -> Any:
+    """A model value as stored: enums as their string value, everything else unchanged."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def deployment_change_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: db_value(value) for key, value in changes.items()}
+
+
+def revision_values(deployment_id: int, number: int, spec: RevisionSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "deployment_id": deployment_id,
+        "number": number,
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "health_check": None if spec.health_check is None else dict(spec.health_check),
+        "startup_timeout_seconds": float(spec.startup_timeout_seconds),
+        "drain_seconds": float(spec.drain_seconds),
+        "stop_grace_seconds": float(spec.stop_grace_seconds),
+        "label": spec.label,
+        "created_at": now,
+    }
+
+
+def new_route_values(route: NewRoute, route_id: str) -> dict[str, Any]:
+    return {
+        "id": route_id,
+        "deployment_id": route.deployment_id,
+        "revision": route.revision,
+        "status": RouteStatus(route.status).value,
+        "health": Health(route.health).value,
+        "traffic": Traffic(route.traffic).value,
+        "traffic_ratio": float(route.traffic_ratio),
+        "failed": route.failed,
+        "address": route.address,
+        "pid": route.pid,
+        "identity": route.identity,
+        "health_failures": 0,
+        "health_successes": 0,
+        "created_at": route.created_at,
+        "status_updated_at": route.created_at,
+        "drain_until": None,
+        "detail": route.detail,
+    }
+
+
+ROUTE_UPDATE_COLUMNS: Final = tuple(
+    f.name for f in fields(RouteUpdate) if f.name not in ("id", "deployment_id")
+)
+
+
+def route_update_values(update: RouteUpdate) -> dict[str, Any]:
+    return {key: db_value(value) for key, value in update.changes().items()}
+
+
+def history_values(h: NewHistory) -> dict[str, Any]:
+    return {
+        "deployment_id": h.deployment_id,
+        "created_at": h.at,
+        "updated_at": h.at,
+        "lifecycle_from": h.lifecycle_from.value,
+        "lifecycle_to": h.lifecycle_to.value,
+        "sub_step": None if h.sub_step is None else h.sub_step.value,
+        "result": h.result,
+        "message": h.message,
+        "strategy": h.strategy,
+        "from_revision": h.from_revision,
+        "to_revision": h.to_revision,
+        "attempts": 1,
+        "error": h.error,
+    }

@@ -1,0 +1,370 @@
+"""`Store`: every read and write rollwise makes to its database (SQLAlchemy 2 Core, async).
+
+One instance per process, shared by the API, the coordinator's cycles and the route controller. Each
+write method is one transaction; every write that changes a deployment row bumps its `version` (the
+guard cycles and operator verbs use, see records.DeploymentUpdate). Reads issue a fixed number of
+queries whatever the number of deployments (one per chunk of ids past queries.ID_CHUNK on SQLite).
+
+Callers:
+- operations (control): create_deployment, add_revision, update_deployment, update_policy,
+  record_history, delete_deployment / purge_destroyed, and the reads;
+- cycles (control): list_deployments, list_routes, load_revisions, then ONE `apply(ChangeSet)`;
+- the route controller: list_routes / get_routes, update_routes, delete_terminated_routes.
+
+Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
+sqlite3's exceptions reach the caller. Must not: hold state besides the engine, cache rows, read the
+clock (callers pass `now`), or know about strategies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
+from rollwise.store import queries
+from rollwise.store.apply import apply_changes, write_route_updates
+from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url
+from rollwise.store.errors import Conflict, NotFound, translate_errors
+from rollwise.store.migrate import upgrade as upgrade_to_head
+from rollwise.store.records import (
+    ApplyResult,
+    ChangeSet,
+    DeploymentRecord,
+    DeploymentUpdate,
+    HistoryRecord,
+    NewHistory,
+    RevisionRecord,
+    RevisionSpec,
+    RouteRecord,
+    RouteUpdate,
+    deployment_from_row,
+    history_from_row,
+    revision_from_row,
+    revision_values,
+    route_from_row,
+)
+from rollwise.store.schema import NAME_MAX, deployments, history, policies, revisions, routes
+
+_ROUTE_ORDER = (routes.c.deployment_id, routes.c.created_at, routes.c.id)
+
+
+class Store:
+    """The repository over one database; create with `await Store.open(url)`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True, schema: str | None = None) -> Store:
+        """Connect to `sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` and migrate to head.
+
+        `schema` (PostgreSQL only, ignored on SQLite) keeps every table in that schema, created when
+        missing. Raises ValidationFailed for an unusable URL, StoreError when the database cannot be
+        reached (only noticed here when `migrate` is true: otherwise at the first query).
+        """
+        engine = create_engine(normalize_url(url), schema=schema)
+        store = cls(engine)
+        try:
+            if schema is not None and engine.dialect.name == "postgresql":
+                async with store._write() as conn:
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            if migrate:
+                await upgrade_to_head(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close every pooled connection; the Store is unusable afterwards."""
+        async with translate_errors():
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (tests hook `engine.sync_engine` events, e.g. to count statements)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors():
+            async with self._engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed when the block ends normally."""
+        async with translate_errors():
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{WRITE_OPTION: True})
+                async with conn.begin():
+                    yield conn
+
+    # ---------------------------------------------------------------------------- operation writes
+
+    async def create_deployment(
+        self, *, name: str, replicas: int, policy: Policy, revision: RevisionSpec, now: datetime
+    ) -> DeploymentRecord:
+        """A PENDING deployment with its policy and revision 1 (current_revision = 1); Conflict if the
+        name is taken."""
+        if not name or len(name) > NAME_MAX:
+            raise ValidationFailed(f"name: {name!r} must be 1 to {NAME_MAX} characters")
+        if replicas < 0:
+            raise ValidationFailed(f"replicas: {replicas} is negative")
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    insert(deployments).values(
+                        name=name,
+                        replicas=replicas,
+                        lifecycle=Lifecycle.PENDING.value,
+                        sub_step=None,
+                        mode=Mode.FORWARD.value,
+                        current_revision=1,
+                        deploying_revision=None,
+                        paused=False,
+                        abort_requested=False,
+                        promote_requested=False,
+                        error_count=0,
+                        version=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                deployment_id = result.inserted_primary_key[0]
+                await conn.execute(insert(policies).values(_policy_values(deployment_id, policy, now)))
+                await conn.execute(insert(revisions).values(revision_values(deployment_id, 1, revision, now)))
+                return await _get_deployment(conn, deployment_id)
+        except Conflict as e:
+            raise Conflict(f"deployment {name!r} exists already") from e
+
+    async def add_revision(self, deployment_id: int, spec: RevisionSpec, now: datetime) -> RevisionRecord:
+        """Store a new revision with the deployment's next number (1, 2, 3, …); NotFound if the
+        deployment does not exist. Does not change the deployment (activation is an update)."""
+        async with self._write() as conn:
+            if not await _lock_deployment(conn, deployment_id):
+                raise NotFound(f"deployment {deployment_id} does not exist")
+            number = (
+                await conn.execute(
+                    select(func.coalesce(func.max(revisions.c.number), 0) + 1).where(
+                        revisions.c.deployment_id == deployment_id
+                    )
+                )
+            ).scalar_one()
+            await conn.execute(insert(revisions).values(revision_values(deployment_id, number, spec, now)))
+            row = (
+                await conn.execute(
+                    select(revisions).where(revisions.c.deployment_id == deployment_id, revisions.c.number == number)
+                )
+            ).mappings().one()
+            return revision_from_row(row)
+
+    async def update_deployment(self, update: DeploymentUpdate, now: datetime) -> DeploymentRecord | None:
+        """Apply one guarded update (bumping `version` if it changes anything) and return the row as
+        it is now; None when the guard did not match or the deployment does not exist."""
+        async with self._write() as conn:
+            result = await apply_changes(conn, ChangeSet(deployments=[update]), now)
+            if update.deployment_id in result.skipped:
+                return None
+            return await _get_deployment(conn, update.deployment_id)
+
+    async def update_policy(
+        self, deployment_id: int, policy: Policy, now: datetime, *, expected_version: int | None = None
+    ) -> DeploymentRecord | None:
+        """Replace the deployment's policy (bumps `version`); None when the deployment does not exist
+        or its version is not `expected_version`."""
+        async with self._write() as conn:
+            current = await _lock_deployment(conn, deployment_id)
+            if current is None or (expected_version is not None and current != expected_version):
+                return None
+            values = _policy_values(deployment_id, policy, now)
+            changed = await conn.execute(
+                update(policies).where(policies.c.deployment_id == deployment_id).values(values)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(insert(policies).values(values))
+            await conn.execute(
+                update(deployments)
+                .where(deployments.c.id == deployment_id)
+                .values(version=deployments.c.version + 1, updated_at=now)
+            )
+            return await _get_deployment(conn, deployment_id)
+
+    async def record_history(self, entry: NewHistory) -> None:
+        """Add one history row (merged into the deployment's last row when identical)."""
+        await self.apply(ChangeSet(history=[entry]), entry.at)
+
+    async def delete_deployment(self, deployment_id: int) -> bool:
+        """Delete a deployment with its policy, revisions, routes and history; False if it was gone."""
+        async with self._write() as conn:
+            result = await conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
+            return bool(result.rowcount)
+
+    async def purge_destroyed(self) -> int:
+        """Delete every DESTROYED deployment (cascading); returns how many. DESTROYED rows are kept
+        until this runs, so `history NAME` still answers after a destroy."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(deployments).where(deployments.c.lifecycle == Lifecycle.DESTROYED.value)
+            )
+            return int(result.rowcount)
+
+    # ------------------------------------------------------------------------------ cycle write
+
+    async def apply(self, changes: ChangeSet, now: datetime) -> ApplyResult:
+        """A cycle's whole write in ONE transaction (store/apply.py, docs/storage.md). An empty
+        ChangeSet writes nothing and opens no transaction."""
+        if changes.is_empty:
+            return ApplyResult()
+        async with self._write() as conn:
+            return await apply_changes(conn, changes, now)
+
+    # ------------------------------------------------------------------- route controller writes
+
+    async def update_routes(self, updates: Sequence[RouteUpdate]) -> None:
+        """Write route changes (health, status, address, …) in one transaction and one executemany
+        statement; untagged updates are fine here. Unknown route ids change nothing."""
+        if not updates:
+            return
+        async with self._write() as conn:
+            await write_route_updates(conn, updates, tagged=False)
+
+    async def delete_terminated_routes(self, older_than: datetime) -> int:
+        """Delete routes `terminated` before `older_than` (by status_updated_at); returns how many.
+
+        Routes of DEPLOYING deployments are kept: a rollout counts its failed routes.
+        """
+        async with self._write() as conn:
+            deploying = select(deployments.c.id).where(deployments.c.lifecycle == Lifecycle.DEPLOYING.value)
+            result = await conn.execute(
+                delete(routes).where(
+                    routes.c.status == RouteStatus.TERMINATED.value,
+                    routes.c.status_updated_at < older_than,
+                    routes.c.deployment_id.not_in(deploying),
+                )
+            )
+            return int(result.rowcount)
+
+    # ----------------------------------------------------------------------------------- reads
+
+    async def get_deployment(self, name: str) -> DeploymentRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.name == name))).mappings().first()
+            return None if row is None else deployment_from_row(row)
+
+    async def get_deployment_by_id(self, deployment_id: int) -> DeploymentRecord | None:
+        async with self._read() as conn:
+            stmt = queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id)
+            row = (await conn.execute(stmt)).mappings().first()
+            return None if row is None else deployment_from_row(row)
+
+    async def list_deployments(self, lifecycles: Collection[Lifecycle] | None = None) -> list[DeploymentRecord]:
+        """Deployments (with policies: one query), by id; only the given lifecycles when given."""
+        stmt = queries.DEPLOYMENT_SELECT.order_by(deployments.c.id)
+        if lifecycles is not None:
+            stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
+        async with self._read() as conn:
+            return [deployment_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+
+    async def list_revisions(self, deployment_id: int) -> list[RevisionRecord]:
+        """The deployment's revisions by number."""
+        stmt = select(revisions).where(revisions.c.deployment_id == deployment_id).order_by(revisions.c.number)
+        async with self._read() as conn:
+            return [revision_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+
+    async def get_revision(self, deployment_id: int, number: int) -> RevisionRecord | None:
+        stmt = select(revisions).where(revisions.c.deployment_id == deployment_id, revisions.c.number == number)
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+            return None if row is None else revision_from_row(row)
+
+    async def load_revisions(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], RevisionRecord]:
+        """Revisions by (deployment_id, number); one query per PAIR_CHUNK keys. Missing keys are absent."""
+        found: dict[tuple[int, int], RevisionRecord] = {}
+        async with self._read() as conn:
+            for clause in queries.pair_filters(revisions.c.deployment_id, revisions.c.number, keys):
+                for row in (await conn.execute(select(revisions).where(clause))).mappings():
+                    record = revision_from_row(row)
+                    found[(record.deployment_id, record.number)] = record
+        return found
+
+    async def list_routes(
+        self,
+        deployment_ids: Collection[int] | None = None,
+        *,
+        statuses: Collection[RouteStatus] | None = None,
+    ) -> list[RouteRecord]:
+        """Routes of the given deployments (all when None), optionally only some statuses; ordered by
+        deployment, creation time, id. One query (PostgreSQL: an array; SQLite: per ID_CHUNK ids)."""
+        base = select(routes).order_by(*_ROUTE_ORDER)
+        if statuses is not None:
+            base = base.where(routes.c.status.in_(sorted(RouteStatus(s).value for s in statuses)))
+        async with self._read() as conn:
+            if deployment_ids is None:
+                return [route_from_row(row) for row in (await conn.execute(base)).mappings()]
+            found: list[RouteRecord] = []
+            for clause in queries.id_filters(self.dialect, routes.c.deployment_id, deployment_ids):
+                found.extend(route_from_row(row) for row in (await conn.execute(base.where(clause))).mappings())
+            return found
+
+    async def get_routes(self, route_ids: Collection[str]) -> list[RouteRecord]:
+        """Routes by id (unknown ids are absent), in the list_routes order."""
+        found: list[RouteRecord] = []
+        async with self._read() as conn:
+            for clause in queries.id_filters(self.dialect, routes.c.id, route_ids):
+                stmt = select(routes).where(clause).order_by(*_ROUTE_ORDER)
+                found.extend(route_from_row(row) for row in (await conn.execute(stmt)).mappings())
+        found.sort(key=lambda r: (r.deployment_id, r.created_at, r.id))
+        return found
+
+    async def list_history(self, deployment_id: int, limit: int | None = None) -> list[HistoryRecord]:
+        """History rows oldest first; with `limit`, the newest `limit` rows (still oldest first)."""
+        stmt = select(history).where(history.c.deployment_id == deployment_id).order_by(history.c.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._read() as conn:
+            rows = [history_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+        rows.reverse()
+        return rows
+
+
+def _policy_values(deployment_id: int, policy: Policy, now: datetime) -> dict[str, Any]:
+    return {
+        "deployment_id": deployment_id,
+        "strategy": policy.strategy.value,
+        "document": policy.to_json(),
+        "updated_at": now,
+    }
+
+
+async def _lock_deployment(conn: AsyncConnection, deployment_id: int) -> int | None:
+    """Lock the deployment row for this transaction; its version, or None if it does not exist."""
+    stmt = select(deployments.c.version).where(deployments.c.id == deployment_id).with_for_update()
+    return (await conn.execute(stmt)).scalar_one_or_none()
+
+
+async def _get_deployment(conn: AsyncConnection, deployment_id: int) -> DeploymentRecord:
+    row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id))).mappings().one()
+    return deployment_from_row(row)
