@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules register themselves on `app` when imported.
-    from rollwise.cli import plan  # noqa: F401
+    from rollwise.cli import demo, plan, simulate  # noqa: F401
 
 
 def main() -> None:

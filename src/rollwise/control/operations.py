@@ -318,7 +318,15 @@ class Operations:
             if not changes:
                 return dep
             now = self.clock.now()
-            changes = {**changes, "version": dep.version + 1}
+            changes = dict(changes)
+            policy = changes.pop("policy", None)
+            expected = dep.version
+            if policy is not None:
+                # The policy lives in its own table: written first, guarded by the same version.
+                updated = await self.store.update_policy(dep.id, policy, now, expected_version=expected)
+                if updated is None:
+                    continue
+                expected = updated.version
             history = []
             if message:
                 history.append(
@@ -338,7 +346,7 @@ class Operations:
                 )
             result = await self.store.apply(
                 ChangeSet(
-                    deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=dep.version, changes=changes)],
+                    deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=expected, changes=changes)],
                     new_routes=[],
                     route_updates=[],
                     history=history,

@@ -201,8 +201,19 @@ class RouteController:
         if not await self._runtime.is_running(handle):
             return _fail(r, now, "the process exited before it was ready"), "failed"
         if await self._prober.listening(handle.address, timeout=DEFAULT_PROBE_TIMEOUT):
-            if rev.health_check is None:
+            check = rev.health_check
+            if check is None:
                 return _change(r, status=RouteStatus.RUNNING, status_updated_at=now), "became_ready"
+            if float(check.get("initial_delay_seconds", 0.0)) == 0 and int(check.get("healthy_threshold", 1)) == 1:
+                # Probe at once: a route that is healthy as soon as it listens serves one pass earlier.
+                self._last_probe[r.id] = now
+                path, timeout = check.get("path", "/healthz"), float(check.get("timeout_seconds", 1.0))
+                if await self._prober.probe(handle.address, path, timeout=timeout):
+                    return (
+                        _change(r, status=RouteStatus.RUNNING, health=Health.HEALTHY, health_successes=1,
+                                status_updated_at=now),
+                        "became_ready",
+                    )
             return _change(r, status=RouteStatus.RUNNING, status_updated_at=now), "became_running"
         if _age(r.created_at, now) > rev.startup_timeout_seconds:
             self._stop_later(handle, rev.stop_grace_seconds)

@@ -1,0 +1,115 @@
+"""A bounded HTTP load generator for the demo and the benchmarks: sends POST requests at a fixed rate
+to one URL on this machine and counts answers by status and by the model version that answered.
+
+It stops by itself (`stop()` or its duration) and never has more than `max_in_flight` requests open.
+Called by `rollwise demo` and `benchmarks/`; not used by the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class LoadStats:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.sent, self.failed
+
+    def split(self) -> dict[str, float]:
+        """Share of each version among the recent answers (the traffic split people see)."""
+        c = Counter(self.recent)
+        total = sum(c.values()) or 1
+        return {v: n / total for v, n in sorted(c.items())}
+
+
+class LoadGenerator:
+    def __init__(
+        self,
+        url: str,
+        *,
+        rate: float = 100.0,
+        max_in_flight: int = 50,
+        timeout: float = 10.0,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+            raise ValueError("the load generator only sends traffic to this machine")
+        self.url = url
+        self.rate = rate
+        self.stats = LoadStats()
+        self._sem = asyncio.Semaphore(max_in_flight)
+        self._timeout = timeout
+        self._body = body or {"text": "what a great and helpful model"}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> LoadGenerator:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def start(self, duration: float | None = None) -> None:
+        self._task = asyncio.create_task(self._run(duration))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self, duration: float | None) -> None:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        async with httpx.AsyncClient(timeout=self._timeout, limits=limits) as client:
+            start = time.monotonic()
+            interval = 1.0 / self.rate
+            n = 0
+            while not self._stop.is_set():
+                if duration is not None and time.monotonic() - start >= duration:
+                    break
+                await self._sem.acquire()
+                task = asyncio.create_task(self._one(client))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+                n += 1
+                delay = start + n * interval - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        self.stats.sent += 1
+        try:
+            resp = await client.post(self.url, json=self._body)
+            if resp.status_code == 200:
+                version = str(resp.json().get("version", "?"))
+                self.stats.ok += 1
+                self.stats.versions[version] += 1
+                self.stats.recent.append(version)
+            else:
+                self.stats.failed += 1
+                self.stats.errors[f"HTTP {resp.status_code}"] += 1
+        except (httpx.HTTPError, ValueError) as e:
+            self.stats.failed += 1
+            self.stats.errors[type(e).__name__] += 1
+        finally:
+            self._sem.release()

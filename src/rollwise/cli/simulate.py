@@ -1,0 +1,106 @@
+"""`rollwise simulate`: a rollout from v1 to v2 on the real control plane with the simulated runtime
+(see control.simulation), printed cycle by cycle for people, or as JSON with `--json` (the last line is
+one JSON object: outcome, final_revision, cycles, max_alive, min_serving, timeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import Enum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rollwise.cli.main import app
+from rollwise.control.simulation import SimulationOptions, SimulationResult, run_simulation
+from rollwise.model import RollwiseError
+from rollwise.model.policy import parse_policy
+
+
+class FailNew(str, Enum):
+    none = "none"
+    start = "start"
+    unhealthy = "unhealthy"
+
+
+class StrategyOpt(str, Enum):
+    rolling = "rolling"
+    blue_green = "blue_green"
+    recreate = "recreate"
+
+
+def _int_or_percent(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+@app.command("simulate")
+def simulate(
+    strategy: StrategyOpt = typer.Option(StrategyOpt.rolling, help="Rollout strategy"),
+    replicas: int = typer.Option(3, min=0, max=1000, help="Desired replicas"),
+    max_surge: str = typer.Option("25%", help='Rolling: extra routes, integer or "N%"'),
+    max_unavailable: str = typer.Option("0", help='Rolling: routes that may be unavailable, integer or "N%"'),
+    auto_promote: bool = typer.Option(False, help="Blue-green: promote once green is ready"),
+    promote_delay: float = typer.Option(0.0, "--promote-delay", min=0, help="Blue-green: seconds before auto-promotion"),
+    startup_seconds: float = typer.Option(2.0, min=0, help="Seconds a route takes to become ready"),
+    fail_new: FailNew = typer.Option(FailNew.none, help="How v2 misbehaves: none, start, unhealthy"),
+    seed: int = typer.Option(0, help="Seed of the startup-time jitter"),
+    tick: float = typer.Option(0.5, min=0.01, help="Simulated seconds per cycle"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+) -> None:
+    """Simulate a rollout from v1 to v2 (no processes, simulated time) and show every cycle."""
+    from rollwise.cli.errors import fail
+
+    opts = SimulationOptions(
+        strategy=strategy.value,
+        replicas=replicas,
+        max_surge=_int_or_percent(max_surge),
+        max_unavailable=_int_or_percent(max_unavailable),
+        auto_promote=auto_promote,
+        promote_delay_seconds=promote_delay,
+        startup_seconds=startup_seconds,
+        fail_new=fail_new.value,
+        seed=seed,
+        tick=tick,
+    )
+    try:
+        parse_policy(opts.policy())
+        result = asyncio.run(run_simulation(opts))
+    except RollwiseError as e:
+        fail(str(e), code=2)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    _print_table(result, opts)
+
+
+def _print_table(result: SimulationResult, opts: SimulationOptions) -> None:
+    console = Console()
+    table = Table(title=f"simulated {opts.strategy.replace('_', '-')} rollout v1 -> v2, {opts.replicas} replicas")
+    for col in ("cycle", "t (s)", "sub-step", "v1 ready/prov/other", "v2 ready/prov/other", "alive", "serving", "events"):
+        table.add_column(col)
+    last = None
+    for row in result.timeline:
+        key = (row["sub_step"], json.dumps(row["routes"], sort_keys=True), row["alive"], row["serving"])
+        if key == last and not row["events"]:
+            continue  # nothing changed this cycle: keep the table short
+        last = key
+
+        def cell(label: str) -> str:
+            c = row["routes"].get(label)
+            if not c:
+                return "-"
+            return f"{c['ready']}/{c['provisioning']}/{c['unready'] + c['terminating']}" + (
+                f" [red]{c['failed']} failed[/]" if c["failed"] else ""
+            )
+
+        table.add_row(
+            str(row["cycle"]), f"{row['t']:.1f}", row["sub_step"] or "-", cell("v1"), cell("v2"),
+            str(row["alive"]), str(row["serving"]), "; ".join(row["events"])[:120],
+        )
+    console.print(table)
+    console.print(
+        f"outcome: [bold]{result.outcome}[/], serving {result.final_revision}, {result.cycles} cycles, "
+        f"max alive {result.max_alive}, min serving {result.min_serving}"
+    )
