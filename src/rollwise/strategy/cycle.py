@@ -1,0 +1,313 @@
+"""The per-cycle view every strategy reads, the termination order, and replica arithmetic. Pure.
+
+`build_view` reads the routes of one deployment once: it drops the routes that no longer count
+(`terminating`, `terminated`), sorts the rest into the termination order once, and splits them into the
+groups of spec/strategies.md ("Words"): target routes (provisioning, unready, ready, counted failures)
+and other routes (provisioning, unready, ready). Every group keeps the termination order, so a rule
+that terminates k routes of a group takes its first k. The strategy modules (`rolling`, `blue_green`,
+`recreate`) and the engine read `CycleView`; nothing else builds one.
+
+Also here, because more than one strategy needs them: `resolve_int_or_percent` and
+`resolve_rolling_limits` (the Kubernetes-style arithmetic of `max_surge` / `max_unavailable`) and
+`pick_surplus` (which routes go when there are too many).
+
+Must not: read the clock, do I/O, or import anything but `rollwise.model` and the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+from rollwise.model import DeploymentView, Health, Mode, RouteStatus, RouteView, Traffic, TrafficChange
+from rollwise.model.policy import IntOrPercent
+
+# --------------------------------------------------------------------------------------------------
+# Route predicates (spec/strategies.md, "Words")
+
+
+def is_failed(route: RouteView) -> bool:
+    """A route that failed: `failed` is set, or it reached `failed_to_start` (which implies failure)."""
+    return route.failed or route.status is RouteStatus.FAILED_TO_START
+
+
+def is_alive(route: RouteView) -> bool:
+    """`provisioning` or `running`, and not failed (a failed route is on its way out, never alive)."""
+    return route.status.is_alive and not is_failed(route)
+
+
+def is_ready(route: RouteView) -> bool:
+    """Alive, running, and healthy (or without a health check)."""
+    return is_alive(route) and route.is_ready
+
+
+def is_serving(route: RouteView) -> bool:
+    """Ready and in the traffic layer with a weight: the route answers requests."""
+    return is_ready(route) and route.traffic is Traffic.ACTIVE and route.traffic_ratio > 0
+
+
+def is_ignored(route: RouteView) -> bool:
+    """`terminating` / `terminated`: never alive, never terminated again (still counted if failed)."""
+    return route.status in (RouteStatus.TERMINATING, RouteStatus.TERMINATED)
+
+
+# --------------------------------------------------------------------------------------------------
+# Termination order
+
+
+class TerminationRank(IntEnum):
+    """Who goes first when a rule terminates k routes of a set (lower goes first)."""
+
+    PROVISIONING = 0
+    UNHEALTHY = 1
+    DEGRADED = 2
+    NOT_CHECKED = 3
+    READY = 4
+
+
+_UNREADY_RANK = {
+    Health.UNHEALTHY: TerminationRank.UNHEALTHY,
+    Health.DEGRADED: TerminationRank.DEGRADED,
+    Health.NOT_CHECKED: TerminationRank.NOT_CHECKED,
+    # A running route whose health is `healthy` is ready; this entry only keeps the mapping total.
+    Health.HEALTHY: TerminationRank.READY,
+}
+
+
+def termination_rank(route: RouteView) -> TerminationRank:
+    if route.status is RouteStatus.PROVISIONING:
+        return TerminationRank.PROVISIONING
+    if route.is_ready:
+        return TerminationRank.READY
+    return _UNREADY_RANK[route.health]
+
+
+def termination_key(route: RouteView) -> tuple[int, datetime, str]:
+    """Not ready before ready (provisioning, unhealthy, degraded, not_checked, ready); then older
+    `created_at` first; then `id`."""
+    return (termination_rank(route), route.created_at, route.id)
+
+
+def in_termination_order(routes: Iterable[RouteView]) -> tuple[RouteView, ...]:
+    return tuple(sorted(routes, key=termination_key))
+
+
+def pick_surplus(alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...]:
+    """The `count` routes to drop from `alive` (one revision's alive routes, in termination order)
+    when it has more than needed: every not-ready route first (termination order), then ready routes
+    newest first (the rolling update's completion rule; Kubernetes also scales down the newest first).
+
+    >>> # alive: p1 (provisioning), u1 (unhealthy), ready r1 (oldest), r2, r3 (newest); count 3
+    >>> # -> p1, u1, r3
+    """
+    if count <= 0:
+        return ()
+    not_ready = [r for r in alive if not r.is_ready]
+    ready_newest_first = sorted((r for r in alive if r.is_ready), key=termination_key, reverse=True)
+    return tuple((not_ready + ready_newest_first)[:count])
+
+
+# --------------------------------------------------------------------------------------------------
+# Replica arithmetic (max_surge / max_unavailable)
+
+_PERCENT = re.compile(r"^\s*(\d+)%\s*$")
+
+
+def resolve_int_or_percent(value: IntOrPercent, total: int, *, round_up: bool) -> int:
+    """A replica count as written (`3` or `"25%"`) resolved against `total` replicas.
+
+    Integers are used as they are. A percentage p of D is ceil(D * p / 100) when `round_up` (surge)
+    and floor(D * p / 100) otherwise (unavailable), in exact integer arithmetic:
+    D=10 "25%" -> 3 up, 2 down; D=1 "25%" -> 1 up, 0 down; D=0 -> 0.
+    Percentages are whole numbers (the policy rejects "12.5%", as Kubernetes does).
+    """
+    if isinstance(value, int):
+        return value
+    m = _PERCENT.match(value)
+    if m is None:  # the policy validator never lets this through
+        raise ValueError(f"{value!r} is not an integer or a percentage like \"25%\"")
+    scaled = total * int(m.group(1))
+    return -(-scaled // 100) if round_up else scaled // 100
+
+
+@dataclass(frozen=True, slots=True)
+class RollingLimits:
+    """`max_surge` / `max_unavailable` resolved against the current D."""
+
+    surge: int
+    unavailable: int
+
+
+def resolve_rolling_limits(max_surge: IntOrPercent, max_unavailable: IntOrPercent, desired: int) -> RollingLimits:
+    """surge = ceil(D * p) (or the integer); unavailable = floor(D * p) (or the integer);
+    if both resolve to 0, unavailable becomes 1; finally unavailable is clamped to D.
+
+    The clamp comes last (as in Kubernetes' `MaxUnavailable`), so unavailable <= D always holds;
+    this only matters for D = 0, where (0, 0) and (0, 1) decide exactly the same routes.
+    Examples: D=10 "25%"/"25%" -> (3, 2); D=1 "25%"/"25%" -> (1, 0); D=3 "0%"/"10%" -> (0, 1);
+    D=3 1/5 -> (1, 3); D=0 "25%"/0 -> (0, 0).
+    """
+    surge = resolve_int_or_percent(max_surge, desired, round_up=True)
+    unavailable = resolve_int_or_percent(max_unavailable, desired, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return RollingLimits(surge=surge, unavailable=min(unavailable, desired))
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-cycle view
+
+
+@dataclass(frozen=True, slots=True)
+class CycleView:
+    """One deployment as one cycle sees it, for one target revision. Built by `build_view`.
+
+    Every route tuple is in termination order. `routes` holds every route that still counts (not
+    `terminating` / `terminated`), so the engine can re-split the same snapshot for a rollback.
+    """
+
+    now: datetime
+    deployment: DeploymentView
+    mode: Mode
+    target: str
+    """T: `deploying_revision` in forward mode, `current_revision` while rolling back."""
+    routes: tuple[RouteView, ...]
+    target_provisioning: tuple[RouteView, ...]
+    target_unready: tuple[RouteView, ...]
+    target_ready: tuple[RouteView, ...]
+    target_failed: tuple[RouteView, ...]
+    """Failed target routes that count against the failure threshold (created at/after the rollout
+    started, when that is known); includes failed routes already `terminating`/`terminated`."""
+    other_provisioning: tuple[RouteView, ...]
+    other_unready: tuple[RouteView, ...]
+    other_ready: tuple[RouteView, ...]
+
+    @property
+    def desired(self) -> int:
+        """D: the latest desired replica count."""
+        return self.deployment.desired_replicas
+
+    # counts named as in the spec
+    @property
+    def t_prov(self) -> int:
+        return len(self.target_provisioning)
+
+    @property
+    def t_unready(self) -> int:
+        return len(self.target_unready)
+
+    @property
+    def t_ready(self) -> int:
+        return len(self.target_ready)
+
+    @property
+    def t_alive(self) -> int:
+        return self.t_prov + self.t_unready + self.t_ready
+
+    @property
+    def t_failed(self) -> int:
+        return len(self.target_failed)
+
+    @property
+    def o_ready(self) -> int:
+        return len(self.other_ready)
+
+    @property
+    def o_unready(self) -> int:
+        """Other routes that are alive but not ready, `provisioning` included (as in the spec)."""
+        return len(self.other_provisioning) + len(self.other_unready)
+
+    @property
+    def o_alive(self) -> int:
+        return self.o_unready + self.o_ready
+
+    # route groups
+    @property
+    def target_alive(self) -> tuple[RouteView, ...]:
+        return self.target_provisioning + self.target_unready + self.target_ready
+
+    @property
+    def other_not_ready(self) -> tuple[RouteView, ...]:
+        return self.other_provisioning + self.other_unready
+
+    @property
+    def other_alive(self) -> tuple[RouteView, ...]:
+        return self.other_provisioning + self.other_unready + self.other_ready
+
+    def for_mode(self, mode: Mode) -> CycleView:
+        """The same snapshot split for another mode (the engine uses it to start a rollback)."""
+        return _split(self.deployment, self.routes, now=self.now, mode=mode)
+
+
+def target_revision(deployment: DeploymentView, mode: Mode) -> str | None:
+    return deployment.deploying_revision if mode is Mode.FORWARD else deployment.current_revision
+
+
+def build_view(
+    deployment: DeploymentView, routes: Iterable[RouteView], *, now: datetime, mode: Mode | None = None
+) -> CycleView:
+    """Sort and classify `routes` once. `mode` defaults to the deployment's mode. The target revision
+    of that mode must not be None (the engine checks that first)."""
+    kept = in_termination_order(r for r in routes if not is_ignored(r) or is_failed(r))
+    return _split(deployment, kept, now=now, mode=deployment.mode if mode is None else mode)
+
+
+def _split(deployment: DeploymentView, routes: tuple[RouteView, ...], *, now: datetime, mode: Mode) -> CycleView:
+    target = target_revision(deployment, mode)
+    if target is None:  # guarded by engine.check_decidable
+        raise ValueError(f"no target revision in {mode} mode")
+    started = deployment.rollout_started_at
+    groups: dict[str, list[RouteView]] = {
+        k: [] for k in ("t_prov", "t_unready", "t_ready", "t_failed", "o_prov", "o_unready", "o_ready")
+    }
+    for r in routes:
+        side = "t" if r.revision == target else "o"
+        if is_failed(r):
+            if side == "t" and (started is None or r.created_at >= started):
+                groups["t_failed"].append(r)
+        elif is_ignored(r):
+            continue
+        elif r.status is RouteStatus.PROVISIONING:
+            groups[f"{side}_prov"].append(r)
+        elif r.is_ready:
+            groups[f"{side}_ready"].append(r)
+        else:
+            groups[f"{side}_unready"].append(r)
+    return CycleView(
+        now=now,
+        deployment=deployment,
+        mode=mode,
+        target=target,
+        routes=routes,
+        target_provisioning=tuple(groups["t_prov"]),
+        target_unready=tuple(groups["t_unready"]),
+        target_ready=tuple(groups["t_ready"]),
+        target_failed=tuple(groups["t_failed"]),
+        other_provisioning=tuple(groups["o_prov"]),
+        other_unready=tuple(groups["o_unready"]),
+        other_ready=tuple(groups["o_ready"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers shared by the strategies
+
+
+def ids(routes: Iterable[RouteView]) -> tuple[str, ...]:
+    return tuple(r.id for r in routes)
+
+
+def activations(routes: Iterable[RouteView], *, dropping: Iterable[RouteView] = ()) -> tuple[TrafficChange, ...]:
+    """Traffic changes that put back into the traffic layer the routes of `routes` (target routes that
+    stay) which would otherwise receive nothing: traffic `inactive` or ratio 0. Rolling and recreate
+    serve every target route; a target route left inactive (a superseded blue-green rollout of the
+    same revision, say) would otherwise complete a rollout that serves nothing."""
+    gone = {r.id for r in dropping}
+    return tuple(
+        TrafficChange(id=r.id, traffic=Traffic.ACTIVE, traffic_ratio=1.0)
+        for r in routes
+        if r.id not in gone and (r.traffic is not Traffic.ACTIVE or r.traffic_ratio <= 0)
+    )

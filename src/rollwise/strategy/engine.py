@@ -1,0 +1,147 @@
+"""The strategy engine's entry point: `decide(deployment, routes, policy, now) -> Decision`.
+
+Called by the control layer's evaluation cycles (DEPLOYING, and READY replica reconciliation in
+rollback mode), by `rollwise plan` (through `planio`) and by the API's dry run: all through the very
+same function. It wraps the strategy rules (looked up in `registry`) with the checks every strategy
+shares, spec/strategies.md "Checks before and after the strategy":
+
+forward mode
+    1. failed target routes (created at/after rollout_started_at) >= failure_threshold
+       (default max(1, D))                                  -> start a rollback (failure_threshold)
+    2. abort_requested                                      -> start a rollback (aborted)
+    3. paused                                               -> sub-step paused, no route changes
+    4. the strategy's rules
+    5. the decision is provisioning/progressing and now - last_progress_at > progress_deadline_seconds
+                                                            -> on_deadline: rollback | pause
+rollback mode
+    the strategy's rules with T = current revision; no checks (a rollback restores the revision that
+    was serving: it is not paused, aborted, failure-limited nor time-limited).
+
+"Start a rollback" evaluates the rollback rules on the same snapshot in the same cycle and returns
+that decision (mode `rolling_back`, `rollback_reason` set), so no cycle is wasted.
+
+Must not: read the clock (`now` comes in), do I/O, or mutate its inputs. It raises only
+`ValidationFailed`, for a state no rule can decide (see `check_decidable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from rollwise.model import (
+    Decision,
+    DeploymentView,
+    Mode,
+    OnDeadline,
+    Policy,
+    RollbackReason,
+    RouteView,
+    SubStep,
+    ValidationFailed,
+)
+from rollwise.strategy import messages as msg
+from rollwise.strategy.cycle import CycleView, build_view, in_termination_order, is_alive
+from rollwise.strategy.registry import StrategyRules, rules_for
+
+
+def check_decidable(deployment: DeploymentView) -> None:
+    """Raise ValidationFailed (naming the field) for a deployment no rule can decide: a forward rollout
+    without a revision to deploy, or a negative D."""
+    if deployment.desired_replicas < 0:
+        raise ValidationFailed(f"deployment.desired_replicas: {deployment.desired_replicas} is negative")
+    if deployment.mode is Mode.FORWARD and deployment.deploying_revision is None:
+        raise ValidationFailed(
+            "deployment.deploying_revision: is null, but a forward rollout needs a revision to deploy"
+        )
+
+
+def failure_threshold(policy: Policy, desired: int) -> int:
+    """The number of failed target routes that starts a rollback: the policy's, else max(1, D)."""
+    return policy.failure_threshold if policy.failure_threshold is not None else max(1, desired)
+
+
+def decide(deployment: DeploymentView, routes: Sequence[RouteView], policy: Policy, now: datetime) -> Decision:
+    """The decision of one evaluation cycle for one deployment (pure; see the module docstring)."""
+    check_decidable(deployment)
+    rules = rules_for(policy.strategy)
+    settings = rules.compute_settings(policy, deployment.desired_replicas)
+    if deployment.mode is Mode.ROLLING_BACK:
+        if deployment.current_revision is None:
+            decision = _roll_back_to_nothing(rules, routes)
+        else:
+            decision = rules.decide(build_view(deployment, routes, now=now), settings)
+        return dataclasses.replace(decision, reason=msg.ROLLBACK_CONTINUE.format(line=decision.reason))
+    view = build_view(deployment, routes, now=now)
+
+    threshold = failure_threshold(policy, view.desired)
+    if view.t_failed >= threshold:
+        why = msg.ROLLBACK_WHY[RollbackReason.FAILURE_THRESHOLD].format(
+            failed=view.t_failed, revision=view.target, threshold=threshold
+        )
+        return _start_rollback(rules, settings, view, RollbackReason.FAILURE_THRESHOLD, why)
+    if deployment.abort_requested:
+        why = msg.ROLLBACK_WHY[RollbackReason.ABORTED]
+        return _start_rollback(rules, settings, view, RollbackReason.ABORTED, why)
+    if deployment.paused:
+        return Decision(
+            sub_step=SubStep.PAUSED, mode=Mode.FORWARD, reason=msg.LINE.format(label=rules.label, body=msg.PAUSED)
+        )
+
+    decision = rules.decide(view, settings)
+    overdue = _seconds_overdue(deployment, policy, now)
+    if decision.sub_step in (SubStep.PROVISIONING, SubStep.PROGRESSING) and overdue is not None:
+        elapsed, deadline = (msg.format_seconds(s) for s in overdue)
+        if policy.on_deadline is OnDeadline.PAUSE:
+            body = msg.DEADLINE_PAUSED.format(elapsed=elapsed, deadline=deadline)
+            return Decision(
+                sub_step=SubStep.PAUSED,
+                mode=Mode.FORWARD,
+                reason=msg.LINE.format(label=rules.label, body=body),
+                set_paused=True,
+            )
+        why = msg.ROLLBACK_WHY[RollbackReason.PROGRESS_DEADLINE].format(elapsed=elapsed, deadline=deadline)
+        return _start_rollback(rules, settings, view, RollbackReason.PROGRESS_DEADLINE, why)
+    return decision
+
+
+def _seconds_overdue(deployment: DeploymentView, policy: Policy, now: datetime) -> tuple[float, float] | None:
+    """(seconds without progress, deadline) when the progress deadline has passed (strictly), else
+    None. Progress is measured from `last_progress_at`, or `rollout_started_at` when that is unknown;
+    with neither, or with no deadline in the policy, there is no deadline."""
+    deadline = policy.progress_deadline_seconds
+    since = deployment.last_progress_at or deployment.rollout_started_at
+    if deadline is None or since is None:
+        return None
+    elapsed = (now - since).total_seconds()
+    return (elapsed, float(deadline)) if elapsed > deadline else None
+
+
+def _start_rollback(
+    rules: StrategyRules[Any], settings: Any, view: CycleView, reason: RollbackReason, why: str
+) -> Decision:
+    """The rollback decision of this same cycle, with the reason recorded."""
+    if view.deployment.current_revision is None:
+        decision = _roll_back_to_nothing(rules, view.routes)
+    else:
+        decision = rules.decide(view.for_mode(Mode.ROLLING_BACK), settings)
+    return dataclasses.replace(
+        decision,
+        mode=Mode.ROLLING_BACK,
+        reason=msg.ROLLBACK_START.format(why=why, line=decision.reason),
+        rollback_reason=reason,
+    )
+
+
+def _roll_back_to_nothing(rules: StrategyRules[Any], routes: Sequence[RouteView]) -> Decision:
+    """A rollback of a rollout that had no serving revision before it (`current_revision` null): there
+    is nothing to return to, so every alive route is terminated and the rollback ends at once."""
+    alive = in_termination_order(r for r in routes if is_alive(r))
+    return Decision(
+        sub_step=SubStep.ROLLED_BACK,
+        mode=Mode.ROLLING_BACK,
+        reason=msg.LINE.format(label=rules.label, body=msg.ROLLED_BACK_TO_NOTHING.format(count=len(alive))),
+        terminate=tuple(r.id for r in alive),
+    )
