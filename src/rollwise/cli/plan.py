@@ -1,0 +1,81 @@
+"""`rollwise plan --input FILE|-`: the decision the next evaluation cycle would take, as JSON.
+
+Reads one deployment's state (spec/plan-format.md) from a file or standard input, runs the strategy
+engine (`rollwise.strategy.planio`, the same `decide` the controller calls) and prints the decision as
+JSON (indent 2) on stdout, exit 0. Bad input prints one line on stderr, `error: <field>: <problem>`,
+nothing on stdout, and exits 2 (see `errors.py`). It touches no database, process or network.
+
+Shaped for what comes next: a later issue adds an optional positional NAME (a live plan fetched from
+a server), making the command `plan [NAME] [--input FILE]`; then exactly one of the two is required.
+Today `--input` is required, and its absence is reported like any other bad input.
+
+Registered on the Typer app when `rollwise.cli.main` imports this module. Must not hold strategy
+logic: parsing and rules live in `rollwise.strategy`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rollwise.cli.errors import EXIT_INVALID, cli_errors, fail
+from rollwise.cli.main import app
+from rollwise.strategy.planio import compute_plan_output
+
+STDIN = "-"
+
+
+@app.command("plan")
+def plan_command(
+    input_path: str | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        metavar="FILE|-",
+        help="State of one deployment as JSON (spec/plan-format.md); '-' reads standard input. Required.",
+        show_default=False,
+    ),
+) -> None:
+    """Print the decision of the next evaluation cycle for a deployment state, as JSON."""
+    with cli_errors():
+        if input_path is None:
+            fail("--input: is required (a state file, or - for standard input)", code=EXIT_INVALID)
+        document = _load_json(input_path)
+        output = compute_plan_output(document)
+    typer.echo(json.dumps(output, indent=2))
+
+
+def _load_json(input_path: str) -> Any:
+    """The parsed JSON document at `input_path` ('-': standard input); exits 2 when it cannot be read."""
+    where = "input"
+    if input_path == STDIN:
+        try:
+            data = sys.stdin.buffer.read()
+        except (OSError, ValueError, AttributeError) as e:
+            fail(f"input: cannot read standard input: {e}", code=EXIT_INVALID)
+    else:
+        try:
+            data = Path(input_path).read_bytes()
+        except OSError as e:
+            fail(f"--input: cannot read {json.dumps(input_path)}: {e.strerror or e}", code=EXIT_INVALID)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        fail(f"{where}: is not UTF-8 text", code=EXIT_INVALID)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        fail(f"{where}: is not JSON ({e.msg} at line {e.lineno}, column {e.colno})", code=EXIT_INVALID)
+    except ValueError as e:
+        fail(f"{where}: is not JSON ({e})", code=EXIT_INVALID)
+    except RecursionError:
+        fail(f"{where}: is not JSON we can read (nested too deeply)", code=EXIT_INVALID)
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN / Infinity; JSON does not.
+    raise ValueError(f"{name} is not a JSON value")
