@@ -1,0 +1,322 @@
+"""The example model server as a real process: predictions, endpoints, keep-alive, misbehaviour, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sentiment_training
+
+from rollwise.examples.model_server import SentimentModel, tokenize
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "src/rollwise/examples/sentiment_weights.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def is_listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_listening(port: int, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not is_listening(port):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {port} after {timeout}s")
+        time.sleep(0.02)
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rollwise.examples.model_server", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM, wait; (exit code, stderr)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=10)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(*args: str, wait: bool = True) -> Server:
+        server = Server(*args)
+        servers.append(server)
+        if wait:
+            wait_listening(server.port)
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.kill()
+        server.process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = Server("--version", "v7")
+    wait_listening(s.port)
+    yield s
+    s.stop()
+
+
+# The model ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_weights_are_reproducible_from_the_training_script() -> None:
+    shipped = json.loads(WEIGHTS.read_text())
+    retrained = sentiment_training.train()
+    assert shipped["bias"] == pytest.approx(retrained["bias"], abs=1e-4)
+    assert shipped["weights"].keys() == retrained["weights"].keys()  # type: ignore[union-attr]
+    for word, weight in shipped["weights"].items():
+        assert weight == pytest.approx(retrained["weights"][word], abs=1e-4), word  # type: ignore[index]
+
+
+def test_model_fits_its_training_corpus_and_tokenizes_like_training() -> None:
+    model = SentimentModel.load_packaged()
+    assert len(model.weights) >= 100
+    for text in sentiment_training.POSITIVE:
+        assert model.predict(text)[0] == "positive", text
+    for text in sentiment_training.NEGATIVE:
+        assert model.predict(text)[0] == "negative", text
+    assert tokenize("It DIDN'T work, sadly!") == ["it", "didn't", "work", "sadly"]
+
+
+def test_scores_are_probabilities_of_the_label() -> None:
+    model = SentimentModel.load_packaged()
+    for text in ("great great great", "awful", "", "zzz qqq"):
+        label, score = model.predict(text)
+        assert 0.5 <= score <= 1.0
+        p = model.probability_positive(text)
+        assert score == pytest.approx(p if label == "positive" else 1 - p)
+
+
+# Endpoints ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("I love this, excellent and fast", "positive"),
+        ("Great support and a wonderful, reliable product", "positive"),
+        ("Terrible and slow, I hate it", "negative"),
+        ("The update broke everything, what a waste of money", "negative"),
+    ],
+)
+def test_predict(server: Server, text: str, label: str) -> None:
+    response = httpx.post(f"{server.url}/predict", json={"text": text})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["label"] == label
+    assert body["version"] == "v7"
+    assert 0.5 <= body["score"] <= 1.0
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_version_and_healthz(server: Server) -> None:
+    assert httpx.get(f"{server.url}/version").json() == {"version": "v7"}
+    health = httpx.get(f"{server.url}/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'{"txt": "hi"}', b'{"text": 3}', b"\xff\xfe", b""],
+    ids=["not-json", "not-object", "no-text", "text-not-string", "not-utf8", "empty"],
+)
+def test_bad_bodies_get_400_and_the_connection_survives(server: Server, body: bytes) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        response = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400
+        assert "error" in response.json()
+        assert client.post("/predict", json={"text": "great"}).status_code == 200
+
+
+def test_unknown_path_and_wrong_method(server: Server) -> None:
+    missing = httpx.get(f"{server.url}/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = httpx.get(f"{server.url}/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_oversized_body_gets_413(server: Server) -> None:
+    response = httpx.post(f"{server.url}/predict", json={"text": "x" * 70_000})
+    assert response.status_code == 413
+
+
+def _raw_request(path: str, body: bytes = b"") -> bytes:
+    method = "POST" if body else "GET"
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    return head + body
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """Read `count` responses off a keep-alive connection (they all carry Content-Length)."""
+    data = b""
+    responses: list[bytes] = []
+    while len(responses) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))[15:])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            rest += chunk
+        responses.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return responses
+
+
+def test_keep_alive_and_pipelining_on_one_connection(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(_raw_request("/version"))
+        (first,) = _read_responses(sock, 1)
+        assert first.startswith(b"HTTP/1.1 200") and b"connection: close" not in first.lower()
+        # Two requests in one write: the second sits in the server's read buffer, not in the socket.
+        sock.sendall(_raw_request("/healthz") + _raw_request("/predict", b'{"text": "awful"}'))
+        second, third = _read_responses(sock, 2)
+        assert b'"ok"' in second and b'"negative"' in third
+
+
+def test_chunked_request_body(server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "excellent '
+        yield b'and wonderful"}'
+
+    response = httpx.post(f"{server.url}/predict", content=chunks())
+    assert response.status_code == 200 and response.json()["label"] == "positive"
+
+
+async def test_requests_are_served_concurrently(start_server: Callable[..., Server]) -> None:
+    server = start_server("--latency", "0.4")
+    async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=30)) as client:
+        started = time.monotonic()
+        responses = await asyncio.gather(*(client.post("/predict", json={"text": "good"}) for _ in range(30)))
+        elapsed = time.monotonic() - started
+    assert all(r.status_code == 200 for r in responses)
+    assert elapsed < 2.0  # 30 x 0.4 s one after the other would take 12 s
+
+
+# Misbehaviour ------------------------------------------------------------------------------------------
+
+
+def test_fail_start_exits_1_without_listening(start_server: Callable[..., Server]) -> None:
+    server = start_server("--fail-start", wait=False)
+    while server.process.poll() is None:
+        assert not is_listening(server.port)
+        time.sleep(0.02)
+    code, err = server.stop()
+    assert code == 1
+    assert "fail" in err
+    assert not is_listening(server.port)
+
+
+def test_unhealthy_after_turns_healthz_503_but_keeps_predicting(start_server: Callable[..., Server]) -> None:
+    server = start_server("--unhealthy-after", "0.5")
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    time.sleep(0.6)
+    health = httpx.get(f"{server.url}/healthz")
+    assert (health.status_code, health.json()) == (503, {"status": "unhealthy"})
+    assert httpx.post(f"{server.url}/predict", json={"text": "great"}).status_code == 200
+
+
+def test_startup_delay_postpones_listening(start_server: Callable[..., Server]) -> None:
+    started = time.monotonic()
+    server = start_server("--startup-delay", "0.6", wait=False)
+    time.sleep(0.3)
+    assert not is_listening(server.port)
+    wait_listening(server.port)
+    assert time.monotonic() - started >= 0.6
+
+
+def test_port_in_use_exits_1(server: Server) -> None:
+    clash = Server("--port", str(server.port))  # the later --port wins
+    assert clash.process.wait(timeout=10) == 1
+    assert "cannot start" in clash.stop()[1]
+
+
+# Stopping ----------------------------------------------------------------------------------------------
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_server: Callable[..., Server]) -> None:
+    server = start_server("--latency", "0.8")
+    result: dict[str, httpx.Response] = {}
+    request = threading.Thread(
+        target=lambda: result.setdefault("r", httpx.post(f"{server.url}/predict", json={"text": "nice"}, timeout=5))
+    )
+    request.start()
+    time.sleep(0.3)  # the request is now sleeping in the server
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    assert not is_listening(server.port)  # stopped accepting while the request is still in flight
+    request.join(timeout=5)
+    code, err = server.stop()
+    assert result["r"].status_code == 200 and result["r"].json()["label"] == "positive"
+    assert result["r"].headers["connection"] == "close"
+    assert code == 0
+    assert "1 request(s) were in flight" in err
+
+
+def test_sigterm_closes_idle_keep_alive_connections_at_once(start_server: Callable[..., Server]) -> None:
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(_raw_request("/healthz"))
+        _read_responses(sock, 1)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 1.5
+        assert sock.recv(100) == b""  # the server closed the idle connection
+
+
+def test_sigterm_during_startup_delay_exits_0(start_server: Callable[..., Server]) -> None:
+    server = start_server("--startup-delay", "30", wait=False)
+    time.sleep(0.3)
+    code, err = server.stop()
+    assert code == 0 and "before listening" in err
+
+
+def test_logs_one_line_per_start_and_stop_not_per_request(start_server: Callable[..., Server]) -> None:
+    server = start_server("--version", "v2")
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(20):
+            client.post("/predict", json={"text": "fine"})
+        client.post("/predict", content=b"junk")
+    code, err = server.stop()
+    lines = err.strip().splitlines()
+    assert code == 0
+    assert len(lines) == 2, lines
+    assert "listening" in lines[0] and "v2" in lines[0] and "stopped" in lines[1]
