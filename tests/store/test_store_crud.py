@@ -1,0 +1,260 @@
+"""Operation writes and reads of Store on both backends: deployments, revisions, policies, history,
+routes outside cycles, timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+
+from rollwise.model import Lifecycle, Mode, Policy, RollbackReason, RouteStatus, StrategyName, SubStep, Traffic
+from rollwise.model.errors import RollwiseError, ValidationFailed
+from rollwise.store import (
+    ChangeSet,
+    Conflict,
+    DeploymentUpdate,
+    NewHistory,
+    NewRoute,
+    NotFound,
+    RouteUpdate,
+    Store,
+)
+from rollwise.store.schema import policies
+
+from .helpers import NOW, make_deployments, spec
+
+LATER = NOW + timedelta(minutes=5)
+
+
+async def test_create_get_list_deployments(store: Store) -> None:
+    policy = Policy(strategy=StrategyName.BLUE_GREEN, auto_promote=True)
+    dep = await store.create_deployment(name="llm", replicas=3, policy=policy, revision=spec("v1"), now=NOW)
+    assert dep.name == "llm" and dep.replicas == 3
+    assert dep.lifecycle is Lifecycle.PENDING and dep.sub_step is None and dep.mode is Mode.FORWARD
+    assert dep.current_revision == 1 and dep.deploying_revision is None
+    assert (dep.paused, dep.abort_requested, dep.promote_requested) == (False, False, False)
+    assert dep.version == 1 and dep.error_count == 0 and dep.rollback_reason is None
+    assert dep.policy == policy and dep.policy_error is None
+    assert dep.created_at == NOW == dep.updated_at
+
+    assert await store.get_deployment("llm") == dep
+    assert await store.get_deployment_by_id(dep.id) == dep
+    assert await store.get_deployment("nope") is None
+    assert await store.get_deployment_by_id(dep.id + 1000) is None
+
+    others = await make_deployments(store, 2)
+    await store.update_deployment(
+        DeploymentUpdate(deployment_id=others[0].id, expected_version=1, changes={"lifecycle": Lifecycle.READY}), NOW
+    )
+    assert [d.name for d in await store.list_deployments()] == ["llm", "d0", "d1"]
+    assert [d.name for d in await store.list_deployments([Lifecycle.READY])] == ["d0"]
+    assert [d.name for d in await store.list_deployments([Lifecycle.PENDING, Lifecycle.READY])] == ["llm", "d0", "d1"]
+    assert await store.list_deployments([]) == []
+
+
+async def test_duplicate_name_is_conflict(store: Store) -> None:
+    await make_deployments(store, 1)
+    with pytest.raises(Conflict) as info:
+        await make_deployments(store, 1)
+    assert info.value.code == "conflict" and isinstance(info.value, RollwiseError)
+    assert "d0" in info.value.message
+    assert len(await store.list_deployments()) == 1  # nothing of the second one was written
+    assert len(await store.list_revisions((await store.list_deployments())[0].id)) == 1
+
+
+async def test_invalid_name_is_rejected(store: Store) -> None:
+    with pytest.raises(ValidationFailed):
+        await store.create_deployment(name="x" * 64, replicas=1, policy=Policy(), revision=spec(), now=NOW)
+
+
+async def test_revisions_are_numbered_per_deployment(store: Store) -> None:
+    a, b = await make_deployments(store, 2)
+    r2 = await store.add_revision(a.id, spec("v2", env={"A": "1"}, health_check={"path": "/h"}), LATER)
+    r3 = await store.add_revision(a.id, spec("v3", drain_seconds=2.5), LATER)
+    rb2 = await store.add_revision(b.id, spec("b2"), LATER)
+    assert (r2.number, r3.number, rb2.number) == (2, 3, 2)
+    assert r2.env == {"A": "1"} and r2.health_check == {"path": "/h"} and r2.has_health_check
+    assert r3.drain_seconds == 2.5 and r3.startup_timeout_seconds == 60.0 and r3.stop_grace_seconds == 5.0
+    assert r2.command == ("python", "-m", "server", "--port", "{port}") and r2.created_at == LATER
+
+    assert [r.number for r in await store.list_revisions(a.id)] == [1, 2, 3]
+    assert [r.label for r in await store.list_revisions(a.id)] == ["v1", "v2", "v3"]
+    assert await store.get_revision(a.id, 2) == r2
+    assert await store.get_revision(a.id, 9) is None
+    loaded = await store.load_revisions([(a.id, 1), (a.id, 3), (b.id, 2), (b.id, 7), (a.id, 3)])
+    assert set(loaded) == {(a.id, 1), (a.id, 3), (b.id, 2)}
+    assert loaded[(a.id, 3)] == r3 and not loaded[(a.id, 1)].has_health_check
+    assert await store.load_revisions([]) == {}
+
+
+async def test_add_revision_to_missing_deployment_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.add_revision(12345, spec(), NOW)
+
+
+async def test_concurrent_add_revision_gets_distinct_numbers(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+    made = await asyncio.gather(*(store.add_revision(dep.id, spec(f"c{i}"), NOW) for i in range(8)))
+    assert sorted(r.number for r in made) == list(range(2, 10))
+
+
+async def test_update_deployment_bumps_version_and_guards(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+    up = await store.update_deployment(
+        DeploymentUpdate(
+            deployment_id=dep.id,
+            expected_version=1,
+            changes={
+                "lifecycle": Lifecycle.DEPLOYING,
+                "sub_step": SubStep.PROVISIONING,
+                "deploying_revision": 2,
+                "rollout_started_at": LATER,
+                "rollback_reason": RollbackReason.ABORTED,
+                "paused": True,
+                "last_error": "boom",
+            },
+        ),
+        LATER,
+    )
+    assert up is not None
+    assert up.version == 2 and up.updated_at == LATER and up.created_at == NOW
+    assert up.lifecycle is Lifecycle.DEPLOYING and up.sub_step is SubStep.PROVISIONING
+    assert up.deploying_revision == 2 and up.current_revision == 1 and up.rollout_started_at == LATER
+    assert up.rollback_reason is RollbackReason.ABORTED and up.paused and up.last_error == "boom"
+
+    stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, changes={"paused": False})
+    assert await store.update_deployment(stale, LATER) is None
+    assert (await store.get_deployment_by_id(dep.id)) == up  # untouched
+
+    unguarded = DeploymentUpdate(deployment_id=dep.id, expected_version=None, changes={"replicas": 5})
+    after = await store.update_deployment(unguarded, LATER)
+    assert after is not None and after.replicas == 5 and after.version == 3
+
+    pure_guard = DeploymentUpdate(deployment_id=dep.id, expected_version=3)
+    same = await store.update_deployment(pure_guard, LATER)
+    assert same == after  # nothing to write: no version bump
+    assert await store.update_deployment(DeploymentUpdate(deployment_id=999, expected_version=None, changes={"paused": True}), LATER) is None
+
+
+def test_deployment_update_checks_its_changes() -> None:
+    with pytest.raises(ValueError, match="version"):
+        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"version": 3})
+    with pytest.raises(ValueError, match="lifecycle"):
+        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"lifecycle": "sideways"})
+    with pytest.raises(ValueError, match="paused"):
+        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"paused": "yes"})
+    with pytest.raises(ValueError, match="swap"):
+        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"current_revision": 2}, swap_expected=2)
+    # A swap may name deploying_revision=None (what the swap writes anyway); strings become enums.
+    u = DeploymentUpdate(deployment_id=1, expected_version=1, changes={"deploying_revision": None, "lifecycle": "ready"}, swap_expected=2)
+    assert u.changes == {"lifecycle": Lifecycle.READY}
+
+
+async def test_update_policy(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+    new = Policy(strategy=StrategyName.RECREATE)
+    up = await store.update_policy(dep.id, new, LATER)
+    assert up is not None and up.policy == new and up.version == 2 and up.updated_at == LATER
+    assert await store.update_policy(dep.id, Policy(), LATER, expected_version=1) is None
+    assert (await store.get_deployment_by_id(dep.id)).policy == new  # type: ignore[union-attr]
+    assert await store.update_policy(dep.id + 99, new, LATER) is None
+
+
+async def test_stored_policy_that_no_longer_validates_gives_none(store: Store) -> None:
+    a, b = await make_deployments(store, 2)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(policies).where(policies.c.deployment_id == a.id).values(document={"strategy": "canary-x"})
+        )
+    deps = {d.id: d for d in await store.list_deployments()}  # one bad row does not break the list
+    assert deps[a.id].policy is None and "strategy" in (deps[a.id].policy_error or "")
+    assert deps[b.id].policy == Policy()
+
+
+async def test_timestamps_are_aware_utc(store: Store) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    local = datetime(2026, 3, 4, 14, 30, 0, 123456, tzinfo=plus2)
+    dep = await store.create_deployment(name="tz", replicas=1, policy=Policy(), revision=spec(), now=local)
+    for value in (dep.created_at, (await store.list_revisions(dep.id))[0].created_at):
+        assert value.tzinfo is UTC or value.utcoffset() == timedelta(0)
+        assert value == local and value.hour == 12 and value.microsecond == 123456
+    with pytest.raises(ValueError, match="naive"):
+        await store.create_deployment(name="naive", replicas=1, policy=Policy(), revision=spec(), now=datetime(2026, 1, 1))
+    assert await store.get_deployment("naive") is None
+
+
+async def test_history_order_limit_and_merge(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+
+    def h(message: str, at: datetime, error: str | None = None) -> NewHistory:
+        return NewHistory(
+            deployment_id=dep.id, lifecycle_from=Lifecycle.DEPLOYING, lifecycle_to=Lifecycle.DEPLOYING,
+            sub_step=SubStep.PROGRESSING, result="waiting", message=message, strategy="rolling",
+            from_revision=1, to_revision=2, error=error, at=at,
+        )
+
+    await store.record_history(h("a", NOW))
+    await store.record_history(h("a", NOW + timedelta(seconds=1), error="e1"))
+    await store.record_history(h("b", NOW + timedelta(seconds=2)))
+    await store.record_history(h("a", NOW + timedelta(seconds=3)))
+    rows = await store.list_history(dep.id)
+    assert [(r.message, r.attempts) for r in rows] == [("a", 2), ("b", 1), ("a", 1)]
+    assert rows[0].created_at == NOW and rows[0].updated_at == NOW + timedelta(seconds=1) and rows[0].error == "e1"
+    assert rows[0].sub_step is SubStep.PROGRESSING and rows[0].strategy == "rolling"
+    assert [r.message for r in await store.list_history(dep.id, limit=2)] == ["b", "a"]
+    assert await store.list_history(dep.id + 50) == []
+
+
+async def test_update_routes_outside_cycles(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+    result = await store.apply(
+        ChangeSet(new_routes=[NewRoute(id="r1", deployment_id=dep.id, revision=1, created_at=NOW, address="127.0.0.1:1")]),
+        NOW,
+    )
+    assert result.route_ids == ["r1"]
+    await store.update_routes([RouteUpdate(id="r1", status=RouteStatus.RUNNING, pid=42, status_updated_at=LATER)])
+    [r] = await store.list_routes([dep.id])
+    assert (r.status, r.pid, r.address, r.status_updated_at) == (RouteStatus.RUNNING, 42, "127.0.0.1:1", LATER)
+    await store.update_routes([RouteUpdate(id="r1", address=None, detail="exit 1"), RouteUpdate(id="missing", pid=1)])
+    [r] = await store.get_routes(["r1", "missing"])
+    assert r.address is None and r.detail == "exit 1" and r.pid == 42  # None writes NULL, UNSET keeps
+    await store.update_routes([])
+
+
+async def test_delete_and_purge(store: Store) -> None:
+    a, b, c = await make_deployments(store, 3)
+    await store.apply(
+        ChangeSet(
+            new_routes=[NewRoute(deployment_id=d.id, revision=1, created_at=NOW) for d in (a, b)],
+            history=[NewHistory(deployment_id=a.id, lifecycle_from=Lifecycle.PENDING, lifecycle_to=Lifecycle.SCALING,
+                                result="success", message="m", at=NOW)],
+        ),
+        NOW,
+    )
+    assert await store.delete_deployment(a.id) is True
+    assert await store.delete_deployment(a.id) is False
+    assert await store.list_history(a.id) == [] and await store.list_revisions(a.id) == []
+    assert {r.deployment_id for r in await store.list_routes()} == {b.id}
+
+    await store.update_deployment(DeploymentUpdate(deployment_id=b.id, expected_version=None, changes={"lifecycle": Lifecycle.DESTROYED}), NOW)
+    assert await store.purge_destroyed() == 1
+    assert [d.id for d in await store.list_deployments()] == [c.id]
+    assert await store.list_routes() == []
+
+
+async def test_delete_terminated_routes(store: Store) -> None:
+    ready, deploying = await make_deployments(store, 2)
+    await store.update_deployment(DeploymentUpdate(deployment_id=deploying.id, expected_version=None, changes={"lifecycle": Lifecycle.DEPLOYING}), NOW)
+    routes = [
+        NewRoute(id="old", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=NOW),
+        NewRoute(id="new", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=LATER),
+        NewRoute(id="run", deployment_id=ready.id, revision=1, status=RouteStatus.RUNNING, created_at=NOW),
+        NewRoute(id="dep", deployment_id=deploying.id, revision=1, status=RouteStatus.TERMINATED, created_at=NOW,
+                 traffic=Traffic.INACTIVE, failed=True),
+    ]
+    await store.apply(ChangeSet(new_routes=routes), NOW)
+    assert await store.delete_terminated_routes(NOW + timedelta(minutes=1)) == 1
+    assert sorted(r.id for r in await store.list_routes()) == ["dep", "new", "run"]
+    assert [r.id for r in await store.list_routes(statuses=[RouteStatus.TERMINATED], deployment_ids=[deploying.id])] == ["dep"]
