@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LIVE_STATUSES = (RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING)
 DEFAULT_PROBE_TIMEOUT = 1.0
+TRAFFIC_APPLY_TIMEOUT = 2.0
 
 
 @dataclass
@@ -159,6 +160,8 @@ class RouteController:
         if services != self.last_services:
             await self._traffic.apply(services)
             self.last_services = services
+            # What the next cycle reads (a route serving, a deployment READY) must be true in the proxy.
+            await self._traffic.wait_applied(timeout=TRAFFIC_APPLY_TIMEOUT)
         await self._drain(list(updated.values()), revisions, names, now, report)
         return report
 

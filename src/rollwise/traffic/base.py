@@ -50,6 +50,10 @@ class TrafficLayer(Protocol):
 
     async def confirm_removed(self, deployment: str, addresses: Sequence[str]) -> bool: ...
 
+    async def wait_applied(self, timeout: float = 5.0) -> bool:
+        """Return once the proxy serves the last applied table (False after `timeout` seconds)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -68,6 +72,9 @@ class NoTraffic:
     async def confirm_removed(self, deployment: str, addresses: Sequence[str]) -> bool:
         present = {b.address for b in self.services.get(deployment, ())}
         return not present.intersection(addresses)
+
+    async def wait_applied(self, timeout: float = 5.0) -> bool:
+        return True
 
     async def close(self) -> None:
         self.services = {}
