@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -245,6 +246,21 @@ async def test_new_layer_stops_the_traefik_a_dead_server_left(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_start_again_after_traefik_died(layer: TraefikLayer, make_backend: MakeBackend) -> None:
+    a = make_backend("a")
+    await apply_and_wait(layer, {"demo": [Backend(a.address, 1.0)]})
+    dead = layer.pid
+    assert dead is not None
+    os.kill(dead, signal.SIGKILL)
+    while layer.pid is not None:
+        await asyncio.sleep(0.01)
+    assert not await layer.confirm_removed("demo", ["127.0.0.1:1"])  # no API: False, no error
+    await layer.start()
+    assert layer.pid not in (None, dead)
+    assert await layer.wait_applied(5.0)
+    assert (await get_names(layer, "/d/demo/version", 2)) == {"a": 2}
 
 
 async def test_pid_file_naming_a_foreign_process_is_ignored(tmp_path: Path) -> None:

@@ -151,14 +151,23 @@ def compute_dynamic_config(
 
 
 def render_dynamic_config(config: Mapping[str, Any]) -> tuple[str, str]:
-    """(file text, digest): the config plus the marker middleware carrying the digest of the config."""
+    """(file text, digest): the config plus the marker middleware carrying the digest of the config.
+    The text is compact JSON with one object per line, which keeps diffs of the file readable."""
     body = json.dumps(config, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    marked = json.loads(body)
-    marked["http"].setdefault("middlewares", {})[MARKER_MIDDLEWARE] = {
-        "headers": {"customRequestHeaders": {MARKER_HEADER: digest}}
+    http = dict(config.get("http", {}))
+    http["middlewares"] = {
+        **http.get("middlewares", {}),
+        MARKER_MIDDLEWARE: {"headers": {"customRequestHeaders": {MARKER_HEADER: digest}}},
     }
-    return json.dumps(marked, indent=2, sort_keys=True) + "\n", digest
+    lines = []
+    for section in sorted(http):
+        items = [
+            f"  {json.dumps(name)}: {json.dumps(obj, sort_keys=True)}"
+            for name, obj in sorted(http[section].items())
+        ]
+        lines.append(f" {json.dumps(section)}: {{\n" + ",\n".join(items) + "\n }")
+    return '{"http": {\n' + ",\n".join(lines) + "\n}}\n", digest
 
 
 def compute_static_config(

@@ -52,9 +52,12 @@ def _family(host: str) -> socket.AddressFamily:
 
 def pick_free_port(host: str) -> int:
     """A port the OS says is free now (another process may still take it before Traefik binds it)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    except OSError as e:
+        raise TrafficFailure(f"cannot find a free port on {host}: {e}") from e
 
 
 def check_port_free(host: str, port: int, *, what: str) -> None:
