@@ -1,0 +1,1 @@
+"""Tests of the strategy engine (rollwise.strategy): table tests, property tests, plan I/O."""

@@ -1,0 +1,246 @@
+"""Plan I/O (spec/plan-format.md): parsing with defaults, one-line errors naming the field, and the
+output object."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from rollwise.model import (
+    Decision,
+    Health,
+    Mode,
+    RollbackReason,
+    RouteCreate,
+    RouteStatus,
+    StrategyName,
+    SubStep,
+    Traffic,
+    TrafficChange,
+    ValidationFailed,
+)
+from rollwise.strategy.planio import compute_plan_output, decision_to_json, parse_plan_input
+
+
+def state(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "now": "2026-03-04T00:01:00Z",
+        "deployment": {"desired_replicas": 3, "current_revision": "r1", "deploying_revision": "r2"},
+        "policy": {"strategy": "rolling"},
+        "routes": [
+            {"id": "a1", "revision": "r1", "status": "running", "health": "healthy"},
+            {"id": "a2", "revision": "r1", "status": "running", "health": "healthy"},
+            {"id": "a3", "revision": "r1", "status": "running", "health": "healthy"},
+        ],
+    }
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node: Any = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if isinstance(node, list):
+            node[int(last)] = value
+        elif value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return doc
+
+
+DELETE = object()
+
+ERRORS = [
+    ("not an object", [1, 2], "input: [1, 2] is not an object"),
+    ("now missing", state(now=DELETE), "now: is required"),
+    ("now not a timestamp", state(now="yesterday"), 'now: "yesterday" is not an ISO 8601 timestamp with a zone'),
+    ("now without a zone", state(now="2026-03-04T00:01:00"),
+     'now: "2026-03-04T00:01:00" is not an ISO 8601 timestamp with a zone'),
+    ("now a number", state(now=5), "now: 5 is not an ISO 8601 timestamp with a zone"),
+    ("deployment missing", state(deployment=DELETE), "deployment: is required"),
+    ("deployment not an object", state(deployment=[]), "deployment: [] is not an object"),
+    ("desired_replicas missing", state(deployment__desired_replicas=DELETE), "deployment.desired_replicas: is required"),
+    ("desired_replicas negative", state(deployment__desired_replicas=-1), "deployment.desired_replicas: -1 is negative"),
+    ("desired_replicas over 1000", state(deployment__desired_replicas=1001),
+     "deployment.desired_replicas: 1001 is over 1000"),
+    ("desired_replicas a float", state(deployment__desired_replicas=2.5),
+     "deployment.desired_replicas: 2.5 is not an integer"),
+    ("desired_replicas a bool", state(deployment__desired_replicas=True),
+     "deployment.desired_replicas: true is not an integer"),
+    ("desired_replicas a string", state(deployment__desired_replicas="3"),
+     'deployment.desired_replicas: "3" is not an integer'),
+    ("current_revision missing", state(deployment__current_revision=DELETE), "deployment.current_revision: is required"),
+    ("deploying_revision missing", state(deployment__deploying_revision=DELETE),
+     "deployment.deploying_revision: is required"),
+    ("deploying_revision a number", state(deployment__deploying_revision=2),
+     "deployment.deploying_revision: 2 is not a string or null"),
+    ("forward with deploying_revision null", state(deployment__deploying_revision=None),
+     "deployment.deploying_revision: is null, but a forward rollout needs a revision to deploy"),
+    ("mode unknown", state(deployment__mode="backwards"),
+     'deployment.mode: "backwards" is not one of forward, rolling_back'),
+    ("paused not a bool", state(deployment__paused="yes"), 'deployment.paused: "yes" is not true or false'),
+    ("promote_requested null", state(deployment__promote_requested=None),
+     "deployment.promote_requested: null is not true or false"),
+    ("rollout_started_at bad", state(deployment__rollout_started_at="soon"),
+     'deployment.rollout_started_at: "soon" is not an ISO 8601 timestamp with a zone'),
+    ("last_progress_at bad", state(deployment__last_progress_at="2026-13-01T00:00:00Z"),
+     'deployment.last_progress_at: "2026-13-01T00:00:00Z" is not an ISO 8601 timestamp with a zone'),
+    ("policy missing", state(policy=DELETE), "policy: is required"),
+    ("policy not an object", state(policy="rolling"), 'policy: "rolling" is not an object'),
+    ("strategy missing", state(policy={"max_surge": 1}), "policy.strategy: is required"),
+    ("strategy unknown", state(policy={"strategy": "canary"}),
+     'policy.strategy: "canary" is not a strategy (one of rolling, blue_green, recreate)'),
+    ("surge 150%", state(policy={"strategy": "rolling", "max_surge": "150%"}), 'policy.max_surge: "150%" is over 100%'),
+    ("surge 12.5%", state(policy={"strategy": "rolling", "max_surge": "12.5%"}),
+     'policy.max_surge: "12.5%" is not an integer or a percentage like "25%"'),
+    ("surge without %", state(policy={"strategy": "rolling", "max_surge": "3"}),
+     'policy.max_surge: "3" is not an integer or a percentage like "25%"'),
+    ("unavailable negative", state(policy={"strategy": "rolling", "max_unavailable": -1}),
+     "policy.max_unavailable: -1 is negative"),
+    ("both zero", state(policy={"strategy": "rolling", "max_surge": 0, "max_unavailable": "0%"}),
+     "policy: max_surge and max_unavailable cannot both be 0"),
+    ("on_deadline unknown", state(policy={"strategy": "rolling", "on_deadline": "panic"}),
+     'policy.on_deadline: "panic" is not "rollback" or "pause"'),
+    ("routes not a list", state(routes={}), "routes: {} is not a list"),
+    ("route not an object", state(routes__1="a2"), 'routes[1]: "a2" is not an object'),
+    ("route id missing", state(routes__0__id=DELETE), "routes[0].id: is required"),
+    ("route id empty", state(routes__0__id=""), 'routes[0].id: "" is empty'),
+    ("route id duplicate", state(routes__2__id="a1"), 'routes[2].id: "a1" is already the id of routes[0]'),
+    ("route revision missing", state(routes__1__revision=DELETE), "routes[1].revision: is required"),
+    ("route status missing", state(routes__1__status=DELETE), "routes[1].status: is required"),
+    ("route status unknown", state(routes__2__status="runing"),
+     'routes[2].status: "runing" is not one of provisioning, running, terminating, terminated, failed_to_start'),
+    ("route health unknown", state(routes__0__health="fine"),
+     'routes[0].health: "fine" is not one of not_checked, healthy, unhealthy, degraded'),
+    ("route traffic unknown", state(routes__0__traffic="on"), 'routes[0].traffic: "on" is not one of active, inactive'),
+    ("route ratio over 1", state(routes__0__traffic_ratio=1.5), "routes[0].traffic_ratio: 1.5 is not between 0 and 1"),
+    ("route ratio negative", state(routes__0__traffic_ratio=-0.5),
+     "routes[0].traffic_ratio: -0.5 is not between 0 and 1"),
+    ("route failed not a bool", state(routes__0__failed=1), "routes[0].failed: 1 is not true or false"),
+    ("route created_at bad", state(routes__0__created_at="2026-03-04"),
+     'routes[0].created_at: "2026-03-04" is not an ISO 8601 timestamp with a zone'),
+]
+
+
+@pytest.mark.parametrize(("doc", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_bad_input_is_one_line_naming_the_field(doc: Any, message: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse_plan_input(doc)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_long_values_are_shortened_in_errors() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse_plan_input(state(routes__0__status="x" * 500))
+    assert len(str(info.value)) < 200
+
+
+def test_defaults() -> None:
+    doc = {
+        "now": "2026-03-04T00:01:00+02:00",
+        "deployment": {"desired_replicas": 2, "current_revision": "r1", "deploying_revision": "r2"},
+        "policy": {"strategy": "blue_green"},
+        "routes": [{"id": "a1", "revision": "r1", "status": "running"}],
+    }
+    plan = parse_plan_input(doc)
+    now = datetime(2026, 3, 4, 0, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert plan.now == now
+    d = plan.deployment
+    assert (d.mode, d.paused, d.abort_requested, d.promote_requested) == (Mode.FORWARD, False, False, False)
+    assert d.rollout_started_at is None and d.last_progress_at == now
+    (r,) = plan.routes
+    assert (r.health, r.traffic, r.traffic_ratio, r.has_health_check, r.failed) == (
+        Health.NOT_CHECKED, Traffic.ACTIVE, 1.0, True, False,
+    )
+    assert r.created_at == now and r.status_updated_at == now and r.status is RouteStatus.RUNNING
+    p = plan.policy
+    assert p.strategy is StrategyName.BLUE_GREEN and p.auto_promote is False and p.promote_delay_seconds == 0
+    assert (p.max_surge, p.max_unavailable, p.progress_deadline_seconds, p.failure_threshold) == ("25%", 0, 600, None)
+
+
+def test_routes_default_to_none_and_unknown_keys_are_ignored() -> None:
+    doc = state(routes=DELETE, extra={"x": 1}, deployment__colour="blue", policy={"strategy": "recreate", "foo": 1})
+    plan = parse_plan_input(doc)
+    assert plan.routes == ()
+    doc = state(routes__0__weight=3)
+    assert parse_plan_input(doc).routes[0].id == "a1"
+
+
+def test_nullable_fields() -> None:
+    doc = state(deployment__current_revision=None, deployment__rollout_started_at=None,
+                deployment__last_progress_at=None)
+    d = parse_plan_input(doc).deployment
+    assert d.current_revision is None and d.rollout_started_at is None and d.last_progress_at is None
+    # rollback mode needs no deploying revision
+    assert parse_plan_input(state(deployment__mode="rolling_back", deployment__deploying_revision=None))
+
+
+def test_other_strategies_settings_are_accepted() -> None:
+    doc = state(policy={"strategy": "rolling", "auto_promote": True, "promote_delay_seconds": 30})
+    assert parse_plan_input(doc).policy.auto_promote is True
+
+
+def test_output_format() -> None:
+    decision = Decision(
+        sub_step=SubStep.PROVISIONING,
+        mode=Mode.FORWARD,
+        reason="rolling: created 1, terminating 1 (surge 1, unavailable 0)",
+        create=(RouteCreate("r2", Traffic.ACTIVE, 1.0),),
+        terminate=("a1",),
+        traffic=(TrafficChange("g1", Traffic.ACTIVE, 1.0),),
+    )
+    out = decision_to_json(decision)
+    assert out == {
+        "sub_step": "provisioning",
+        "create": [{"revision": "r2", "traffic": "active", "traffic_ratio": 1.0}],
+        "terminate": ["a1"],
+        "traffic": [{"id": "g1", "traffic": "active", "traffic_ratio": 1.0}],
+        "mode": "forward",
+        "reason": "rolling: created 1, terminating 1 (surge 1, unavailable 0)",
+    }
+    assert list(out) == ["sub_step", "create", "terminate", "traffic", "mode", "reason"]
+    json.dumps(out)
+
+
+def test_output_extra_keys_when_relevant() -> None:
+    rb = Decision(SubStep.ROLLED_BACK, Mode.ROLLING_BACK, "x", rollback_reason=RollbackReason.ABORTED)
+    assert decision_to_json(rb)["rollback_reason"] == "aborted"
+    assert "set_paused" not in decision_to_json(rb)
+    paused = Decision(SubStep.PAUSED, Mode.FORWARD, "x", set_paused=True)
+    assert decision_to_json(paused)["set_paused"] is True
+    assert "rollback_reason" not in decision_to_json(paused)
+
+
+def test_bundled_example_is_a_rolling_update_mid_way() -> None:
+    doc = json.loads(resources.files("rollwise.examples").joinpath("plan_rolling.json").read_text())
+    out = compute_plan_output(doc)
+    assert out == {
+        "sub_step": "provisioning",
+        "create": [{"revision": "r2", "traffic": "active", "traffic_ratio": 1.0}],
+        "terminate": ["a2"],
+        "traffic": [],
+        "mode": "forward",
+        "reason": "rolling: created 1, terminating 1 (surge 1, unavailable 1)",
+    }
+
+
+def test_parsing_does_not_change_the_document() -> None:
+    doc = state()
+    before = copy.deepcopy(doc)
+    compute_plan_output(doc)
+    assert doc == before
+
+
+def test_timestamps_with_offsets_compare_correctly() -> None:
+    # last progress 10 minutes and 1 second ago, written in another zone
+    doc = state(
+        now="2026-03-04T00:10:01Z",
+        deployment__last_progress_at="2026-03-04T01:00:00+01:00",
+    )
+    assert parse_plan_input(doc).deployment.last_progress_at == datetime(2026, 3, 4, tzinfo=UTC)
+    assert compute_plan_output(doc)["rollback_reason"] == "progress_deadline"
