@@ -5,7 +5,8 @@ unbounded id list must be split:
 - PostgreSQL: one array parameter, `column = ANY(:ids)`, whatever the number of ids (also faster than
   IN: docs/field notes measured 0.18 s vs 0.32 s for 10,000 deployments).
 - SQLite: `column IN (...)` in chunks of ID_CHUNK ids (one statement per chunk).
-Pairs (`(deployment_id, number) IN (...)`) use chunks of PAIR_CHUNK on both backends.
+Pairs (`(deployment_id, number) IN (...)`): two arrays through `unnest` on PostgreSQL, chunks of
+PAIR_CHUNK pairs on SQLite.
 
 Called by: store.repository and store.apply. Must not: execute anything (it builds clauses).
 """
@@ -16,7 +17,7 @@ from collections.abc import Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, String, any_, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Integer, String, any_, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from rollwise.store.schema import deployments, policies
@@ -58,10 +59,24 @@ def id_filters(dialect: str, column: ColumnElement[Any], ids: Collection[T]) -> 
 
 
 def pair_filters(
-    first: ColumnElement[Any], second: ColumnElement[Any], pairs: Collection[tuple[int, int]]
+    dialect: str, first: ColumnElement[Any], second: ColumnElement[Any], pairs: Collection[tuple[int, int]]
 ) -> Iterator[ColumnElement[bool]]:
-    """WHERE clauses that together select `(first, second) IN pairs`, chunked on every backend."""
-    for chunk in batched(sorted(set(pairs)), PAIR_CHUNK):
+    """WHERE clauses that together select `(first, second) IN pairs`.
+
+    PostgreSQL: one clause, `(first, second) IN (SELECT a, b FROM unnest(:firsts, :seconds))` with two
+    array parameters (a long tuple IN list overflows PostgreSQL's parser stack near 10,000 pairs).
+    SQLite: tuple IN lists of PAIR_CHUNK pairs.
+    """
+    values = sorted(set(pairs))
+    if not values:
+        return
+    if dialect == "postgresql":
+        firsts = bindparam(None, [a for a, _ in values], type_=ARRAY(Integer()))
+        seconds = bindparam(None, [b for _, b in values], type_=ARRAY(Integer()))
+        table = func.unnest(firsts, seconds).table_valued("a", "b").render_derived()
+        yield tuple_(first, second).in_(select(table.c.a, table.c.b))
+        return
+    for chunk in batched(values, PAIR_CHUNK):
         yield tuple_(first, second).in_(chunk)
 
 

@@ -301,10 +301,10 @@ class Store:
             return None if row is None else revision_from_row(row)
 
     async def load_revisions(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], RevisionRecord]:
-        """Revisions by (deployment_id, number); one query per PAIR_CHUNK keys. Missing keys are absent."""
+        """Revisions by (deployment_id, number): one query (SQLite: per PAIR_CHUNK keys). Missing keys are absent."""
         found: dict[tuple[int, int], RevisionRecord] = {}
         async with self._read() as conn:
-            for clause in queries.pair_filters(revisions.c.deployment_id, revisions.c.number, keys):
+            for clause in queries.pair_filters(self.dialect, revisions.c.deployment_id, revisions.c.number, keys):
                 for row in (await conn.execute(select(revisions).where(clause))).mappings():
                     record = revision_from_row(row)
                     found[(record.deployment_id, record.number)] = record
