@@ -131,7 +131,8 @@ class TraefikLayer:
         proc.check_port_free(self.host, self.proxy_port, what="proxy")
         proc.check_port_free(self.api_host, api_port, what="traefik API")
         try:
-            await asyncio.to_thread(self._prepare_files)
+            async with self._write_lock:
+                await asyncio.to_thread(self._prepare_files)
         except OSError as e:
             raise TrafficFailure(f"cannot write traefik configuration in {self.dir}: {e}") from e
         log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -250,8 +251,8 @@ class TraefikLayer:
             return
         try:
             existing = self.dynamic_file.read_text()
-        except FileNotFoundError:
-            existing = None
+        except (FileNotFoundError, UnicodeDecodeError):
+            existing = None  # none, or not ours: start from an empty table
         if existing is not None:
             # A previous server's table: keep serving it until the first apply, and know its digest.
             self._written_text = existing
