@@ -42,6 +42,9 @@ KIND_OF_LIFECYCLE = {
     Lifecycle.DESTROYING: CycleKind.DESTROYING,
 }
 
+MAX_CYCLE_ROUNDS = 3
+"""Cycles re-run within one round while they keep changing something (bounded)."""
+
 CycleObserver = Callable[[CycleReport, float], None]
 
 
@@ -81,6 +84,7 @@ class Coordinator:
         self._needed: set[CycleKind] = set(CYCLE_ORDER)
         self._last_run: dict[CycleKind, float] = {}
         self.observers: list[CycleObserver] = []
+        self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.routes = RouteController(
             store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake
         )
@@ -106,9 +110,23 @@ class Coordinator:
     async def run_once(self, *, force: bool = False) -> StepReport:
         """One round: a route pass, then every cycle that is marked needed or due (all with force)."""
         step = StepReport()
-        step.routes = await self.routes.reconcile()
+        step.routes = await self._route_pass()
         if step.routes.changed:
             self._needed.update(CYCLE_ORDER)
+        for attempt in range(MAX_CYCLE_ROUNDS):
+            applied = await self._run_cycles(step, force=force and attempt == 0)
+            if not applied:
+                break
+        if any(c.created_routes or c.terminated_routes for c in step.cycles):
+            # Start new processes and withdraw terminated routes from the proxy right away.
+            extra = await self._route_pass()
+            if extra.changed:
+                self._needed.update(CYCLE_ORDER)
+        return step
+
+    async def _run_cycles(self, step: StepReport, *, force: bool) -> bool:
+        """Run every cycle that is marked needed or due; True when any of them wrote something."""
+        applied = False
         mono = time.monotonic()
         for kind in CYCLE_ORDER:
             due = mono - self._last_run.get(kind, -1e9) >= self.intervals.long
@@ -125,14 +143,18 @@ class Coordinator:
             for lifecycle in report.lifecycle_changes.values():
                 if lifecycle in KIND_OF_LIFECYCLE:
                     self._needed.add(KIND_OF_LIFECYCLE[lifecycle])
-            if report.skipped:
+            if report.skipped or report.applied:
+                # Level-triggered: look again at once. Routes just set terminating no longer count as
+                # alive, so the next step of a rollout may already be possible.
                 self._needed.add(kind)
-        if any(c.created_routes or c.terminated_routes for c in step.cycles):
-            # Start new processes and withdraw terminated routes from the proxy right away.
-            extra = await self.routes.reconcile()
-            if extra.changed:
-                self._needed.update(CYCLE_ORDER)
-        return step
+            applied = applied or report.changed
+        return applied
+
+    async def _route_pass(self) -> RoutePassReport:
+        report = await self.routes.reconcile()
+        for observer in self.route_observers:
+            observer(report)
+        return report
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run rounds until `stop` is set: at once when marked, else every `intervals.routes`."""

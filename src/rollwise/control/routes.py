@@ -158,10 +158,14 @@ class RouteController:
 
         services = compute_services(deployments, list(updated.values()), revisions)
         if services != self.last_services:
+            first_backends = any(b and not self.last_services.get(name) for name, b in services.items())
             await self._traffic.apply(services)
             self.last_services = services
-            # What the next cycle reads (a route serving, a deployment READY) must be true in the proxy.
-            await self._traffic.wait_applied(timeout=TRAFFIC_APPLY_TIMEOUT)
+            if first_backends:
+                # A deployment that had nothing to serve is about to be reported serving (SCALING ->
+                # READY): make that true in the proxy first. Later changes need no wait: the proxy loads
+                # whole tables in order, and a route leaves it only after `confirm_removed`.
+                await self._traffic.wait_applied(timeout=TRAFFIC_APPLY_TIMEOUT)
         await self._drain(list(updated.values()), revisions, names, now, report)
         return report
 
@@ -260,7 +264,8 @@ class RouteController:
                     _change(r, health=Health.HEALTHY, health_successes=successes, health_failures=0, status_updated_at=now),
                     "became_ready",
                 )
-            if r.health_failures or r.health_successes != successes:
+            if r.health_failures or r.health is not Health.HEALTHY:
+                # Only a streak that can still change the health is worth a write.
                 return _change(r, health_successes=successes, health_failures=0), None
             return None
         failures = r.health_failures + 1
