@@ -1,0 +1,528 @@
+"""The local runtime: one OS process per route on this machine (Linux), surviving server crashes.
+
+Called by the route controller (rollwise.control) through the `Runtime` protocol (runtime.base), and by
+the CLI to build it. It never waits for a route to become healthy (the controller probes) and never
+imports store, traffic or control.
+
+Launch. `start(spec)` picks a free TCP port on the runtime's host, replaces "{port}" in every argv
+element, and spawns the argv (never a shell) with `os.environ + spec.env` plus PORT and two markers,
+ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR, which the spec cannot override. The process gets its own
+session and process group, so a killed server (even `kill -9`) does not take routes down with it and a
+stop reaches the route's children too. stdout and stderr are appended to `<data_dir>/logs/<route>.log`
+(the runtime adds one line at each start and stop).
+
+Identity. A handle's `identity` is `"proc1:<boot id>:<start time in ticks>"` (see runtime._proc). A
+route is running when its pid is alive (not a zombie), has that identity, and its environment markers
+(when readable) do not name another route or data directory. A reused pid is therefore never ours, and
+signals go through pidfds, so they cannot reach a process that merely inherited a number.
+
+Registry. `<data_dir>/routes/<route>.json` is written atomically right after a spawn and removed when a
+stop has finished: {route_id, pid, pgid, identity, port, address, deployment, revision, command,
+started_at}. With the environment markers it lets `adopt` find processes of a previous server that no
+handle names: anything under this data directory that is not verified by a handle is stopped.
+
+Stop. SIGTERM to the route's process group (and to marked processes that left the group), up to the
+grace period for all of them to exit, then SIGKILL, then the exit status is collected when the process
+is our child. Concurrent stops of one route share one stop; stopping a gone route is a no-op.
+
+Errors. Launch problems (command not found, not executable, no port, unwritable data directory) raise
+`RuntimeFailure` naming the route; OSError never leaks. Stopping never raises for processes that are
+already gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rollwise.runtime import _proc
+from rollwise.runtime._proc import Pinned
+from rollwise.runtime.base import LaunchSpec, RouteHandle, RuntimeFailure
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+"""How often a stop checks whether the route's processes are gone."""
+RECENT_PORT_SECONDS = 120.0
+"""A port handed out is not handed out again for this long (the route may not have bound it yet)."""
+EXEC_WAIT_POLLS = 500
+"""At most this many 1 ms waits for a spawned program's environment to appear (see _exec_finished)."""
+DEFAULT_GRACE_SECONDS = 5.0
+DEFAULT_KILL_WAIT_SECONDS = 5.0
+
+_ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    """What `<data_dir>/routes/<route_id>.json` holds about a started route."""
+
+    route_id: str
+    pid: int
+    pgid: int
+    identity: str
+    port: int
+    address: str
+    deployment: str = ""
+    revision: int = 0
+    command: tuple[str, ...] = ()
+    started_at: str = ""
+    """UTC, ISO 8601; for people reading the file."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> RegistryEntry:
+        """Parse a registry file; ValueError when it is not one."""
+        try:
+            data: dict[str, Any] = json.loads(text)
+            entry = cls(
+                route_id=str(data["route_id"]),
+                pid=int(data["pid"]),
+                pgid=int(data["pgid"]),
+                identity=str(data["identity"]),
+                port=int(data["port"]),
+                address=str(data["address"]),
+                deployment=str(data.get("deployment", "")),
+                revision=int(data.get("revision", 0)),
+                command=tuple(str(part) for part in data.get("command", ())),
+                started_at=str(data.get("started_at", "")),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"not a registry entry: {e}") from e
+        return entry
+
+    def handle(self) -> RouteHandle:
+        return RouteHandle(self.route_id, self.address, self.pid, self.identity)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    handle: RouteHandle
+    port: int
+
+
+class LocalRuntime:
+    """Runtime over local processes; see the module docstring for identity, registry and stop rules.
+
+    `grace_seconds` is the SIGTERM-to-SIGKILL grace used where the protocol gives none (`adopt`'s
+    leftovers, `close`); `kill_wait_seconds` is how long a stop waits after SIGKILL before giving up.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        kill_wait_seconds: float = DEFAULT_KILL_WAIT_SECONDS,
+    ) -> None:
+        if not _proc.is_supported():
+            raise RuntimeFailure("the local runtime needs Linux (/proc is missing)")
+        self._data_dir = Path(data_dir).resolve()
+        self._marker = str(self._data_dir)
+        self._logs_dir = self._data_dir / "logs"
+        self._registry_dir = self._data_dir / "routes"
+        try:
+            self._logs_dir.mkdir(parents=True, exist_ok=True)
+            self._registry_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RuntimeFailure(f"local runtime: cannot use data directory {self._data_dir}: {e.strerror}") from e
+        self._host = host
+        self._grace = grace_seconds
+        self._kill_wait = kill_wait_seconds
+        self._routes: dict[str, _Route] = {}
+        self._exit_codes: dict[str, int] = {}
+        self._recent_ports: dict[int, float] = {}
+        self._stopping: dict[str, asyncio.Future[None]] = {}
+        self._closed = False
+
+    # Facts ------------------------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    def log_path(self, route_id: str) -> Path:
+        return self._logs_dir / f"{route_id}.log"
+
+    def registry_path(self, route_id: str) -> Path:
+        return self._registry_dir / f"{route_id}.json"
+
+    def exit_code(self, route_id: str) -> int | None:
+        """How the route's process ended: its exit status, or -N when killed by signal N.
+
+        None while it runs, when it was never started here, or when it was adopted (it is not our child,
+        so its status went to another parent).
+        """
+        route = self._routes.get(route_id)
+        if route is not None:
+            self._collect_exit(route_id, route.handle.pid, route.handle.identity)
+        return self._exit_codes.get(route_id)
+
+    # Runtime protocol ------------------------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> RouteHandle:
+        route_id = spec.route_id
+        if self._closed:
+            raise RuntimeFailure(f"route {route_id}: the local runtime is closed")
+        if not _ROUTE_ID.match(route_id):
+            raise RuntimeFailure(f"route {route_id!r}: a route id must be letters, digits, '.', '_' or '-'")
+        if not spec.command or not spec.command[0]:
+            raise RuntimeFailure(f"route {route_id}: empty command")
+        current = self._routes.get(route_id)
+        if current is not None and await self.is_running(current.handle):
+            raise RuntimeFailure(f"route {route_id}: already running as pid {current.handle.pid}")
+
+        port = self._pick_port()
+        argv = [part.replace("{port}", str(port)) for part in spec.command]
+        env = {
+            **os.environ,
+            **spec.env,
+            "PORT": str(port),
+            _proc.ROUTE_ID_VAR: route_id,
+            _proc.DATA_DIR_VAR: self._marker,
+        }
+        program = _proc.resolve_executable(argv[0], env)
+        if program is None:
+            raise RuntimeFailure(f"route {route_id}: command {argv[0]!r} not found")
+        pid = self._spawn(spec, program, argv, env)
+        await _exec_finished(pid)
+        stat = _proc.read_stat(pid)  # present: an unreaped child cannot vanish
+        if stat is None:
+            raise RuntimeFailure(f"route {route_id}: process {pid} vanished at start")
+        address = f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
+        handle = RouteHandle(route_id, address, pid, stat.identity)
+        entry = RegistryEntry(
+            route_id=route_id,
+            pid=pid,
+            pgid=stat.pgid,
+            identity=stat.identity,
+            port=port,
+            address=address,
+            deployment=spec.deployment,
+            revision=spec.revision,
+            command=tuple(argv),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            self._write_registry(entry)
+        except OSError as e:
+            leader = Pinned.open(pid, identity=stat.identity)
+            try:
+                await self._terminate(route_id, leader, grace=0.0)
+            finally:
+                if leader is not None:
+                    leader.close()
+            self._collect_exit(route_id, pid, stat.identity)
+            raise RuntimeFailure(f"route {route_id}: cannot write {self.registry_path(route_id)}: {e.strerror}") from e
+        self._exit_codes.pop(route_id, None)
+        self._routes[route_id] = _Route(handle, port)
+        return handle
+
+    async def is_running(self, handle: RouteHandle) -> bool:
+        if handle.pid is None or not handle.identity:
+            return False
+        self._collect_exit(handle.route_id, handle.pid, handle.identity)
+        return _proc.verify(handle.pid, handle.identity, route_id=handle.route_id, data_dir=self._marker)
+
+    async def stop(self, handle: RouteHandle, *, grace_seconds: float) -> None:
+        """Stop every process of `handle.route_id` under this data directory; see the module docstring.
+
+        The stop goes on even if the caller is cancelled (a half-done stop would leave a process that
+        got SIGTERM but never SIGKILL).
+        """
+        route_id = handle.route_id
+        pending = self._stopping.get(route_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._stop_route(handle, grace_seconds))
+            self._stopping[route_id] = pending
+
+            def forget(done: asyncio.Future[None], route_id: str = route_id) -> None:
+                if self._stopping.get(route_id) is done:
+                    del self._stopping[route_id]
+
+            pending.add_done_callback(forget)
+        await asyncio.shield(pending)
+
+    async def adopt(self, handles: Sequence[RouteHandle], *, grace_seconds: float | None = None) -> set[str]:
+        """Keep the routes whose handles verify; stop everything else found under this data directory.
+
+        "Everything else": unverified handles, registry files and marked processes (ROLLWISE_DATA_DIR
+        equal to this data directory) whose route id no verified handle has. Returns the verified ids.
+        """
+        grace = self._grace if grace_seconds is None else grace_seconds
+        verified: set[str] = set()
+        for handle in handles:
+            if handle.route_id in verified or not await self.is_running(handle):
+                continue
+            verified.add(handle.route_id)
+            self._routes[handle.route_id] = _Route(handle, _port_of(handle.address))
+            self._ensure_registered(handle)
+        registered = self._registered_route_ids()
+        marked = await asyncio.to_thread(_proc.scan_marked, self._marker)
+        by_id = {h.route_id: h for h in handles}
+        leftovers = (set(by_id) | registered | {m.route_id for m in marked}) - verified
+        if leftovers:
+            logger.info("adopt: stopping %d route(s) not verified: %s", len(leftovers), sorted(leftovers))
+        await asyncio.gather(
+            *(
+                self.stop(by_id.get(route_id) or RouteHandle(route_id, ""), grace_seconds=grace)
+                for route_id in sorted(leftovers)
+            )
+        )
+        return verified
+
+    async def close(self, *, grace_seconds: float | None = None) -> None:
+        """Stop, in parallel, every route this runtime started or adopted; later starts are refused."""
+        self._closed = True
+        grace = self._grace if grace_seconds is None else grace_seconds
+        stops = [self.stop(route.handle, grace_seconds=grace) for route in list(self._routes.values())]
+        stops += [asyncio.shield(pending) for pending in list(self._stopping.values())]
+        await asyncio.gather(*stops)
+
+    # Launch -----------------------------------------------------------------------------------------
+
+    def _pick_port(self) -> int:
+        now = time.monotonic()
+        self._recent_ports = {p: t for p, t in self._recent_ports.items() if now - t < RECENT_PORT_SECONDS}
+        taken = {route.port for route in self._routes.values()}
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        for _ in range(64):
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.bind((self._host, 0))
+                    port: int = probe.getsockname()[1]
+            except OSError as e:
+                raise RuntimeFailure(f"local runtime: no free port on {self._host}: {e.strerror}") from e
+            if port not in self._recent_ports and port not in taken:
+                self._recent_ports[port] = now
+                return port
+        raise RuntimeFailure(f"local runtime: no fresh free port on {self._host} after 64 tries")
+
+    def _spawn(self, spec: LaunchSpec, program: str, argv: list[str], env: dict[str, str]) -> int:
+        log_path = self.log_path(spec.route_id)
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RuntimeFailure(f"route {spec.route_id}: cannot open log {log_path}: {e.strerror}") from e
+        try:
+            header = (
+                f"--- rollwise {_now()}: route {spec.route_id} (deployment {spec.deployment}, "
+                f"revision {spec.revision}) starting: {shlex.join(argv)}\n"
+            )
+            os.write(fd, header.encode())
+            return _proc.spawn(program, argv, env, output_fd=fd)
+        except OSError as e:
+            raise RuntimeFailure(f"route {spec.route_id}: cannot run {argv[0]!r}: {e.strerror}") from e
+        except ValueError as e:  # e.g. a NUL byte in an argument or variable
+            raise RuntimeFailure(f"route {spec.route_id}: cannot run {argv[0]!r}: {e}") from e
+        finally:
+            os.close(fd)
+
+    # Stop -------------------------------------------------------------------------------------------
+
+    async def _stop_route(self, handle: RouteHandle, grace: float) -> None:
+        route_id = handle.route_id
+        leader = self._pin_leader(route_id, self._candidate_handles(handle))
+        try:
+            stopped_any = await self._terminate(route_id, leader, grace=grace)
+        finally:
+            if leader is not None:
+                leader.close()
+        for candidate in self._candidate_handles(handle):
+            self._collect_exit(route_id, candidate.pid, candidate.identity)
+        if stopped_any:
+            code = self._exit_codes.get(route_id)
+            self._append_log(route_id, f"stopped (exit code {'unknown' if code is None else code})")
+        self._routes.pop(route_id, None)
+        self._unregister(route_id)
+
+    def _candidate_handles(self, handle: RouteHandle) -> list[RouteHandle]:
+        """Where the route's leader may be found: the caller's handle, our memory, the registry file."""
+        candidates = [handle]
+        route = self._routes.get(handle.route_id)
+        if route is not None:
+            candidates.append(route.handle)
+        entry = self._read_registry(handle.route_id)
+        if entry is not None:
+            candidates.append(entry.handle())
+        return candidates
+
+    def _pin_leader(self, route_id: str, candidates: Iterable[RouteHandle]) -> Pinned | None:
+        for candidate in candidates:
+            if candidate.pid is None or not candidate.identity:
+                continue
+            pinned = Pinned.open(candidate.pid, identity=candidate.identity)
+            if pinned is None:
+                continue
+            if _proc.markers_allow(candidate.pid, route_id=route_id, data_dir=self._marker):
+                return pinned
+            pinned.close()
+        return None
+
+    def _pin_strays(self, route_id: str, leader: Pinned | None, known: Iterable[Pinned]) -> list[Pinned]:
+        """Pin marked processes of the route that a signal to the leader's group would not reach."""
+        seen = {p.pid for p in known}
+        strays = []
+        for process in _proc.scan_marked(self._marker, route_id=route_id):
+            if process.pid in seen or (leader is not None and process.stat.pgid == leader.pid):
+                continue
+            pinned = Pinned.open(process.pid, start_ticks=process.stat.start_ticks)
+            if pinned is not None:
+                strays.append(pinned)
+        return strays
+
+    async def _terminate(self, route_id: str, leader: Pinned | None, *, grace: float) -> bool:
+        """SIGTERM, wait up to `grace`, SIGKILL, wait; True when there was something to stop."""
+        strays = await asyncio.to_thread(self._pin_strays, route_id, leader, ())
+        try:
+            if leader is None and not strays:
+                return False
+            _signal_all(leader, strays, signal.SIGTERM)
+            if await self._wait_gone(route_id, leader, strays, grace):
+                return True
+            strays += await asyncio.to_thread(self._pin_strays, route_id, leader, strays)
+            logger.warning("route %s: still running %.1fs after SIGTERM, sending SIGKILL", route_id, grace)
+            _signal_all(leader, strays, signal.SIGKILL)
+            if not await self._wait_gone(route_id, leader, strays, self._kill_wait):
+                logger.error("route %s: processes survive SIGKILL after %.1fs", route_id, self._kill_wait)
+            return True
+        finally:
+            for pinned in strays:
+                pinned.close()
+
+    async def _wait_gone(self, route_id: str, leader: Pinned | None, strays: list[Pinned], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if leader is not None:
+                self._collect_exit(route_id, leader.pid, leader.identity)
+            if all(p.has_exited() for p in strays) and (
+                leader is None or (leader.has_exited() and await asyncio.to_thread(leader.group_is_empty))
+            ):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _collect_exit(self, route_id: str, pid: int | None, identity: str) -> None:
+        """Reap the route's process if it is an exited child of ours, and remember its exit code."""
+        if pid is None:
+            return
+        stat = _proc.read_stat(pid)
+        # Only a zombie with the route's identity: a zombie keeps its pid until reaped, so this is ours.
+        if stat is None or not stat.has_exited or stat.identity != identity:
+            return
+        code = _proc.reap(pid)
+        if code is not None:
+            self._exit_codes[route_id] = code
+
+    def _append_log(self, route_id: str, message: str) -> None:
+        try:
+            with open(self.log_path(route_id), "a", encoding="utf-8") as log:
+                log.write(f"--- rollwise {_now()}: route {route_id} {message}\n")
+        except OSError:
+            pass  # the log is for people; a stop must not fail because of it
+
+    # Registry ---------------------------------------------------------------------------------------
+
+    def _write_registry(self, entry: RegistryEntry) -> None:
+        path = self.registry_path(entry.route_id)
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(entry.to_json(), encoding="utf-8")
+        os.replace(temporary, path)
+
+    def _read_registry(self, route_id: str) -> RegistryEntry | None:
+        if not _ROUTE_ID.match(route_id):
+            return None
+        try:
+            return RegistryEntry.from_json(self.registry_path(route_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("route %s: unreadable registry file: %s", route_id, e)
+            return None
+
+    def _registered_route_ids(self) -> set[str]:
+        try:
+            return {path.stem for path in self._registry_dir.glob("*.json")}
+        except OSError as e:
+            logger.warning("local runtime: cannot list %s: %s", self._registry_dir, e)
+            return set()
+
+    def _ensure_registered(self, handle: RouteHandle) -> None:
+        """After adoption, make sure the registry names the adopted process (a crash may have lost it)."""
+        entry = self._read_registry(handle.route_id)
+        if entry is not None and entry.pid == handle.pid and entry.identity == handle.identity:
+            return
+        stat = _proc.read_stat(handle.pid) if handle.pid is not None else None
+        if stat is None or handle.pid is None or not _ROUTE_ID.match(handle.route_id):
+            return
+        try:
+            self._write_registry(
+                RegistryEntry(
+                    route_id=handle.route_id,
+                    pid=handle.pid,
+                    pgid=stat.pgid,
+                    identity=handle.identity,
+                    port=_port_of(handle.address),
+                    address=handle.address,
+                    started_at=_now(),
+                )
+            )
+        except OSError as e:
+            logger.warning("route %s: cannot write registry file: %s", handle.route_id, e)
+
+    def _unregister(self, route_id: str) -> None:
+        if not _ROUTE_ID.match(route_id):
+            return
+        try:
+            self.registry_path(route_id).unlink(missing_ok=True)
+        except OSError as e:
+            logger.warning("route %s: cannot remove registry file: %s", route_id, e)
+
+
+async def _exec_finished(pid: int) -> None:
+    """Wait (a few milliseconds at most, usually none) until the new process's environment is visible.
+
+    posix_spawn returns once the child has begun exec, before the kernel has laid out the new
+    program's environment; until then /proc shows no markers, and an identity check could not tell
+    this route from another. The wait is bounded: a child that dies meanwhile ends it too.
+    """
+    for _ in range(EXEC_WAIT_POLLS):
+        if _proc.read_markers(pid):
+            return
+        stat = _proc.read_stat(pid)
+        if stat is None or stat.has_exited:
+            return
+        await asyncio.sleep(0.001)
+
+
+def _signal_all(leader: Pinned | None, strays: Sequence[Pinned], sig: int) -> None:
+    if leader is not None:
+        leader.signal_group(sig)
+    for pinned in strays:
+        pinned.signal(sig)
+
+
+def _port_of(address: str) -> int:
+    _, _, port = address.rpartition(":")
+    return int(port) if port.isdigit() else 0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
