@@ -1,0 +1,75 @@
+"""`create_app`: the FastAPI application of one rollwise server.
+
+    GET /healthz        liveness and role, no auth
+    GET /metrics        Prometheus text, no auth (api.metrics)
+    GET /openapi.json   the schema of everything below, no auth
+    /v1/...             the deployment endpoints (api.routes), bearer token required (api.auth)
+
+The app holds no state of its own beyond its metrics: every request goes through the `Operations` it is
+given. Errors leave as `{"error", "message"}` (api.errors, the one status table).
+
+Called by `rollwise.cli.serve.run_server` and by tests. Must not: start or stop the coordinator (the
+server owns it; the app only observes its cycles for metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from rollwise import __version__
+from rollwise.api.auth import BearerAuth
+from rollwise.api.errors import install_error_handlers
+from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, proxy_request_counts
+from rollwise.api.routes import build_router
+from rollwise.api.schemas import HealthOut
+from rollwise.control.coordinator import Coordinator
+from rollwise.control.operations import Operations
+
+DESCRIPTION = """Zero-downtime rollouts (rolling, blue-green, recreate) for model-serving deployments.
+
+Every `/v1` endpoint needs `Authorization: Bearer <token>` (the token `rollwise server` prints the location
+of). Errors are always `{"error": "<code>", "message": "<one line>"}`: 400 malformed JSON, 401 missing or
+wrong token, 404 unknown deployment or revision, 409 refused in the current state (the message says why),
+422 invalid body (the message names the field), 503 temporarily unavailable.
+"""
+
+
+def create_app(
+    ops: Operations,
+    *,
+    token: str,
+    role: Callable[[], str] = lambda: "active",
+    coordinator: Coordinator | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="rollwise",
+        version=__version__,
+        description=DESCRIPTION,
+        redoc_url=None,
+    )
+    metrics = ApiMetrics(ops, request_counts=proxy_request_counts(coordinator) if coordinator else None)
+    if coordinator is not None:
+        coordinator.observers.append(metrics.observe_cycle)
+    app.state.metrics = metrics
+    app.state.ops = ops
+
+    install_error_handlers(app)
+    app.add_middleware(BearerAuth, token=token)
+    app.include_router(build_router(ops, metrics))
+
+    @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")
+    async def healthz() -> HealthOut:
+        return HealthOut(status="ok", role=role())
+
+    @app.get(
+        "/metrics", tags=["server"], summary="Prometheus metrics (no auth)", response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                         "description": "Prometheus text exposition format"}},
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,147 @@
+"""Prometheus metrics of one API app, in a registry of its own (two apps in one process never share
+counters; tests build many).
+
+    rollwise_rollouts_started_total{strategy}          rollouts started through the API (rollout, undo)
+    rollwise_rollouts_completed_total{strategy}        rollouts a cycle ended with the revision swap
+    rollwise_rollouts_rolled_back_total{strategy}      rollouts a cycle ended by rolling back
+    rollwise_cycle_duration_seconds{kind}              histogram of lifecycle cycle durations
+    rollwise_cycle_errors_total{kind}                  per-deployment evaluation errors in cycles
+    rollwise_deployments{lifecycle}                    gauge, computed at scrape time
+    rollwise_routes{status}                            gauge, computed at scrape time
+    rollwise_proxy_requests_total{deployment,code}     requests the proxy served (when it can say)
+
+Completed / rolled back / cycle durations come from the coordinator's observers (`observe_cycle` is
+appended to `coordinator.observers`); started is counted by the API endpoints that start rollouts.
+
+Called by `api.app` (construction, /metrics) and `api.routes` (rollout_started). Must not: write anything
+but its own metrics; a failure to read the proxy's counts leaves that family out of one scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from rollwise.control.cycles import CycleReport
+from rollwise.control.operations import Operations
+from rollwise.model import Lifecycle, RollwiseError, RouteStatus
+
+log = logging.getLogger("rollwise.api")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+RequestCounts = Callable[[], Awaitable[dict[str, dict[int, int]]]]
+
+
+class ApiMetrics:
+    def __init__(self, ops: Operations, *, request_counts: RequestCounts | None = None) -> None:
+        self.ops = ops
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._request_counts = request_counts
+        r = self.registry
+        self.started = Counter(
+            "rollwise_rollouts_started", "Rollouts started through the API", ["strategy"], registry=r
+        )
+        self.completed = Counter(
+            "rollwise_rollouts_completed", "Rollouts that ended with the new revision serving", ["strategy"],
+            registry=r,
+        )
+        self.rolled_back = Counter(
+            "rollwise_rollouts_rolled_back", "Rollouts that ended by rolling back", ["strategy"], registry=r
+        )
+        self.cycle_seconds = Histogram(
+            "rollwise_cycle_duration_seconds", "Duration of lifecycle cycles", ["kind"], buckets=CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.cycle_errors = Counter(
+            "rollwise_cycle_errors", "Per-deployment evaluation errors in lifecycle cycles", ["kind"], registry=r
+        )
+        self.deployments = Gauge("rollwise_deployments", "Deployments by lifecycle", ["lifecycle"], registry=r)
+        self.routes = Gauge("rollwise_routes", "Routes by status", ["status"], registry=r)
+        self.proxy = _ProxyRequests()
+        if request_counts is not None:
+            r.register(self.proxy)
+
+    # --- event sources --------------------------------------------------------------------------------
+
+    def rollout_started(self, strategy: str) -> None:
+        self.started.labels(strategy=strategy).inc()
+
+    def observe_cycle(self, report: CycleReport, seconds: float) -> None:
+        """A coordinator observer: cycle durations and the rollouts a cycle ended."""
+        kind = report.kind.value
+        self.cycle_seconds.labels(kind=kind).observe(seconds)
+        if report.errors:
+            self.cycle_errors.labels(kind=kind).inc(len(report.errors))
+        for strategy, outcome in report.rollouts_ended:
+            if outcome == "completed":
+                self.completed.labels(strategy=strategy).inc()
+            elif outcome == "rolled_back":
+                self.rolled_back.labels(strategy=strategy).inc()
+
+    # --- scrape ---------------------------------------------------------------------------------------
+
+    async def render(self) -> bytes:
+        """Refresh the scrape-time gauges, then the whole registry in the Prometheus text format."""
+        await self._refresh_gauges()
+        await self._refresh_proxy_counts()
+        return generate_latest(self.registry)
+
+    async def _refresh_gauges(self) -> None:
+        deployments = await self.ops.list()
+        by_lifecycle = {lc.value: 0 for lc in Lifecycle if lc is not Lifecycle.DESTROYED}
+        by_status = {s.value: 0 for s in RouteStatus if s is not RouteStatus.TERMINATED}
+        for dep in deployments:
+            by_lifecycle[dep.lifecycle.value] = by_lifecycle.get(dep.lifecycle.value, 0) + 1
+            for route in await self.ops.routes(dep):
+                if route.status is not RouteStatus.TERMINATED:
+                    by_status[route.status.value] += 1
+        for lifecycle, n in by_lifecycle.items():
+            self.deployments.labels(lifecycle=lifecycle).set(n)
+        for status, n in by_status.items():
+            self.routes.labels(status=status).set(n)
+
+    async def _refresh_proxy_counts(self) -> None:
+        if self._request_counts is None:
+            return
+        try:
+            counts = await self._request_counts()
+        except RollwiseError as e:
+            log.warning("proxy request counts unavailable: %s", e.message)
+            return
+        self.proxy.counts = counts
+
+
+class _ProxyRequests(Collector):
+    """The proxy's own counters, as read at the last scrape (a counter family: they only grow, and
+    restart at 0 with the proxy)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[int, int]] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily("rollwise_proxy_requests", "Requests the proxy served", labels=["deployment", "code"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "rollwise_proxy_requests", "Requests the proxy served", labels=["deployment", "code"]
+        )
+        for deployment, by_code in sorted(self.counts.items()):
+            for code, n in sorted(by_code.items()):
+                family.add_metric([deployment, str(code)], n)
+        return [family]
+
+
+def proxy_request_counts(coordinator: Any) -> RequestCounts | None:
+    """The traffic layer's `request_counts` when it has one (Traefik does; NoTraffic does not)."""
+    # The coordinator does not expose its traffic layer publicly; its route controller holds it.
+    traffic = getattr(getattr(coordinator, "routes", None), "_traffic", None)
+    counts = getattr(traffic, "request_counts", None)
+    return counts if callable(counts) else None

@@ -1,0 +1,180 @@
+"""The /v1 endpoints: each one validates its body (api.schemas), calls ONE `Operations` method, and turns
+the records it returns into a response body. Refusals are the typed errors of `control.errors`, mapped to
+statuses by `api.errors` — no endpoint picks a status for an error itself.
+
+    POST   /v1/deployments                       create                    201
+    GET    /v1/deployments                       list                      200
+    GET    /v1/deployments/{name}                get                       200
+    PATCH  /v1/deployments/{name}                replicas, policy (merged) 200
+    DELETE /v1/deployments/{name}                destroy (drains)          202
+    POST   /v1/deployments/{name}/revisions      add a revision            201
+    GET    /v1/deployments/{name}/revisions      list revisions            200
+    POST   /v1/deployments/{name}/rollout        activate a revision       202
+    POST   /v1/deployments/{name}/promote|pause|resume|abort|undo          202
+    GET    /v1/deployments/{name}/history        history rows, oldest first 200
+    GET    /v1/deployments/{name}/plan           the next cycle's decision 200
+
+Called by `api.app.create_app`. Must not: touch the store directly, or write anything except through
+`Operations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Security
+from fastapi.security import HTTPBearer
+
+from rollwise.api.errors import responses
+from rollwise.api.metrics import ApiMetrics
+from rollwise.api.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentPatch,
+    HistoryOut,
+    PlanOut,
+    RevisionOut,
+    RolloutRequest,
+    deployment_out,
+    history_out,
+    revision_out,
+)
+from rollwise.control.errors import NotApplicable
+from rollwise.control.operations import Operations
+from rollwise.model import Lifecycle, ValidationFailed
+from rollwise.model.revision import RevisionInput
+from rollwise.store.records import DeploymentRecord
+from rollwise.strategy.planio import decision_to_json
+
+# The token is checked by the BearerAuth middleware (before body parsing); this scheme only documents
+# it in the OpenAPI schema.
+bearer = HTTPBearer(auto_error=False, description="The server's API token (see `rollwise server`)")
+
+Name = Annotated[str, Path(description="Deployment name")]
+
+
+def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Security(bearer)])
+
+    async def show(dep: DeploymentRecord) -> DeploymentOut:
+        routes = await ops.routes(dep)
+        revisions = await ops.revisions(dep.name) if routes else []
+        return deployment_out(dep, routes, revisions)
+
+    # --- deployments ----------------------------------------------------------------------------------
+
+    @router.post(
+        "/deployments", status_code=201, response_model=DeploymentOut, responses=responses(400, 401, 409, 422, 503),
+        summary="Create a deployment with its first revision",
+    )
+    async def create_deployment(body: DeploymentCreate) -> DeploymentOut:
+        dep = await ops.create(
+            name=body.name, replicas=body.replicas, policy=body.policy.to_json(), revision=body.revision
+        )
+        return await show(dep)
+
+    @router.get("/deployments", response_model=list[DeploymentOut], responses=responses(401, 503),
+                summary="List deployments")
+    async def list_deployments() -> list[DeploymentOut]:
+        return [await show(dep) for dep in await ops.list()]
+
+    @router.get("/deployments/{name}", response_model=DeploymentOut, responses=responses(401, 404, 422, 503),
+                summary="One deployment with its routes")
+    async def get_deployment(name: Name) -> DeploymentOut:
+        return await show(await ops.get(name))
+
+    @router.patch(
+        "/deployments/{name}", response_model=DeploymentOut, responses=responses(400, 401, 404, 409, 422, 503),
+        summary="Change replicas and/or policy fields",
+    )
+    async def patch_deployment(name: Name, body: DeploymentPatch) -> DeploymentOut:
+        policy: dict[str, Any] | None = None
+        if body.policy is not None:
+            current = await ops.get(name)
+            base = current.policy.to_json() if current.policy is not None else {}
+            policy = {**base, **body.policy.model_dump(mode="json", exclude_unset=True)}
+        dep = await ops.patch(name, replicas=body.replicas, policy=policy)
+        return await show(dep)
+
+    @router.delete("/deployments/{name}", status_code=202, response_model=DeploymentOut,
+                   responses=responses(401, 404, 422, 503), summary="Destroy: routes drain and stop, then it is gone")
+    async def delete_deployment(name: Name) -> DeploymentOut:
+        return await show(await ops.destroy(name))
+
+    # --- revisions and rollouts -----------------------------------------------------------------------
+
+    @router.post(
+        "/deployments/{name}/revisions", status_code=201, response_model=RevisionOut,
+        responses=responses(400, 401, 404, 422, 503), summary="Add a revision (does not activate it)",
+    )
+    async def add_revision(name: Name, body: RevisionInput) -> RevisionOut:
+        return revision_out(await ops.add_revision(name, body))
+
+    @router.get("/deployments/{name}/revisions", response_model=list[RevisionOut],
+                responses=responses(401, 404, 422, 503), summary="Revisions, oldest first")
+    async def list_revisions(name: Name) -> list[RevisionOut]:
+        return [revision_out(r) for r in await ops.revisions(name)]
+
+    @router.post(
+        "/deployments/{name}/rollout", status_code=202, response_model=DeploymentOut,
+        responses=responses(400, 401, 404, 409, 422, 503),
+        summary="Activate a revision: start a rollout to it (a no-op for the revision already serving)",
+    )
+    async def rollout(name: Name, body: RolloutRequest) -> DeploymentOut:
+        return await show(
+            await _counting_starts(ops, metrics, name, lambda: ops.activate(name, body.revision,
+                                                                             supersede=body.supersede))
+        )
+
+    def verb(path: str, summary: str, call: Callable[[str], Awaitable[DeploymentRecord]]) -> None:
+        async def endpoint(name: Name) -> DeploymentOut:
+            return await show(await call(name))
+
+        endpoint.__name__ = path
+        router.add_api_route(
+            f"/deployments/{{name}}/{path}", endpoint, methods=["POST"], status_code=202,
+            response_model=DeploymentOut, responses=responses(401, 404, 409, 422, 503), summary=summary,
+        )
+
+    verb("promote", "Blue-green: switch traffic to the new revision now", ops.promote)
+    verb("pause", "Pause the rollout in progress", ops.pause)
+    verb("resume", "Resume a paused rollout", ops.resume)
+    verb("abort", "Abort the rollout in progress: roll back now", ops.abort)
+    verb("undo", "Roll out the revision that served before the current one",
+         lambda name: _counting_starts(ops, metrics, name, lambda: ops.undo(name)))
+
+    # --- history and plan -----------------------------------------------------------------------------
+
+    @router.get("/deployments/{name}/history", response_model=list[HistoryOut],
+                responses=responses(401, 404, 422, 503), summary="Recorded steps, oldest first")
+    async def history(
+        name: Name,
+        limit: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last N rows")] = None,
+    ) -> list[HistoryOut]:
+        return [history_out(h) for h in await ops.history(name, limit=limit)]
+
+    @router.get(
+        "/deployments/{name}/plan", response_model=PlanOut, responses=responses(401, 404, 409, 422, 503),
+        summary="Dry run: the decision the next cycle would take (the `rollwise plan` output format)",
+    )
+    async def plan(name: Name) -> dict[str, Any]:
+        try:
+            decision = await ops.plan(name)
+        except ValidationFailed as e:
+            # The stored state cannot be decided: not the request's fault, so not a 422.
+            raise NotApplicable(f"deployment {name!r}: no decision for its current state: {e.message}") from e
+        return decision_to_json(decision)
+
+    return router
+
+
+async def _counting_starts(
+    ops: Operations, metrics: ApiMetrics, name: str, start: Callable[[], Awaitable[DeploymentRecord]]
+) -> DeploymentRecord:
+    """Run an operation that may start a rollout; count it when it did (a new rollout_started_at)."""
+    before = await ops.get(name)
+    after = await start()
+    if after.lifecycle is Lifecycle.DEPLOYING and after.rollout_started_at != before.rollout_started_at:
+        metrics.rollout_started(after.policy.strategy.value if after.policy is not None else "unknown")
+    return after

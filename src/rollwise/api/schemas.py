@@ -1,0 +1,293 @@
+"""Request and response bodies of the REST API (Pydantic models, documented in /openapi.json), and the
+one mapping from store records to response bodies.
+
+Requests reuse the model's own validation: a revision is `rollwise.model.revision.RevisionInput`, a
+policy is `rollwise.model.Policy` (as `PolicyBody`, which refuses unknown fields). Every request model
+forbids unknown fields, so a typo is a 422 naming the field rather than a setting silently ignored.
+Responses use lower-case enum values (the plan format's and the database's).
+
+Called by `api.routes`. Must not: talk to the store or the operations layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from rollwise.control.operations import MAX_REPLICAS, NAME_RE
+from rollwise.model import (
+    Health,
+    Lifecycle,
+    Mode,
+    OnDeadline,
+    Policy,
+    RollbackReason,
+    RouteStatus,
+    StrategyName,
+    SubStep,
+    Traffic,
+)
+from rollwise.model.revision import HealthCheck, RevisionInput
+from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_SECONDS = 31_536_000
+"""Upper bound of the policy's durations (a year): larger values overflow date arithmetic."""
+MAX_COUNT = 2**31 - 1
+"""Upper bound of counts and revision numbers (a database INTEGER)."""
+Replicas = Field(..., ge=0, le=MAX_REPLICAS, strict=True, description=f"Desired number of routes (0..{MAX_REPLICAS})")
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+class PolicyBody(Policy):
+    """How the deployment rolls out a new revision (all fields optional; defaults shown). The validation
+    is `rollwise.model.Policy`'s; this subclass refuses unknown fields and non-finite or absurd numbers,
+    and documents each field."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    strategy: StrategyName = Field(StrategyName.ROLLING, description="rolling, blue_green or recreate")
+    max_surge: int | str = Field("25%", description='Rolling: routes above `replicas` allowed, e.g. 1 or "25%"')
+    max_unavailable: int | str = Field(0, description='Rolling: routes below `replicas` allowed, e.g. 0 or "25%"')
+    auto_promote: bool = Field(False, description="Blue-green: switch traffic once the new routes are ready")
+    promote_delay_seconds: float = Field(
+        0, le=MAX_SECONDS, description="Blue-green: seconds to wait before auto-promotion"
+    )
+    progress_deadline_seconds: float | None = Field(
+        600, le=MAX_SECONDS, description="Seconds a rollout may go without progress (null: no deadline)"
+    )
+    on_deadline: OnDeadline = Field(OnDeadline.ROLLBACK, description="rollback or pause when the deadline passes")
+    failure_threshold: int | None = Field(
+        None, le=MAX_COUNT, description="Failed new routes that start a rollback (null: max(1, replicas))"
+    )
+
+
+class PolicyPatch(BaseModel):
+    """Policy fields to change; fields left out keep their current value. The merged policy is
+    validated as a whole (e.g. max_surge and max_unavailable cannot both be 0)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    strategy: StrategyName | None = Field(None, description="rolling, blue_green or recreate")
+    max_surge: int | str | None = Field(None, description='Rolling: extra routes allowed, e.g. 1 or "25%"')
+    max_unavailable: int | str | None = Field(None, description='Rolling: routes that may be missing, e.g. 0 or "25%"')
+    auto_promote: bool | None = Field(None, description="Blue-green: switch traffic without an operator")
+    promote_delay_seconds: float | None = Field(None, le=MAX_SECONDS, description="Blue-green: wait before auto-promotion")
+    progress_deadline_seconds: float | None = Field(
+        None, le=MAX_SECONDS, description="Max seconds without progress (null: none)"
+    )
+    on_deadline: OnDeadline | None = Field(None, description="rollback or pause when the deadline passes")
+    failure_threshold: int | None = Field(
+        None, le=MAX_COUNT, description="Failed new routes that start a rollback (null: default)"
+    )
+
+
+class DeploymentCreate(BaseModel):
+    """A new deployment: its name, size, policy and first revision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ..., max_length=63, pattern=NAME_PATTERN,
+        description="DNS label: lower-case letters, digits and '-', at most 63, starting and ending alphanumeric",
+    )
+    replicas: int = Replicas
+    policy: PolicyBody = Field(default_factory=PolicyBody, description="Rollout policy (default: rolling)")
+    revision: RevisionInput = Field(..., description="The first revision: command, env, health check")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            raise PydanticCustomError("name", "is not a string")
+        if len(v) > 63 or not NAME_RE.fullmatch(v):
+            raise PydanticCustomError(
+                "name",
+                "{shown} is not a DNS label (lower-case letters, digits and '-', at most 63, "
+                "starting and ending with a letter or digit)",
+                {"shown": repr(v[:80])},
+            )
+        return v
+
+
+class DeploymentPatch(BaseModel):
+    """Changes to a deployment; fields left out are unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS, strict=True, description="Desired number of routes")
+    policy: PolicyPatch | None = Field(None, description="Policy fields to change (merged into the current policy)")
+
+
+class RolloutRequest(BaseModel):
+    """Activate a revision: start a rollout to it with the deployment's policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: int = Field(..., ge=1, le=MAX_COUNT, strict=True, description="Number of an existing revision")
+    supersede: bool = Field(
+        False, strict=True, description="Replace a rollout in progress instead of refusing with 409"
+    )
+
+
+# -------------------------------------------------------------------------------------------- responses
+
+
+class RouteOut(BaseModel):
+    """One replica of a revision."""
+
+    id: str = Field(..., description="Route id")
+    revision: int = Field(..., description="Revision number the route runs")
+    status: RouteStatus = Field(..., description="provisioning, running, terminating, terminated, failed_to_start")
+    health: Health = Field(..., description="not_checked, healthy, unhealthy, degraded")
+    ready: bool = Field(..., description="Running and healthy (or running without a health check)")
+    traffic: Traffic = Field(..., description="active or inactive")
+    traffic_ratio: float = Field(..., description="Weight in the traffic layer")
+    address: str | None = Field(None, description="host:port once started")
+    failed: bool = Field(..., description="Terminated because it failed")
+    detail: str | None = Field(None, description="Why the route failed or stopped, when known")
+    created_at: datetime
+    status_updated_at: datetime
+
+
+class DeploymentOut(BaseModel):
+    """A deployment, its rollout state and its live routes."""
+
+    name: str
+    lifecycle: Lifecycle = Field(..., description="pending, scaling, ready, deploying, destroying")
+    sub_step: SubStep | None = Field(None, description="Where a rollout stands (while deploying)")
+    replicas: int = Field(..., description="Desired number of routes")
+    ready_replicas: int = Field(..., description="Routes of the current revision that are ready")
+    current_revision: int | None = Field(None, description="Number of the serving revision")
+    deploying_revision: int | None = Field(None, description="Number of the revision a rollout moves to")
+    mode: Mode = Field(..., description="forward, or rolling_back once a rollback started")
+    paused: bool
+    abort_requested: bool
+    promote_requested: bool
+    rollback_reason: RollbackReason | None = Field(None, description="Why the rollout is rolling back")
+    rollout_started_at: datetime | None = None
+    last_progress_at: datetime | None = None
+    last_error: str | None = Field(None, description="Last evaluation error of the rollout, if any")
+    policy: PolicyBody | None = Field(None, description="Rollout policy (null only if the stored one is unreadable)")
+    policy_error: str | None = Field(None, description="Why policy is null")
+    routes: list[RouteOut] = Field(default_factory=list, description="Routes not yet terminated")
+    version: int = Field(..., description="Bumped on every change")
+    created_at: datetime
+    updated_at: datetime
+
+
+class RevisionOut(BaseModel):
+    """An immutable revision of a deployment."""
+
+    number: int = Field(..., description="1, 2, ... per deployment")
+    command: list[str]
+    env: dict[str, str]
+    health_check: HealthCheck | None = None
+    startup_timeout_seconds: float
+    drain_seconds: float
+    stop_grace_seconds: float
+    label: str | None = None
+    created_at: datetime
+
+
+class HistoryOut(BaseModel):
+    """One recorded step (repeated identical steps are merged; `attempts` counts them)."""
+
+    id: int
+    created_at: datetime
+    updated_at: datetime = Field(..., description="When the last merged attempt happened")
+    lifecycle_from: Lifecycle
+    lifecycle_to: Lifecycle
+    sub_step: SubStep | None = None
+    result: str = Field(..., description='e.g. "success", "failure", "progress", "waiting", "operator", "error"')
+    message: str
+    strategy: str | None = None
+    from_revision: int | None = None
+    to_revision: int | None = None
+    attempts: int
+    error: str | None = None
+
+
+class PlanRouteCreate(BaseModel):
+    revision: str
+    traffic: Traffic
+    traffic_ratio: float
+
+
+class PlanTrafficChange(BaseModel):
+    id: str
+    traffic: Traffic
+    traffic_ratio: float
+
+
+class PlanOut(BaseModel):
+    """The decision the next cycle would take (the `rollwise plan` output format; extra keys allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sub_step: SubStep
+    create: list[PlanRouteCreate] = Field(..., description="Routes to create")
+    terminate: list[str] = Field(..., description="Route ids to terminate, in order")
+    traffic: list[PlanTrafficChange] = Field(..., description="Traffic changes of routes that stay")
+    mode: Mode
+    reason: str
+
+
+class HealthOut(BaseModel):
+    status: str = Field(..., description='"ok"')
+    role: str = Field(..., description='"active" (or "standby" for a server that does not take writes)')
+
+
+# --------------------------------------------------------------------------------- record -> response
+
+
+def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
+    rev = revisions.get(r.revision)
+    has_check = rev is None or rev.has_health_check
+    ready = r.status is RouteStatus.RUNNING and (r.health is Health.HEALTHY or not has_check)
+    return RouteOut(
+        id=r.id, revision=r.revision, status=r.status, health=r.health, ready=ready, traffic=r.traffic,
+        traffic_ratio=r.traffic_ratio, address=r.address, failed=r.failed, detail=r.detail,
+        created_at=r.created_at, status_updated_at=r.status_updated_at,
+    )
+
+
+def deployment_out(
+    dep: DeploymentRecord, routes: Sequence[RouteRecord], revisions: Sequence[RevisionRecord]
+) -> DeploymentOut:
+    by_number = {rev.number: rev for rev in revisions}
+    shown = [route_out(r, by_number) for r in routes if r.status is not RouteStatus.TERMINATED]
+    return DeploymentOut(
+        name=dep.name, lifecycle=dep.lifecycle, sub_step=dep.sub_step, replicas=dep.replicas,
+        ready_replicas=sum(1 for r in shown if r.ready and r.revision == dep.current_revision),
+        current_revision=dep.current_revision, deploying_revision=dep.deploying_revision, mode=dep.mode,
+        paused=dep.paused, abort_requested=dep.abort_requested, promote_requested=dep.promote_requested,
+        rollback_reason=dep.rollback_reason, rollout_started_at=dep.rollout_started_at,
+        last_progress_at=dep.last_progress_at, last_error=dep.last_error,
+        policy=dep.policy.to_json() if dep.policy is not None else None,
+        policy_error=dep.policy_error, routes=shown, version=dep.version,
+        created_at=dep.created_at, updated_at=dep.updated_at,
+    )
+
+
+def revision_out(rev: RevisionRecord) -> RevisionOut:
+    return RevisionOut(
+        number=rev.number, command=list(rev.command), env=dict(rev.env),
+        health_check=HealthCheck.model_validate(rev.health_check) if rev.health_check is not None else None,
+        startup_timeout_seconds=rev.startup_timeout_seconds, drain_seconds=rev.drain_seconds,
+        stop_grace_seconds=rev.stop_grace_seconds, label=rev.label, created_at=rev.created_at,
+    )
+
+
+def history_out(h: HistoryRecord) -> HistoryOut:
+    return HistoryOut(
+        id=h.id, created_at=h.created_at, updated_at=h.updated_at, lifecycle_from=h.lifecycle_from,
+        lifecycle_to=h.lifecycle_to, sub_step=h.sub_step, result=h.result, message=h.message,
+        strategy=h.strategy, from_revision=h.from_revision, to_revision=h.to_revision,
+        attempts=h.attempts, error=h.error,
+    )
