@@ -21,6 +21,7 @@ from typing import Any
 from rollwise.control.clock import SystemClock
 from rollwise.control.coordinator import Coordinator, Intervals
 from rollwise.control.operations import Operations
+from rollwise.model.errors import RollwiseError
 from rollwise.runtime.base import Prober, Runtime
 from rollwise.store import Store
 from rollwise.traffic.base import NoTraffic, TrafficLayer
@@ -54,7 +55,7 @@ class ServerConfig:
 
 @dataclass
 class Plane:
-    """The running parts of one server, minus the API."""
+    """The parts of one server, minus the API. Inert until `activate` (the active server's role)."""
 
     config: ServerConfig
     store: Store
@@ -64,12 +65,25 @@ class Plane:
     coordinator: Coordinator
     ops: Operations
     clock: SystemClock
+    active: bool = False
+    abandon: bool = False
+    """Set when this server lost the active role: leave route processes to the new active server."""
     extras: dict[str, Any] = field(default_factory=dict)
+
+    async def activate(self) -> None:
+        """Take the active role: start the traffic layer, adopt route processes, accept writes."""
+        await self.traffic.start()
+        adopted, lost = await self.coordinator.start()
+        if adopted or lost:
+            log.info("adopted %d route processes, %d lost while no server was active", adopted, lost)
+        self.active = True
 
 
 @contextlib.asynccontextmanager
-async def build_plane(config: ServerConfig) -> AsyncIterator[Plane]:
-    """Open the store, start the traffic layer, adopt route processes; on exit stop everything."""
+async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIterator[Plane]:
+    """Open the store and assemble runtime, traffic layer, coordinator and operations; with `activate`
+    (the default: a lone server) also take the active role. On exit an active plane stops everything it
+    runs (coordinator, every route process, Traefik) unless it was told to `abandon` them."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
     store = await Store.open(config.database_url)
@@ -97,21 +111,28 @@ async def build_plane(config: ServerConfig) -> AsyncIterator[Plane]:
             traffic = TraefikLayer(config.data_dir, proxy_port=config.proxy_port, host=config.host)
         else:
             traffic = NoTraffic()
-        await traffic.start()
+        holder: list[Plane] = []
         coordinator = Coordinator(
-            store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, intervals=config.intervals
+            store=store,
+            runtime=runtime,
+            prober=prober,
+            traffic=traffic,
+            clock=clock,
+            intervals=config.intervals,
+            is_active=lambda: bool(holder) and holder[0].active,
         )
-        adopted, lost = await coordinator.start()
-        if adopted or lost:
-            log.info("adopted %d route processes, %d lost while the server was down", adopted, lost)
-        ops = Operations(store, clock, coordinator.mark)
+        ops = Operations(store, clock, coordinator.mark, is_active=lambda: bool(holder) and holder[0].active)
         plane = Plane(config, store, runtime, prober, traffic, coordinator, ops, clock)
+        holder.append(plane)
         try:
+            if activate:
+                await plane.activate()
             yield plane
         finally:
             await coordinator.close()
-            await runtime.close()
-            await traffic.close()
+            if plane.active and not plane.abandon:
+                await runtime.close()
+                await traffic.close()
     finally:
         for close in closers:
             await close()
@@ -151,37 +172,90 @@ class _Uvicorn:
         self.server.should_exit = True
 
 
-async def run_server(config: ServerConfig) -> None:
+class ServerRefused(RollwiseError):
+    """This server cannot start (another server uses the same SQLite database file)."""
+
+    code = "server.refused"
+
+
+LEADERSHIP_POLL = 1.0
+"""Seconds between a standby's attempts to take the active role, and between the active one's checks."""
+
+
+async def run_server(config: ServerConfig) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit status (3 when the active role was lost)."""
     from rollwise.api.app import create_app
     from rollwise.api.auth import load_or_create_token
+    from rollwise.store.leadership import FileLeadership, leadership_for
 
-    token, token_path = load_or_create_token(config.data_dir, config.token)
-    async with build_plane(config) as plane:
-        app = create_app(plane.ops, token=token, role=lambda: "active", coordinator=plane.coordinator)
-        api = _Uvicorn(app, config.host, config.api_port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal() -> None:
-            stop.set()
-            api.stop()
-            plane.coordinator.wake()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        if token_path is not None:
-            print(f"rollwise: API token in {token_path}", flush=True)
-        print(
-            f"rollwise: API on http://{config.host}:{config.api_port}"
-            + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else ""),
-            flush=True,
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    leadership = leadership_for(config.database_url)
+    if isinstance(leadership, FileLeadership) and not await leadership.acquire():
+        raise ServerRefused(
+            f"database {config.database_url} is in use by another rollwise server (pid {leadership.holder()}); "
+            "SQLite allows one server: use PostgreSQL for a standby"
         )
-        coordinator_task = asyncio.create_task(plane.coordinator.run_forever(stop))
-        try:
-            await api.serve()
-        finally:
-            stop.set()
-            plane.coordinator.wake()
-            await coordinator_task
+    token, token_path = load_or_create_token(config.data_dir, config.token)
+    status = 0
+    try:
+        async with build_plane(config, activate=False) as plane:
+            role = {"now": "standby"}
+            app = create_app(plane.ops, token=token, role=lambda: role["now"], coordinator=plane.coordinator)
+            api = _Uvicorn(app, config.host, config.api_port)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def on_signal() -> None:
+                stop.set()
+                api.stop()
+                plane.coordinator.wake()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, on_signal)
+            if token_path is not None:
+                print(f"rollwise: API token in {token_path}", flush=True)
+            print(
+                f"rollwise: API on http://{config.host}:{config.api_port}"
+                + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else ""),
+                flush=True,
+            )
+            api_task = asyncio.create_task(api.serve())
+            coordinator_task: asyncio.Task[None] | None = None
+            try:
+                while not stop.is_set() and not api_task.done():
+                    if not plane.active:
+                        if await leadership.acquire():
+                            await plane.activate()
+                            role["now"] = "active"
+                            print("rollwise: active server (running cycles)", flush=True)
+                            coordinator_task = asyncio.create_task(plane.coordinator.run_forever(stop))
+                        elif role["now"] == "standby" and "announced" not in role:
+                            role["announced"] = "yes"
+                            print("rollwise: standby (another server is active); serving reads", flush=True)
+                    elif not await leadership.check():
+                        # Lost the role (database connection gone): stop acting at once, leave the route
+                        # processes to the server that takes over, and exit.
+                        log.error("lost the active role; stopping")
+                        print("rollwise: lost the active role (database connection lost); exiting", flush=True)
+                        plane.active = False
+                        plane.abandon = True
+                        role["now"] = "standby"
+                        status = 3
+                        on_signal()
+                        break
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=LEADERSHIP_POLL)
+                    except TimeoutError:
+                        pass
+            finally:
+                stop.set()
+                api.stop()
+                plane.coordinator.wake()
+                if coordinator_task is not None:
+                    await coordinator_task
+                await api_task
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+    finally:
+        await leadership.release()
+    return status

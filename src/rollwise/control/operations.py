@@ -23,7 +23,7 @@ from rollwise.control.views import compute_deployment_view, compute_route_views
 from rollwise.model import Decision, Lifecycle, Mode, Policy, SubStep, StrategyName, ValidationFailed
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
-from rollwise.control.errors import AlreadyExists, NotApplicable, NotFound, RolloutInProgress
+from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
 from rollwise.store.errors import Conflict
 from rollwise.store.records import (
@@ -73,10 +73,23 @@ def to_revision_spec(rev: RevisionInput) -> RevisionSpec:
 
 
 class Operations:
-    def __init__(self, store: Store, clock: Clock, mark: Callable[..., None] = lambda *kinds: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        mark: Callable[..., None] = lambda *kinds: None,
+        *,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.store = store
         self.clock = clock
         self._mark = mark
+        self._is_active = is_active
+
+    def _check_active(self) -> None:
+        """Writes are taken only by the active server (a standby serves reads)."""
+        if not self._is_active():
+            raise NotActive("this server is a standby: send writes to the active rollwise server")
 
     # --- reads --------------------------------------------------------------------------------------
 
@@ -103,6 +116,7 @@ class Operations:
     async def create(
         self, *, name: str, replicas: int, policy: Mapping[str, Any] | Policy | None, revision: Any
     ) -> DeploymentRecord:
+        self._check_active()
         check_name(name)
         check_replicas(replicas)
         pol = policy if isinstance(policy, Policy) else parse_policy(dict(policy or {}))
@@ -122,6 +136,7 @@ class Operations:
         return dep
 
     async def add_revision(self, name: str, revision: Any) -> RevisionRecord:
+        self._check_active()
         dep = await self.get(name)
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)
         return await self.store.add_revision(dep.id, to_revision_spec(rev), self.clock.now())
@@ -199,6 +214,7 @@ class Operations:
 
     async def undo(self, name: str) -> DeploymentRecord:
         """Activate the revision that served before the current one, as a new rollout."""
+        self._check_active()
         dep = await self.get(name)
         if dep.lifecycle is Lifecycle.DEPLOYING:
             raise RolloutInProgress(f"deployment {name!r}: a rollout is in progress; abort it instead")
@@ -312,6 +328,7 @@ class Operations:
         lifecycle_change: Lifecycle | None = None,
     ) -> DeploymentRecord:
         """Read, compute the change, write it guarded by the version read; retry on a race."""
+        self._check_active()
         for _ in range(_RETRIES):
             dep = await self.get(name)
             changes, message = change(dep)
