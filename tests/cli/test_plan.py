@@ -145,7 +145,8 @@ BAD = [
      'error: policy.max_unavailable: "-5%" is negative'),
     ("negative promote delay", _with("policy.promote_delay_seconds", -1),
      "error: policy.promote_delay_seconds: -1 is negative"),
-    ("negative ratio", _with("routes.0.traffic_ratio", -1), "error: routes[0].traffic_ratio: -1 is not between 0 and 1"),
+    ("negative ratio", _with("routes.0.traffic_ratio", -1),
+     "error: routes[0].traffic_ratio: -1 is not between 0 and 1"),
 ]
 
 

@@ -133,7 +133,7 @@ ROWS = [
                                                          route("g8", "r2", "failed_to_start", failed=True)],
         BG,
         Expect("rolled_back", terminate=["g3", "g1", "g2"], mode="rolling_back",
-               reason_has=["rolling back: blue-green: rolled back to r1: terminating 3 green routes, blue routes kept"]),
+               reason_has=["rolling back: blue-green: rolled back to r1: terminating 3 green routes, blue routes"]),
     ),
     row(
         "abort: rolled back in the same cycle",

@@ -46,8 +46,10 @@ LIMITS = [
     LIMITS,
     ids=[f"D={d} surge {s!r} unavailable {u!r} -> ({ws}, {wu})" for d, s, u, ws, wu in LIMITS],
 )
-def test_resolve_rolling_limits(d: int, surge: object, unavailable: object, want_surge: int, want_unavailable: int) -> None:
-    assert resolve_rolling_limits(surge, unavailable, d) == RollingLimits(want_surge, want_unavailable)  # type: ignore[arg-type]
+def test_resolve_rolling_limits(
+    d: int, surge: int | str, unavailable: int | str, want_surge: int, want_unavailable: int
+) -> None:
+    assert resolve_rolling_limits(surge, unavailable, d) == RollingLimits(want_surge, want_unavailable)
 
 
 @given(st.integers(0, 1000), st.integers(0, 100))
@@ -59,10 +61,12 @@ def test_percent_is_exact_ceil_and_floor(d: int, p: int) -> None:
     assert (up == down) == (d * p % 100 == 0)
 
 
-@given(st.integers(0, 1000), st.one_of(st.integers(0, 2000), st.integers(0, 100).map(lambda p: f"{p}%")),
-       st.one_of(st.integers(0, 2000), st.integers(0, 100).map(lambda p: f"{p}%")))
-def test_limits_invariants(d: int, surge: object, unavailable: object) -> None:
-    lim = resolve_rolling_limits(surge, unavailable, d)  # type: ignore[arg-type]
+INT_OR_PERCENT = st.one_of(st.integers(0, 2000), st.integers(0, 100).map(lambda p: f"{p}%"))
+
+
+@given(st.integers(0, 1000), INT_OR_PERCENT, INT_OR_PERCENT)
+def test_limits_invariants(d: int, surge: int | str, unavailable: int | str) -> None:
+    lim = resolve_rolling_limits(surge, unavailable, d)
     assert 0 <= lim.unavailable <= d
     assert lim.surge >= 0
     if d > 0:

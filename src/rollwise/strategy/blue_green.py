@@ -61,7 +61,7 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
     if provisioning > 0 or create > 0 or len(ready) < d:
         sub_step = SubStep.PROVISIONING if provisioning > 0 or create > 0 else SubStep.PROGRESSING
         if create or surplus:
-            body = msg.BG_STEP.format(create=create, terminate=len(surplus), **counts)
+            body = msg.BG_STEP.format(create=create, surplus=msg.optional(msg.BG_SURPLUS, len(surplus)), **counts)
         else:
             promote = msg.BG_PROMOTE_WAITS if view.deployment.promote_requested else ""
             body = msg.BG_WAIT.format(provisioning=provisioning, unready=unready, promote=promote, **counts)
@@ -90,7 +90,10 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
 
     blue = view.other_alive
     body = msg.BG_PROMOTED.format(
-        promoted=len(ready), blue=len(blue), surplus=msg.optional(msg.SURPLUS, len(surplus)), why=why
+        promoted=msg.count(len(ready), "green route"),
+        blue=msg.count(len(blue), "blue route"),
+        surplus=msg.optional(msg.SURPLUS, len(surplus)),
+        why=why,
     )
     return Decision(
         sub_step=SubStep.COMPLETED,
@@ -124,7 +127,7 @@ def _seconds_since(now: datetime, since: datetime | None) -> float:
 
 def _roll_back(view: CycleView) -> Decision:
     green = view.other_alive
-    body = msg.BG_ROLLED_BACK.format(revision=view.target, green=len(green))
+    body = msg.BG_ROLLED_BACK.format(revision=view.target, green=msg.count(len(green), "green route"))
     return Decision(
         sub_step=SubStep.ROLLED_BACK,
         mode=Mode.ROLLING_BACK,

@@ -99,9 +99,8 @@ def pick_surplus(alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...
     """The `count` routes to drop from `alive` (one revision's alive routes, in termination order)
     when it has more than needed: every not-ready route first (termination order), then ready routes
     newest first (the rolling update's completion rule; Kubernetes also scales down the newest first).
-
-    >>> # alive: p1 (provisioning), u1 (unhealthy), ready r1 (oldest), r2, r3 (newest); count 3
-    >>> # -> p1, u1, r3
+    Example: alive p1 (provisioning), u1 (unhealthy), ready r1 (oldest), r2, r3 (newest); count 3
+    -> p1, u1, r3.
     """
     if count <= 0:
         return ()

@@ -79,7 +79,7 @@ def decide(deployment: DeploymentView, routes: Sequence[RouteView], policy: Poli
     threshold = failure_threshold(policy, view.desired)
     if view.t_failed >= threshold:
         why = msg.ROLLBACK_WHY[RollbackReason.FAILURE_THRESHOLD].format(
-            failed=view.t_failed, revision=view.target, threshold=threshold
+            failed=msg.count(view.t_failed, f"failed {view.target} route"), threshold=threshold
         )
         return _start_rollback(rules, settings, view, RollbackReason.FAILURE_THRESHOLD, why)
     if deployment.abort_requested:
@@ -142,6 +142,8 @@ def _roll_back_to_nothing(rules: StrategyRules[Any], routes: Sequence[RouteView]
     return Decision(
         sub_step=SubStep.ROLLED_BACK,
         mode=Mode.ROLLING_BACK,
-        reason=msg.LINE.format(label=rules.label, body=msg.ROLLED_BACK_TO_NOTHING.format(count=len(alive))),
+        reason=msg.LINE.format(
+            label=rules.label, body=msg.ROLLED_BACK_TO_NOTHING.format(routes=msg.count(len(alive), "route"))
+        ),
         terminate=tuple(r.id for r in alive),
     )

@@ -28,11 +28,11 @@ ROLLBACK_START = "rolling back ({why}): {line}"
 """The cycle that starts a rollback: why, then the rollback decision of the same cycle."""
 ROLLBACK_CONTINUE = "rolling back: {line}"
 
-ROLLED_BACK_TO_NOTHING = "rolled back to no revision (none was serving before this rollout): terminating {count} routes"
+ROLLED_BACK_TO_NOTHING = "rolled back to no revision (none was serving before this rollout): terminating {routes}"
 
 ROLLBACK_WHY: Mapping[RollbackReason, str] = MappingProxyType(
     {
-        RollbackReason.FAILURE_THRESHOLD: "failure_threshold: {failed} failed {revision} routes, threshold {threshold}",
+        RollbackReason.FAILURE_THRESHOLD: "failure_threshold: {failed}, threshold {threshold}",
         RollbackReason.ABORTED: "aborted",
         RollbackReason.PROGRESS_DEADLINE: "progress_deadline: no progress for {elapsed}, deadline {deadline}",
         RollbackReason.EVALUATION_ERROR: "evaluation_error: {error}",
@@ -53,7 +53,8 @@ ACTIVATING = ", activating {count}"
 
 # -- blue-green ------------------------------------------------------------------------------------
 
-BG_STEP = "created {create} green, terminating {terminate} surplus green ({revision}: {ready}/{desired} ready)"
+BG_STEP = "created {create} green{surplus} (green {revision}: {ready}/{desired} ready)"
+BG_SURPLUS = ", terminating {count} surplus green"
 BG_WAIT = (
     "waiting for green {revision} routes: {ready}/{desired} ready, {provisioning} provisioning, "
     "{unready} unready{promote}"
@@ -61,10 +62,10 @@ BG_WAIT = (
 BG_PROMOTE_WAITS = "; promotion requested, it waits until every green route is ready"
 BG_AWAITING = "awaiting promotion: {ready}/{desired} green {revision} routes ready{auto}"
 BG_AUTO_IN = ", auto-promotion in {remaining}"
-BG_PROMOTED = "promoted {promoted} green routes, terminating {blue} blue routes{surplus} ({why})"
+BG_PROMOTED = "promoted {promoted}, terminating {blue}{surplus} ({why})"
 BG_WHY_REQUESTED = "promotion requested"
 BG_WHY_AUTO = "auto-promotion after {delay}"
-BG_ROLLED_BACK = "rolled back to {revision}: terminating {green} green routes, blue routes kept serving"
+BG_ROLLED_BACK = "rolled back to {revision}: terminating {green}, blue routes kept serving"
 
 # -- recreate --------------------------------------------------------------------------------------
 
@@ -77,6 +78,11 @@ def format_seconds(seconds: float) -> str:
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{round(seconds, 2 if abs(seconds) < 1 else 1)}s"
+
+
+def count(n: int, noun: str) -> str:
+    """`count(1, "green route")` -> "1 green route"; `count(3, "green route")` -> "3 green routes"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def optional(template: str, count: int) -> str:

@@ -84,7 +84,9 @@ def decide(view: CycleView, settings: None) -> Decision:
         sub_step=sub_step,
         mode=view.mode,
         reason=msg.LINE.format(label=LABEL, body=body),
-        create=tuple(RouteCreate(revision=view.target, traffic=Traffic.ACTIVE, traffic_ratio=1.0) for _ in range(create)),
+        create=tuple(
+            RouteCreate(revision=view.target, traffic=Traffic.ACTIVE, traffic_ratio=1.0) for _ in range(create)
+        ),
         terminate=ids(terminate),
         traffic=traffic,
     )
