@@ -149,6 +149,7 @@ class RouteOut(BaseModel):
     traffic: Traffic = Field(..., description="active or inactive")
     traffic_ratio: float = Field(..., description="Weight in the traffic layer")
     address: str | None = Field(None, description="host:port once started")
+    pid: int | None = Field(None, description="Process id of the route (local runtime) once started")
     failed: bool = Field(..., description="Terminated because it failed")
     detail: str | None = Field(None, description="Why the route failed or stopped, when known")
     created_at: datetime
@@ -252,7 +253,7 @@ def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
     ready = r.status is RouteStatus.RUNNING and (r.health is Health.HEALTHY or not has_check)
     return RouteOut(
         id=r.id, revision=r.revision, status=r.status, health=r.health, ready=ready, traffic=r.traffic,
-        traffic_ratio=r.traffic_ratio, address=r.address, failed=r.failed, detail=r.detail,
+        traffic_ratio=r.traffic_ratio, address=r.address, pid=r.pid, failed=r.failed, detail=r.detail,
         created_at=r.created_at, status_updated_at=r.status_updated_at,
     )
 
