@@ -68,6 +68,7 @@ class NotFound(RollwiseError):
 # operator intervention (shutdown), transaction rollback (serialization failure, deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 _UNIQUE_VIOLATION = "23505"
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "interrupted", "readonly")
 
 
 def _first_line(e: BaseException) -> str:
@@ -78,6 +79,16 @@ def _first_line(e: BaseException) -> str:
 def _sqlstate(e: BaseException) -> str | None:
     state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
     return state if isinstance(state, str) else None
+
+
+def _is_transient(e: sa_exc.DBAPIError, state: str | None, message: str) -> bool:
+    if state is not None:  # PostgreSQL says what kind of error it is
+        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(e, sa_exc.OperationalError):
+        # SQLite reports "no such table" and "database is locked" alike as OperationalError.
+        lowered = message.lower()
+        return any(marker in lowered for marker in _SQLITE_TRANSIENT)
+    return False
 
 
 def translate(e: BaseException) -> BaseException:
@@ -95,9 +106,7 @@ def translate(e: BaseException) -> BaseException:
             if state == _UNIQUE_VIOLATION or "UNIQUE constraint failed" in message:
                 return Conflict(f"already exists: {message}")
             return IntegrityFailed(f"database constraint failed: {message}")
-        if e.connection_invalidated or isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-            return StoreError(f"database unavailable: {message}")
-        if state is not None and state[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        if e.connection_invalidated or isinstance(e, sa_exc.InterfaceError) or _is_transient(e, state, message):
             return StoreError(f"database unavailable: {message}")
         return StoreFailed(f"database statement failed: {message}")
     if isinstance(e, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
