@@ -161,6 +161,16 @@ async def test_pid_reuse_or_wrong_identity_is_not_running(runtime: LocalRuntime,
     assert not await runtime.is_running(RouteHandle("r-1", handle.address))
 
 
+async def test_a_program_that_clears_its_environment_is_still_ours(runtime: LocalRuntime, pids: list[int]) -> None:
+    handle = await runtime.start(spec("r-1", ("env", "-i", *SLEEPER)))
+    pids.append(handle.pid or 0)
+    await wait_ready(runtime, "r-1")
+    assert _proc.read_markers(handle.pid or 0) == {}
+    assert await runtime.is_running(handle)
+    await runtime.stop(handle, grace_seconds=1)
+    assert is_gone(handle.pid or 0) and runtime.exit_code("r-1") == -signal.SIGTERM
+
+
 # Stop --------------------------------------------------------------------------------------------------
 
 
@@ -203,6 +213,9 @@ async def test_stop_reaches_children_in_and_out_of_the_group(runtime: LocalRunti
     await wait_ready(runtime, "r-1")
     line = next(line for line in runtime.log_path("r-1").read_text().splitlines() if line.startswith("ready"))
     inside, escaped = (int(x) for x in line.split()[1:])
+    inside_stat = _proc.read_stat(inside)
+    assert inside_stat is not None  # a process of the route, but not its leader: no handle names it
+    assert not await runtime.is_running(replace(handle, pid=inside, identity=inside_stat.identity))
     await runtime.stop(handle, grace_seconds=1)
     await wait_for(lambda: is_gone(inside) and is_gone(escaped), timeout=3)
     assert is_gone(handle.pid or 0)

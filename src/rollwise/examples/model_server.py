@@ -38,7 +38,6 @@ import os
 import re
 import select
 import signal
-import socket
 import sys
 import threading
 import time
@@ -141,7 +140,7 @@ class ModelServer(ThreadingHTTPServer):
 
     @property
     def wake_fd(self) -> int:
-        """Becomes readable (and stays so) when draining starts; idle connections select on it."""
+        """Becomes readable (and stays so) when draining starts; idle connections wait on it."""
         return self._wake_r
 
     @property
@@ -196,10 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
         """True when bytes of a request are ready; False on idle timeout or when draining while idle."""
         if self._buffered_bytes_ready():
             return True
-        ready, _, _ = select.select([self.connection, self.server.wake_fd], [], [], IDLE_KEEPALIVE_SECONDS)
-        if self.connection in ready:
-            return True  # even while draining: the client already sent it, so it is served
-        return False
+        poller = select.poll()  # not select(): a busy server's descriptors may exceed FD_SETSIZE
+        poller.register(self.connection, select.POLLIN)
+        poller.register(self.server.wake_fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(IDLE_KEEPALIVE_SECONDS * 1000)}
+        # Bytes (or EOF) from the client win over draining: a request already sent is served.
+        return self.connection.fileno() in ready
 
     def _buffered_bytes_ready(self) -> bool:
         # A non-blocking peek sees bytes already buffered by rfile (pipelined requests), which

@@ -7,10 +7,14 @@ Identity scheme. A process is named by `"proc1:<boot id>:<start time>"`: the ker
 (/proc/sys/kernel/random/boot_id) and the process start time in clock ticks since boot (field 22 of
 /proc/<pid>/stat). A pid reused by another process has another start time, and a pid from before a
 reboot has another boot id; `exec` keeps the start time, so a wrapper that execs its program keeps its
-identity. Route processes also carry two environment markers, set by the runtime at launch and inherited
-by their children: ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR. They let the runtime find processes of a
-route that no handle or registry file names (a crash between spawn and the registry write, or children
-that left the process group), and a marker naming another route contradicts an identity.
+identity. A route's process is also the leader of its own session (the runtime starts it with setsid,
+and a session leader cannot leave its session).
+
+Route processes carry two environment markers, set by the runtime at launch and inherited by their
+children: ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR. A marker naming another route or data directory
+contradicts an identity; absent markers do not (a program may re-execute itself with a cleared
+environment). The markers also let the runtime find processes of a route that no handle or registry
+file names: a crash between spawn and the registry write, or children that left the process group.
 
 Signals never hit a reused pid: a process is signalled through a pidfd (`Pinned`) opened *before* its
 identity is checked, so the number cannot be recycled while it is held; a process group is signalled
@@ -59,6 +63,7 @@ class ProcStat:
     state: str
     ppid: int
     pgid: int
+    sid: int
     start_ticks: int
 
     @property
@@ -85,10 +90,23 @@ def read_stat(pid: int) -> ProcStat | None:
             state=fields[0].decode(),
             ppid=int(fields[1]),
             pgid=int(fields[2]),
+            sid=int(fields[3]),
             start_ticks=int(fields[19]),
         )
     except (IndexError, ValueError):
         return None
+
+
+def exec_visible(pid: int) -> bool:
+    """True once the process's program image (argv and environment) is visible in /proc.
+
+    Right after posix_spawn returns, the child may still be inside exec with neither laid out yet.
+    """
+    try:
+        with open(_PROC / str(pid) / "cmdline", "rb") as f:
+            return bool(f.read(1))
+    except OSError:
+        return False
 
 
 def read_markers(pid: int) -> dict[str, str] | None:
@@ -106,10 +124,10 @@ def read_markers(pid: int) -> dict[str, str] | None:
 
 
 def markers_allow(pid: int, *, route_id: str, data_dir: str) -> bool:
-    """False when the process's environment names another route or data directory.
+    """False when the process's environment names another route or another data directory.
 
-    An unreadable environment or absent markers do not contradict: a program may exec itself with a
-    clean environment, and the start time is the proof of identity anyway.
+    Absent markers or an unreadable environment do not contradict: a program may re-execute itself
+    with a cleared environment, and its start time is the proof of identity anyway.
     """
     markers = read_markers(pid)
     if markers is None:
@@ -118,9 +136,9 @@ def markers_allow(pid: int, *, route_id: str, data_dir: str) -> bool:
 
 
 def verify(pid: int, identity: str, *, route_id: str, data_dir: str) -> bool:
-    """True when `pid` is alive (not a zombie), has `identity` and its markers do not contradict."""
+    """True when `pid` is a live session leader with `identity` whose markers do not contradict."""
     stat = read_stat(pid)
-    if stat is None or stat.has_exited or stat.identity != identity:
+    if stat is None or stat.has_exited or stat.identity != identity or stat.sid != pid:
         return False
     return markers_allow(pid, route_id=route_id, data_dir=data_dir)
 
@@ -234,8 +252,9 @@ class Pinned:
     def has_exited(self) -> bool:
         """True once the process has terminated (zombie or reaped)."""
         if self._fd is not None:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-            return bool(readable)
+            poller = select.poll()  # not select(): pidfds of a busy server may exceed FD_SETSIZE
+            poller.register(self._fd, select.POLLIN)
+            return bool(poller.poll(0))
         stat = read_stat(self.pid)
         return stat is None or stat.has_exited or stat.start_ticks != self.start_ticks
 

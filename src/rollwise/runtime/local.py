@@ -12,9 +12,11 @@ stop reaches the route's children too. stdout and stderr are appended to `<data_
 (the runtime adds one line at each start and stop).
 
 Identity. A handle's `identity` is `"proc1:<boot id>:<start time in ticks>"` (see runtime._proc). A
-route is running when its pid is alive (not a zombie), has that identity, and its environment markers
-(when readable) do not name another route or data directory. A reused pid is therefore never ours, and
-signals go through pidfds, so they cannot reach a process that merely inherited a number.
+route is running when its pid is alive (not a zombie), has that identity, leads its own session, and
+its environment does not name another route or data directory (ROLLWISE_ROUTE_ID, ROLLWISE_DATA_DIR). A
+reused pid is therefore never ours, and signals go through pidfds, so they cannot reach a process that
+merely inherited a number. The runtime never signals its own process or process group, whatever a
+handle says.
 
 Registry. `<data_dir>/routes/<route>.json` is written atomically right after a spawn and removed when a
 stop has finished: {route_id, pid, pgid, identity, port, address, deployment, revision, command,
@@ -200,12 +202,17 @@ class LocalRuntime:
         if program is None:
             raise RuntimeFailure(f"route {route_id}: command {argv[0]!r} not found")
         pid = self._spawn(spec, program, argv, env)
-        await _exec_finished(pid)
         stat = _proc.read_stat(pid)  # present: an unreaped child cannot vanish
         if stat is None:
             raise RuntimeFailure(f"route {route_id}: process {pid} vanished at start")
         address = f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
         handle = RouteHandle(route_id, address, pid, stat.identity)
+        # Known before the first await, so a concurrent close() stops it too.
+        route = self._routes[route_id] = _Route(handle, port)
+        self._exit_codes.pop(route_id, None)
+        await _exec_finished(pid)
+        if self._routes.get(route_id) is not route:
+            raise RuntimeFailure(f"route {route_id}: stopped while starting")
         entry = RegistryEntry(
             route_id=route_id,
             pid=pid,
@@ -216,21 +223,13 @@ class LocalRuntime:
             deployment=spec.deployment,
             revision=spec.revision,
             command=tuple(argv),
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_at=_now(),
         )
         try:
             self._write_registry(entry)
         except OSError as e:
-            leader = Pinned.open(pid, identity=stat.identity)
-            try:
-                await self._terminate(route_id, leader, grace=0.0)
-            finally:
-                if leader is not None:
-                    leader.close()
-            self._collect_exit(route_id, pid, stat.identity)
+            await self.stop(handle, grace_seconds=0.0)
             raise RuntimeFailure(f"route {route_id}: cannot write {self.registry_path(route_id)}: {e.strerror}") from e
-        self._exit_codes.pop(route_id, None)
-        self._routes[route_id] = _Route(handle, port)
         return handle
 
     async def is_running(self, handle: RouteHandle) -> bool:
@@ -275,7 +274,8 @@ class LocalRuntime:
         registered = self._registered_route_ids()
         marked = await asyncio.to_thread(_proc.scan_marked, self._marker)
         by_id = {h.route_id: h for h in handles}
-        leftovers = (set(by_id) | registered | {m.route_id for m in marked}) - verified
+        # Routes in memory are verified ones and any this instance started itself: never leftovers.
+        leftovers = (set(by_id) | registered | {m.route_id for m in marked}) - verified - set(self._routes)
         if leftovers:
             logger.info("adopt: stopping %d route(s) not verified: %s", len(leftovers), sorted(leftovers))
         await asyncio.gather(
@@ -366,10 +366,15 @@ class LocalRuntime:
         for candidate in candidates:
             if candidate.pid is None or not candidate.identity:
                 continue
+            if candidate.pid in (os.getpid(), os.getpgrp()):
+                continue
             pinned = Pinned.open(candidate.pid, identity=candidate.identity)
             if pinned is None:
                 continue
-            if _proc.markers_allow(candidate.pid, route_id=route_id, data_dir=self._marker):
+            # An exited leader (a zombie, no longer a session leader in /proc) still anchors its group,
+            # which may hold live children.
+            is_leader = pinned.is_group_leader or pinned.has_exited()
+            if is_leader and _proc.markers_allow(candidate.pid, route_id=route_id, data_dir=self._marker):
                 return pinned
             pinned.close()
         return None
@@ -379,7 +384,9 @@ class LocalRuntime:
         seen = {p.pid for p in known}
         strays = []
         for process in _proc.scan_marked(self._marker, route_id=route_id):
-            if process.pid in seen or (leader is not None and process.stat.pgid == leader.pid):
+            if process.pid in seen or process.pid == os.getpid():
+                continue
+            if leader is not None and process.stat.pgid == leader.pid:
                 continue
             pinned = Pinned.open(process.pid, start_ticks=process.stat.start_ticks)
             if pinned is not None:
@@ -504,7 +511,7 @@ async def _exec_finished(pid: int) -> None:
     this route from another. The wait is bounded: a child that dies meanwhile ends it too.
     """
     for _ in range(EXEC_WAIT_POLLS):
-        if _proc.read_markers(pid):
+        if _proc.exec_visible(pid):
             return
         stat = _proc.read_stat(pid)
         if stat is None or stat.has_exited:
