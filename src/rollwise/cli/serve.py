@@ -219,8 +219,13 @@ async def run_server(config: ServerConfig) -> int:
                 + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else ""),
                 flush=True,
             )
-            api_task = asyncio.create_task(api.serve())
             coordinator_task: asyncio.Task[None] | None = None
+            if await leadership.acquire():
+                # A lone server is active before its API answers: no write is ever refused at start.
+                await plane.activate()
+                role["now"] = "active"
+                coordinator_task = asyncio.create_task(plane.coordinator.run_forever(stop))
+            api_task = asyncio.create_task(api.serve())
             try:
                 while not stop.is_set() and not api_task.done():
                     if not plane.active:

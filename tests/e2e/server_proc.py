@@ -1,0 +1,99 @@
+"""A real `rollwise server` subprocess for crash and takeover tests, and process-table helpers.
+
+`ServerProcess` starts `rollwise server` with its own ports and data directory, waits for /healthz, and
+can be killed with SIGKILL (as a crash) or stopped with SIGTERM. `route_processes(data_dir)` lists the
+processes whose environment carries that data directory's marker: every route process rollwise started
+for it, so a test can prove none is orphaned or duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+
+
+class ServerProcess:
+    def __init__(
+        self, data_dir: Path, *, api_port: int, proxy_port: int, token: str = "crash-test-token",
+        database: str | None = None, log_name: str = "server.log",
+    ) -> None:
+        self.data_dir = data_dir
+        self.api_port = api_port
+        self.proxy_port = proxy_port
+        self.token = token
+        self.database = database
+        self.log_path = data_dir.parent / log_name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self, *, wait: bool = True, role: str | None = "active") -> None:
+        args = [ROLLWISE, "server", "--data-dir", str(self.data_dir), "--api-port", str(self.api_port),
+                "--proxy-port", str(self.proxy_port), "--token", self.token]
+        if self.database:
+            args += ["--database", self.database]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_healthy(role=role)
+
+    def wait_healthy(self, timeout: float = 30.0, role: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                body = httpx.get(f"{self.url}/healthz", timeout=1).json()
+                if role is None or body.get("role") == role:
+                    return body
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not healthy: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+
+def route_processes(data_dir: Path) -> set[int]:
+    """Pids of live processes started by rollwise for `data_dir` (marker in their environment)."""
+    marker = f"ROLLWISE_DATA_DIR={Path(data_dir).resolve()}\0".encode()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (env.startswith(marker) or b"\0" + marker in env):
+            pids.add(int(entry))
+    return pids
