@@ -10,6 +10,8 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rollwise.model import (
     Decision,
@@ -247,3 +249,48 @@ def test_timestamps_with_offsets_compare_correctly() -> None:
     )
     assert parse_plan_input(doc).deployment.last_progress_at == datetime(2026, 3, 4, tzinfo=UTC)
     assert compute_plan_output(doc)["rollback_reason"] == "progress_deadline"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2000) | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.sampled_from(["25%", "150%", "running", "healthy", "r1", "r2", "2026-03-04T00:00:00Z", "rolling"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = [
+    "now", "deployment", "policy", "routes", "deployment.desired_replicas", "deployment.current_revision",
+    "deployment.deploying_revision", "deployment.mode", "deployment.paused", "deployment.promote_requested",
+    "deployment.rollout_started_at", "deployment.last_progress_at", "policy.strategy", "policy.max_surge",
+    "policy.max_unavailable", "policy.auto_promote", "policy.promote_delay_seconds",
+    "policy.progress_deadline_seconds", "policy.on_deadline", "policy.failure_threshold", "routes.0",
+    "routes.0.id", "routes.0.revision", "routes.0.status", "routes.0.health", "routes.0.traffic",
+    "routes.0.traffic_ratio", "routes.0.failed", "routes.0.created_at", "routes.1.status",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), JSON_VALUES), max_size=3))
+def test_any_document_gives_a_decision_or_one_validation_line(edits: list[tuple[str, Any]]) -> None:
+    """Whatever the input, the only error that leaves the plan reader and the engine is
+    ValidationFailed with one line naming a field; nothing foreign leaks."""
+    doc = state()
+    for path, value in edits:
+        node: Any = doc
+        *parents, last = path.split(".")
+        try:
+            for p in parents:
+                node = node[int(p)] if isinstance(node, list) else node[p]
+            if isinstance(node, list):
+                node[int(last)] = value
+            elif isinstance(node, dict):
+                node[last] = value
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue  # the path does not exist any more after an earlier edit
+    try:
+        out = compute_plan_output(doc)
+    except ValidationFailed as e:
+        line = str(e)
+        assert line and "\n" not in line and ": " in line
+        return
+    json.dumps(out)
+    assert out["sub_step"] in {s.value for s in SubStep}
