@@ -104,6 +104,11 @@ class BearerAuth:
                     scope, receive, send
                 )
                 return
+            if header.partition(" ")[0].lower() != "bearer":
+                await error_response("unauthorized", "the Authorization header must be 'Bearer <token>'")(
+                    scope, receive, send
+                )
+                return
             if not is_authorized(header, self.token):
                 await error_response("unauthorized", "wrong bearer token")(scope, receive, send)
                 return
