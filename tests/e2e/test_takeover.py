@@ -1,0 +1,150 @@
+"""Two real `rollwise server` processes on one PostgreSQL database: one active, one standby. The standby
+serves reads and refuses writes; when the active server is killed with SIGKILL mid-rollout, the standby
+takes over within 15 seconds, adopts the route processes it can verify, and finishes the rollout.
+On SQLite a second server on the same database file refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from rollwise.cli.demo import free_port
+
+from .server_proc import ROLLWISE, ServerProcess, route_processes
+from .test_crash import NAME, check_consistent, revision
+
+pytestmark = pytest.mark.e2e
+PG_URL = os.environ.get("ROLLWISE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def _dsn(url: str, database: str | None = None) -> str:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    if database is not None:
+        dsn = dsn.rsplit("/", 1)[0] + f"/{database}"
+    return dsn
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(_dsn(PG_URL, "postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _lost_routes(url: str) -> int:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM routes WHERE detail LIKE '%lost while%'"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    name = f"rollwise_takeover_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not available: {e}")
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_standby_takes_over_after_kill_9(tmp_path: Path, pg_database: str) -> None:
+    data = tmp_path / "data"
+    proxy_port = free_port()
+    first = ServerProcess(data, api_port=free_port(), proxy_port=proxy_port, database=pg_database, log_name="a.log")
+    second = ServerProcess(data, api_port=free_port(), proxy_port=proxy_port, database=pg_database, log_name="b.log")
+    first.start()
+    second.start(role="standby")
+    try:
+        with first.client() as a, second.client() as b:
+            assert a.post("/v1/deployments", json={
+                "name": NAME, "replicas": 2, "policy": {"strategy": "rolling", "max_surge": 1},
+                "revision": revision("v1"),
+            }).status_code == 201
+            check_consistent(first, a, 1, 2)
+            # The standby serves reads and refuses writes, naming the reason.
+            assert b.get(f"/v1/deployments/{NAME}").json()["current_revision"] == 1
+            refused = b.post(f"/v1/deployments/{NAME}/revisions", json=revision("v2"))
+            assert refused.status_code == 503 and refused.json()["error"] == "server.standby"
+            number = a.post(f"/v1/deployments/{NAME}/revisions", json=revision("v2")).json()["number"]
+            assert a.post(f"/v1/deployments/{NAME}/rollout", json={"revision": number}).status_code == 202
+            time.sleep(0.8)
+            before = route_processes(data)
+            first.kill()
+            t0 = time.monotonic()
+            second.wait_healthy(timeout=15, role="active")
+            assert time.monotonic() - t0 < 15
+            check_consistent(second, b, 2, 2)
+            # Every route process was verified and adopted: none was given up as lost.
+            assert before
+            assert asyncio.run(_lost_routes(pg_database)) == 0
+    finally:
+        second.stop()
+        first.stop()
+    deadline = time.monotonic() + 10
+    while route_processes(data):
+        assert time.monotonic() < deadline, "route processes outlived the servers"
+        time.sleep(0.1)
+
+
+def test_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = ServerProcess(data, api_port=free_port(), proxy_port=free_port())
+    first.start()
+    try:
+        other = subprocess.run(
+            [ROLLWISE, "server", "--data-dir", str(data), "--api-port", str(free_port()),
+             "--proxy-port", str(free_port()), "--token", "t"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert other.returncode != 0
+        lines = [line for line in other.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "in use by another rollwise server" in lines[0], other.stderr
+        assert "Traceback" not in other.stderr
+        assert httpx.get(f"{first.url}/healthz").json()["role"] == "active"
+    finally:
+        assert first.stop() == 0
+
+
+async def _cut_lock_connection(url: str) -> int:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        pids = await conn.fetch("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        for row in pids:
+            await conn.execute("SELECT pg_terminate_backend($1)", row["pid"])
+        return len(pids)
+    finally:
+        await conn.close()
+
+
+def test_server_that_loses_its_database_connection_stops_acting(tmp_path: Path, pg_database: str) -> None:
+    data = tmp_path / "data"
+    proxy_port = free_port()
+    first = ServerProcess(data, api_port=free_port(), proxy_port=proxy_port, database=pg_database, log_name="a.log")
+    second = ServerProcess(data, api_port=free_port(), proxy_port=proxy_port, database=pg_database, log_name="b.log")
+    first.start()
+    second.start(role="standby")
+    try:
+        assert asyncio.run(_cut_lock_connection(pg_database)) == 1
+        assert first.proc is not None
+        assert first.proc.wait(timeout=10) == 3  # stopped acting and exited at once
+        second.wait_healthy(timeout=15, role="active")
+    finally:
+        second.stop()
+        first.stop()
