@@ -258,3 +258,16 @@ async def test_delete_terminated_routes(store: Store) -> None:
     assert await store.delete_terminated_routes(NOW + timedelta(minutes=1)) == 1
     assert sorted(r.id for r in await store.list_routes()) == ["dep", "new", "run"]
     assert [r.id for r in await store.list_routes(statuses=[RouteStatus.TERMINATED], deployment_ids=[deploying.id])] == ["dep"]
+
+
+async def test_in_memory_sqlite_takes_turns() -> None:
+    # One shared connection: concurrent callers must not interleave transactions on it.
+    store = await Store.open("sqlite+aiosqlite://")
+    try:
+        [dep] = await make_deployments(store, 1)
+        made = await asyncio.gather(
+            *(store.add_revision(dep.id, spec(f"m{i}"), NOW) for i in range(5)), store.list_deployments()
+        )
+        assert sorted(r.number for r in made[:5]) == [2, 3, 4, 5, 6]  # type: ignore[union-attr]
+    finally:
+        await store.close()

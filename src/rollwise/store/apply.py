@@ -183,7 +183,10 @@ async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpda
     """One executemany UPDATE for any number of route updates (also used by Store.update_routes).
 
     With `tagged`, an update only matches its route if the route belongs to `update.deployment_id`.
+    Rows are written in route id order (a stable sort: of two updates of one route the later wins), so
+    concurrent writers lock routes in the same order.
     """
+    updates = sorted(updates, key=lambda u: u.id)
     changes = [route_update_values(u) for u in updates]
     named = sorted({key for c in changes for key in c})
     if not named:

@@ -411,6 +411,7 @@ class ApplyResult:
     route_ids: list[str] = field(default_factory=list)
     """Ids of the routes inserted, in ChangeSet order (generated ids included)."""
     routes_updated: int = 0
+    """Route updates sent for kept deployments (an id that matches no row is counted too)."""
     history_inserted: int = 0
     history_merged: int = 0
 

@@ -18,6 +18,7 @@ clock (callers pass `now`), or know about strategies.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
 from rollwise.store import queries
 from rollwise.store.apply import apply_changes, write_route_updates
-from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url
+from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
 from rollwise.store.errors import Conflict, NotFound, translate_errors
 from rollwise.store.migrate import upgrade as upgrade_to_head
 from rollwise.store.records import (
@@ -60,6 +61,9 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # An in-memory SQLite database is ONE connection (StaticPool): callers take turns on it.
+        in_memory = engine.dialect.name == "sqlite" and sqlite_path(engine.url) is None
+        self._turns: asyncio.Lock | None = asyncio.Lock() if in_memory else None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -108,15 +112,23 @@ class Store:
         return self._engine.dialect.name
 
     @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._turns is None:
+            yield
+        else:
+            async with self._turns:
+                yield
+
+    @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with translate_errors():
+        async with self._turn(), translate_errors():
             async with self._engine.connect() as conn:
                 yield conn
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction (SQLite: BEGIN IMMEDIATE), committed when the block ends normally."""
-        async with translate_errors():
+        async with self._turn(), translate_errors():
             async with self._engine.connect() as conn:
                 await conn.execution_options(**{WRITE_OPTION: True})
                 async with conn.begin():
