@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
 from rollwise.store import queries
-from rollwise.store.apply import apply_changes, write_route_updates
+from rollwise.store.apply import apply_changes, check_changes, write_route_updates
 from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
 from rollwise.store.errors import Conflict, NotFound, translate_errors
 from rollwise.store.migrate import upgrade as upgrade_to_head
@@ -250,6 +250,7 @@ class Store:
         ChangeSet writes nothing and opens no transaction."""
         if changes.is_empty:
             return ApplyResult()
+        check_changes(changes)  # a malformed ChangeSet fails before any I/O
         async with self._write() as conn:
             return await apply_changes(conn, changes, now)
 
