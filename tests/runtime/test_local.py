@@ -231,6 +231,16 @@ async def test_stop_is_idempotent_and_never_raises_for_gone_routes(runtime: Loca
     assert is_gone(handle.pid or 0)
 
 
+async def test_a_cancelled_stop_still_finishes(runtime: LocalRuntime, pids: list[int]) -> None:
+    handle = await runtime.start(spec("r-1", STUBBORN))
+    pids.append(handle.pid or 0)
+    await wait_ready(runtime, "r-1")
+    stopping = asyncio.create_task(runtime.stop(handle, grace_seconds=0.3))
+    await asyncio.sleep(0.1)
+    stopping.cancel()
+    await wait_for(lambda: is_gone(handle.pid or 0), timeout=3)  # SIGKILL came after the grace anyway
+
+
 async def test_early_exit_is_not_running_and_keeps_its_exit_code(runtime: LocalRuntime, pids: list[int]) -> None:
     failing = await runtime.start(spec("r-1", (*MODEL_SERVER, "--port", "{port}", "--fail-start")))
     three = await runtime.start(spec("r-2", (PY, "-c", "raise SystemExit(3)")))
