@@ -1,11 +1,12 @@
 """The DEPLOYING cycle's per-deployment rules (pure): strategy decision -> Outcome.
 
-`compute_deploying_outcome` is called by `cycles.DeployingCycle` once per DEPLOYING deployment with the
+`compute_deploying_outcome` is called by `cycles.run_cycle` once per DEPLOYING deployment with the
 records of one snapshot; it calls the strategy engine (the same `decide` as `rollwise plan`) and turns
 the decision into database changes: route creations/terminations/traffic, sub-step and mode, the
 revision swap on completion, and one history row that names the strategy. It must not do I/O.
 
-Errors are bounded: an evaluation that raises is recorded for that deployment only; the third failure
+Errors are bounded: an evaluation that raises is recorded by the cycle for that deployment only (the
+cycle catches it and writes `compute_error_outcome` instead); the third failure
 in a row starts a rollback (reason `evaluation_error`); if the rollback itself cannot be evaluated three
 times in a row, the rollout is abandoned (target routes terminated, deployment back to READY, where the
 replica reconciler restores the serving revision). So no deployment stays DEPLOYING forever.
@@ -63,14 +64,13 @@ def compute_deploying_outcome(
     policy = dep.policy
     if dep.mode is Mode.ROLLING_BACK and (policy is None or dep.error_count > 0):
         policy = ROLLBACK_POLICY  # a rollback must not depend on a policy that failed to evaluate
-    try:
-        if policy is None:
-            raise ValueError("the deployment has no usable policy")
-        if dep.deploying_revision is None or dep.current_revision is None:
-            raise ValueError("DEPLOYING without a current and a deploying revision")
-        decision = decide(compute_deployment_view(dep), compute_route_views(routes, revisions), policy, now)
-    except Exception as exc:  # noqa: BLE001 - one deployment's failure must not stop the others
-        return compute_error_outcome(dep, routes, exc, now)
+    # Raising is how an evaluation fails: `run_cycle` records it for this deployment only (its
+    # CycleReport.errors, which metrics count) and writes `compute_error_outcome` instead.
+    if policy is None:
+        raise ValueError(dep.policy_error or "the deployment has no usable policy")
+    if dep.deploying_revision is None or dep.current_revision is None:
+        raise ValueError("DEPLOYING without a current and a deploying revision")
+    decision = decide(compute_deployment_view(dep), compute_route_views(routes, revisions), policy, now)
     _apply_decision(out, decision, routes, revisions, policy, now)
     return out
 
