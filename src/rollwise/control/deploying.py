@@ -186,10 +186,12 @@ def compute_error_outcome(
     strategy = str(dep.policy.strategy) if dep.policy else None
     if count < MAX_EVALUATION_ERRORS:
         out.changes.update(error_count=count, last_error=error)
+        # The same words every time, so repeated failures merge into one row (its `attempts` counts).
+        then = "rolls back" if dep.mode is Mode.FORWARD else "abandons the rollout"
         out.add_history(
             now=now,
             result="error",
-            message=f"{words}: evaluation failed ({count} of {MAX_EVALUATION_ERRORS}): {exc}",
+            message=f"{words}: evaluation failed ({then} after {MAX_EVALUATION_ERRORS} in a row): {exc}",
             sub_step=dep.sub_step,
             strategy=strategy,
             error=error,
