@@ -20,12 +20,12 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from rollwise.api.errors import error_response
 from rollwise.model.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 TOKEN_ENV = "ROLLWISE_TOKEN"
 TOKEN_FILE = "token"
@@ -97,6 +97,10 @@ class BearerAuth:
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Imported here so that the CLI, which reads token files through this module, does not pay for
+        # importing FastAPI.
+        from rollwise.api.errors import error_response
+
         if scope["type"] == "http" and _is_protected(scope.get("path", "")):
             header = _header(scope, b"authorization")
             if header is None:

@@ -19,6 +19,7 @@ app = typer.Typer(
 def _register() -> None:
     # Command modules register themselves on `app` when imported.
     from rollwise.cli import demo, plan, simulate  # noqa: F401
+    from rollwise.cli import apply, describe, get, history, rollout, server  # noqa: F401
 
 
 def main() -> None:

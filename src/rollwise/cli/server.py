@@ -1,0 +1,76 @@
+"""`rollwise server`: run one rollwise server (API, coordinator, runtime, traffic layer) until Ctrl-C or
+SIGTERM. The assembly and the clean stop live in `cli.serve` (`run_server`); this module only turns
+command-line options into a `ServerConfig`.
+
+Called by the `rollwise` Typer app (registered on import). Must not: build any part of the server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rollwise.cli.errors import cli_errors, fail
+from rollwise.cli.main import app
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Fail with one line when the port is taken (uvicorn would exit with a traceback instead)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        fail(f"{option}: cannot listen on {host}:{port} ({e.strerror or e}); is another server running?")
+
+
+class RuntimeName(str, Enum):
+    local = "local"
+    simulated = "simulated"
+
+
+@app.command()
+def server(
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", file_okay=False, show_default=False,
+        help="Database, token, route logs [env ROLLWISE_DATA_DIR; default ~/.rollwise]")] = None,
+    database: Annotated[str | None, typer.Option(
+        "--database", show_default=False,
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite in the data dir)")] = None,
+    proxy_port: Annotated[int, typer.Option("--proxy-port", min=1, max=65535, help="Traefik's port")] = 8080,
+    api_port: Annotated[int, typer.Option("--api-port", min=1, max=65535, help="The REST API's port")] = 8700,
+    host: Annotated[str, typer.Option("--host", help="Address the API, the proxy and routes listen on")] = "127.0.0.1",
+    token: Annotated[str | None, typer.Option(
+        "--token", show_default=False,
+        help="API token [env ROLLWISE_TOKEN; default: DATA_DIR/token, generated on first start]")] = None,
+    runtime: Annotated[RuntimeName, typer.Option(
+        "--runtime", help="local: real processes; simulated: no processes (tests, demos)")] = RuntimeName.local,
+    no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Do not run Traefik")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the coordinator's work")] = False,
+) -> None:
+    """Run the rollwise server: REST API, coordinator, route processes and the traffic layer."""
+    from rollwise.cli.serve import ServerConfig, default_data_dir, run_server  # heavy: only when serving
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        data_dir=data_dir or default_data_dir(),
+        database=database,
+        host=host,
+        api_port=api_port,
+        proxy_port=proxy_port,
+        proxy=not no_proxy,
+        runtime=runtime.value,
+        token=token,
+    )
+    with cli_errors():
+        check_port_free(host, api_port, "--api-port")
+        status = asyncio.run(run_server(config))
+    if status:
+        raise typer.Exit(status)

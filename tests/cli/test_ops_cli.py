@@ -1,0 +1,300 @@
+"""The API commands of the CLI (apply, get, describe, rollout status/verbs, history, plan NAME, delete)
+against a real `rollwise server --runtime simulated --no-proxy` on a free port with a tmp data dir (the
+CLI finds the token in that dir).
+
+The flows run the installed `rollwise` script as real subprocesses (`rollwise(...)`). Each costs a
+Python start, so the many variants of a person's mistakes also run in-process through the same Typer
+app (`invoke(...)`, click's CliRunner), still over real HTTP to the real server. Either way a mistake
+must give one red line on stderr and a non-zero exit, never a traceback. Waiting for a state is done
+with httpx against the API (scaffolding, not what is tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+from click.testing import CliRunner, Result
+
+import rollwise.cli.apply
+import rollwise.cli.describe
+import rollwise.cli.get
+import rollwise.cli.history
+import rollwise.cli.plan
+import rollwise.cli.rollout  # noqa: F401  (the imports register the commands, as rollwise.cli.main does)
+from rollwise.cli.main import app
+
+ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    token: str
+    proc: subprocess.Popen[str]
+
+    def args(self) -> list[str]:
+        return ["--server", self.url, "--data-dir", str(self.data_dir)]
+
+    def api(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def wait(self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.api(f"/v1/deployments/{name}")
+            if answer.status_code == 200 and until(answer.json()):
+                return dict(answer.json())
+            assert time.monotonic() < deadline, f"{name}: not reached; last {answer.text}"
+            time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {
+        "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("cli-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port), "--data-dir", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+    try:
+        yield Server(url, data, (data / "token").read_text().strip(), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def rollwise(*args: str, check: int | None = 0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([ROLLWISE, *args], capture_output=True, text=True, env=clean_env(), timeout=90,
+                            input=stdin)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check is not None:
+        assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def invoke(*args: str, stdin: str | None = None) -> Result:
+    """The command in-process (same Typer app, real HTTP), with no ROLLWISE_* variables."""
+    runner = CliRunner(env={"ROLLWISE_TOKEN": None, "ROLLWISE_SERVER": None, "ROLLWISE_DATA_DIR": None})
+    result = runner.invoke(typer.main.get_group(app), list(args), input=stdin)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_red_line(result: subprocess.CompletedProcess[str] | Result, code: int = 1) -> str:
+    """The command failed with `code` and said why in exactly one `error: ...` line on stderr."""
+    returncode = result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code
+    assert returncode == code, (returncode, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def deployment_file(tmp_path: Path, example: str, *, name: str, version: str, replicas: int | None = None) -> Path:
+    text = (EXAMPLES / example).read_text()
+    first = text.split("name: ", 1)[1].split("\n", 1)[0]
+    text = text.replace(f"name: {first}", f"name: {name}").replace("v1", version)
+    if replicas is not None:
+        text = "\n".join(f"replicas: {replicas}" if line.startswith("replicas:") else line for line in text.splitlines())
+    path = tmp_path / f"{name}-{version}.yaml"
+    path.write_text(text)
+    return path
+
+
+def ready(d: dict[str, Any]) -> bool:
+    return d["lifecycle"] == "ready" and d["ready_replicas"] == d["replicas"]
+
+
+class Watch:
+    """`rollwise rollout status NAME --watch` running in the background."""
+
+    def __init__(self, server: Server, name: str) -> None:
+        self.proc = subprocess.Popen([ROLLWISE, "rollout", "status", name, "--watch", "--interval", "0.2",
+                                      *server.args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=clean_env())
+        assert self.proc.stdout is not None
+        ready_to_read, _, _ = select.select([self.proc.stdout], [], [], 60)
+        assert ready_to_read, "the watch printed nothing"
+        self.first_line = self.proc.stdout.readline()
+
+    def finish(self) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        return self.proc.returncode, self.first_line + out, err
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_apply_get_describe_history_and_a_rolling_rollout(server: Server, tmp_path: Path) -> None:
+    v1 = deployment_file(tmp_path, "sentiment.yaml", name="roll", version="v1", replicas=2)
+    created = rollwise("apply", "-f", str(v1), *server.args())
+    assert created.stdout.startswith("roll: created with revision 1, 2 replicas (rolling")
+    server.wait("roll", ready)
+    assert rollwise("apply", "-f", str(v1), *server.args()).stdout == "roll: unchanged\n"
+
+    table = rollwise("get", *server.args()).stdout
+    assert table.splitlines()[0].split() == ["NAME", "LIFECYCLE", "REVISION", "READY", "STRATEGY", "AGE"]
+    assert any(line.split()[:4] == ["roll", "ready", "1", "2/2"] for line in table.splitlines())
+    as_json = json.loads(invoke("get", "roll", "-o", "json", *server.args()).stdout)
+    assert as_json["name"] == "roll" and as_json["policy"]["max_surge"] == 1
+
+    v2 = deployment_file(tmp_path, "sentiment.yaml", name="roll", version="v2", replicas=3)
+    applied = rollwise("apply", "-f", str(v2), *server.args()).stdout.splitlines()
+    assert applied == ["roll: replicas 2 -> 3",
+                       "roll: revision 2 added; rollout started (rolling, max surge 1, max unavailable 0, "
+                       "progress deadline 120s (rollback))"]
+    watched = rollwise("rollout", "status", "roll", "--watch", "--interval", "0.2", *server.args())
+    assert "roll: rollout of revision 2 completed" in watched.stdout or \
+        "the last rollout completed; revision 2 serving" in watched.stdout
+
+    described = rollwise("describe", "roll", *server.args()).stdout
+    for part in ("State", "ready", "Routes", "Revisions", "Events", "revision 2: 100%", "--version v2"):
+        assert part in described, part
+    history = rollwise("history", "roll", *server.args()).stdout
+    assert "rolling: rollout of revision 2 started (revision 1 serving)" in history
+    assert "completed" in history
+    rows = json.loads(invoke("history", "roll", "-n", "2", "-o", "json", *server.args()).stdout)
+    assert len(rows) == 2 and rows[-1]["sub_step"] == "completed"
+
+
+def test_blue_green_watch_exits_0_after_promote_and_1_after_abort(server: Server, tmp_path: Path) -> None:
+    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v1")),
+             *server.args())
+    server.wait("bg", ready)
+
+    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v2")),
+             *server.args())
+    watch = Watch(server, "bg")
+    assert watch.first_line.startswith("bg  deploying")
+    server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
+    plan = json.loads(rollwise("plan", "bg", *server.args()).stdout)
+    assert plan["sub_step"] == "awaiting_promotion" and plan["create"] == [] and plan["mode"] == "forward"
+    promoted = rollwise("rollout", "promote", "bg", *server.args())
+    assert promoted.stdout.startswith("bg: promotion requested")
+    code, out, err = watch.finish()
+    assert code == 0, (out, err)
+    assert out.splitlines()[-1].startswith("bg: rollout of revision 2 completed")
+
+    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v3")),
+             *server.args())
+    watch = Watch(server, "bg")
+    server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
+    assert rollwise("rollout", "abort", "bg", *server.args()).stdout.startswith("bg: abort requested")
+    code, out, err = watch.finish()
+    assert code == 1, (out, err)
+    assert err.startswith("error: bg: rollout of revision 3 rolled back; revision 2 serving")
+    assert err.count("\n") == 1
+    # Asked again once it is over, the status still says the last rollout rolled back.
+    again = invoke("rollout", "status", "bg", "--watch", *server.args())
+    assert "the last one rolled back (aborted)" in one_red_line(again)
+    assert invoke("rollout", "status", "bg", *server.args()).exit_code == 0
+
+
+def test_pause_resume_undo_and_refusals(server: Server, tmp_path: Path) -> None:
+    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v1")),
+             *server.args())
+    server.wait("verbs", ready)
+    refused = invoke("rollout", "pause", "verbs", *server.args())
+    assert "no rollout in progress to pause" in one_red_line(refused)
+    assert "nothing to undo" in one_red_line(invoke("rollout", "undo", "verbs", *server.args()))
+
+    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v2")),
+             *server.args())
+    assert rollwise("rollout", "pause", "verbs", *server.args()).stdout.startswith("verbs: rollout paused")
+    v3 = deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v3")
+    busy = one_red_line(invoke("apply", "-f", str(v3), *server.args()))
+    assert "rollout of revision 2 is in progress" in busy and "--supersede" in busy
+    assert rollwise("rollout", "resume", "verbs", *server.args()).stdout.startswith("verbs: rollout resumed")
+    server.wait("verbs", lambda d: d["sub_step"] == "awaiting_promotion")
+    invoke("rollout", "promote", "verbs", *server.args())
+    server.wait("verbs", lambda d: d["lifecycle"] == "ready" and d["current_revision"] == 2)
+
+    undone = rollwise("rollout", "undo", "verbs", *server.args())
+    assert undone.stdout.startswith("verbs: rollout of the previous revision started")
+    assert "revision 2 -> 1" in undone.stdout
+
+
+def test_delete(server: Server, tmp_path: Path) -> None:
+    invoke("apply", "-f", str(deployment_file(tmp_path, "sentiment-recreate.yaml", name="gone", version="v1")),
+           *server.args())
+    server.wait("gone", ready)
+    assert rollwise("delete", "gone", *server.args()).stdout.startswith("gone: destroying")
+    deadline = time.monotonic() + 30
+    while server.api("/v1/deployments/gone").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "deployment 'gone' not found" in one_red_line(invoke("get", "gone", *server.args()))
+
+
+def test_mistakes_are_one_red_line(server: Server, tmp_path: Path) -> None:
+    down = one_red_line(rollwise("get", "--server", f"http://127.0.0.1:{free_port()}", check=None))
+    assert "cannot reach the rollwise server" in down
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: x\nreplicas: [1\n")
+    assert "invalid YAML at line" in one_red_line(rollwise("apply", "-f", str(bad_yaml), *server.args(),
+                                                          check=None), code=2)
+
+
+def test_more_mistakes_in_process(server: Server, tmp_path: Path) -> None:
+    assert "cannot reach" in one_red_line(invoke("rollout", "status", "x", "--server", f"http://127.0.0.1:{free_port()}"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: typo\nreplicas: 1\nrevison:\n  command: [x]\n")
+    assert "revison: is not a known field" in one_red_line(invoke("apply", "-f", str(typo), *server.args()), code=2)
+    bad_policy = tmp_path / "policy.yaml"
+    bad_policy.write_text("name: p\nreplicas: 1\npolicy: {max_surge: lots}\nrevision:\n  command: [x]\n")
+    assert "policy.max_surge" in one_red_line(invoke("apply", "-f", str(bad_policy), *server.args()), code=2)
+    not_a_mapping = tmp_path / "list.yaml"
+    not_a_mapping.write_text("- a\n- b\n")
+    assert "expected a mapping" in one_red_line(invoke("apply", "-f", str(not_a_mapping), *server.args()), code=2)
+    assert "cannot read" in one_red_line(invoke("apply", "-f", str(tmp_path / "nope.yaml"), *server.args()), code=2)
+    from_stdin = invoke("apply", "-f", "-", *server.args(), stdin="name: Bad_Name\nreplicas: 1\nrevision: {command: [x]}\n")
+    assert "<stdin>: name: 'Bad_Name' is not a DNS label" in one_red_line(from_stdin, code=2)
+
+    assert "not found" in one_red_line(invoke("describe", "nope", *server.args()))
+    assert "not found" in one_red_line(invoke("plan", "nope", *server.args()))
+    assert "not found" in one_red_line(invoke("history", "nope", *server.args()))
+    assert "not found" in one_red_line(invoke("rollout", "abort", "nope", *server.args()))
+    wrong = one_red_line(invoke("get", "--server", server.url, "--token", "wrong"))
+    assert "wrong bearer token" in wrong and "--token" in wrong
+    no_token = one_red_line(invoke("get", "--server", server.url, "--data-dir", str(tmp_path)))
+    assert "missing bearer token" in no_token
+    assert "not both" in one_red_line(invoke("plan", "x", "--input", "-"), code=2)
+    assert "--input: is required" in one_red_line(invoke("plan"), code=2)

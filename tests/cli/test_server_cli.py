@@ -1,0 +1,105 @@
+"""`rollwise server` as a real subprocess (simulated runtime, no proxy, free ports, a tmp data dir): it
+prints where its token is, the token file is private, /healthz answers without a token and /v1 only with
+it, SIGTERM stops it cleanly (exit 0), `--token` replaces the file, and a busy port is one red line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {"PYTHONUNBUFFERED": "1"}
+
+
+def start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
+         "--data-dir", str(data_dir), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.communicate()}")
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_server_token_file_auth_and_clean_stop(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc, url = start(data)
+    try:
+        token_file = data / "token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        health = httpx.get(f"{url}/healthz").json()
+        assert health == {"status": "ok", "role": "active"}
+        assert httpx.get(f"{url}/v1/deployments").status_code == 401
+        answer = httpx.get(f"{url}/v1/deployments", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200 and answer.json() == []
+        assert "rollwise_routes" in httpx.get(f"{url}/metrics").text
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert f"API token in {data / 'token'}" in out and f"API on {url}" in out
+    assert "Traceback" not in err and token not in out + err
+
+
+def test_given_token_wins_and_no_file_is_written(tmp_path: Path) -> None:
+    proc, url = start(tmp_path, "--token", "s3cret-token")
+    try:
+        ok = httpx.get(f"{url}/v1/deployments", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200
+        wrong = httpx.get(f"{url}/v1/deployments", headers={"Authorization": "Bearer other"})
+        assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert not (tmp_path / "token").exists() and "API token in" not in out
+
+
+def test_busy_api_port_is_one_red_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
+             "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, env=clean_env(), timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --api-port: cannot listen on") and result.stderr.count("\n") == 1
