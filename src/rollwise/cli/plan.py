@@ -1,13 +1,15 @@
-"""`rollwise plan --input FILE|-`: the decision the next evaluation cycle would take, as JSON.
+"""`rollwise plan --input FILE|-` or `rollwise plan NAME`: the decision the next evaluation cycle would
+take, as JSON.
 
 Reads one deployment's state (spec/plan-format.md) from a file or standard input, runs the strategy
 engine (`rollwise.strategy.planio`, the same `decide` the controller calls) and prints the decision as
 JSON (indent 2) on stdout, exit 0. Bad input prints one line on stderr, `error: <field>: <problem>`,
-nothing on stdout, and exits 2 (see `errors.py`). It touches no database, process or network.
+nothing on stdout, and exits 2 (see `errors.py`). With --input it touches no database, process or
+network.
 
-Shaped for what comes next: a later issue adds an optional positional NAME (a live plan fetched from
-a server), making the command `plan [NAME] [--input FILE]`; then exactly one of the two is required.
-Today `--input` is required, and its absence is reported like any other bad input.
+`rollwise plan NAME` asks a running server for the same decision about a live deployment (the API's
+dry run, GET /v1/deployments/NAME/plan; `--server`, `--token`, `--data-dir` as for every API command).
+Exactly one of NAME and `--input` is required; the absence of both is reported like any other bad input.
 
 Registered on the Typer app when `rollwise.cli.main` imports this module. Must not hold strategy
 logic: parsing and rules live in `rollwise.strategy`.
@@ -22,6 +24,7 @@ from typing import Any
 
 import typer
 
+from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.errors import EXIT_INVALID, cli_errors, fail
 from rollwise.cli.main import app
 from rollwise.strategy.planio import compute_plan_output
@@ -31,21 +34,35 @@ STDIN = "-"
 
 @app.command("plan")
 def plan_command(
+    name: str | None = typer.Argument(
+        None, metavar="[NAME]", help="A live deployment: ask the server (GET /v1/deployments/NAME/plan).",
+        show_default=False,
+    ),
     input_path: str | None = typer.Option(
         None,
         "--input",
         "-i",
         metavar="FILE|-",
-        help="State of one deployment as JSON (spec/plan-format.md); '-' reads standard input. Required.",
+        help="State of one deployment as JSON (spec/plan-format.md); '-' reads standard input. "
+        "Required unless NAME is given.",
         show_default=False,
     ),
+    server: ServerOption = None,
+    token: TokenOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Print the decision of the next evaluation cycle for a deployment state, as JSON."""
+    """Print the decision of the next evaluation cycle for a deployment state (or a live deployment), as JSON."""
     with cli_errors():
-        if input_path is None:
-            fail("--input: is required (a state file, or - for standard input)", code=EXIT_INVALID)
-        document = _load_json(input_path)
-        output = compute_plan_output(document)
+        if name is not None and input_path is not None:
+            fail("plan: give a deployment NAME or --input FILE, not both", code=EXIT_INVALID)
+        if name is not None:
+            with connect(server, token, data_dir) as client:
+                output = client.get(deployment_path(name, "plan"))
+        else:
+            if input_path is None:
+                fail("--input: is required (a state file, or - for standard input)", code=EXIT_INVALID)
+            document = _load_json(input_path)
+            output = compute_plan_output(document)
     typer.echo(json.dumps(output, indent=2))
 
 
