@@ -143,11 +143,15 @@ class Coordinator:
             for lifecycle in report.lifecycle_changes.values():
                 if lifecycle in KIND_OF_LIFECYCLE:
                     self._needed.add(KIND_OF_LIFECYCLE[lifecycle])
-            if report.skipped or report.applied:
+            # A failed evaluation's write (error count, history) is not progress: retrying it at once
+            # would fail the same way on the same state, and the three failures in a row that start a
+            # rollback would all happen in one instant. It is evaluated again next round.
+            progressed = report.applied > len(report.errors.keys() - report.skipped)
+            if report.skipped or progressed:
                 # Level-triggered: look again at once. Routes just set terminating no longer count as
                 # alive, so the next step of a rollout may already be possible.
                 self._needed.add(kind)
-            applied = applied or report.changed
+            applied = applied or progressed
         return applied
 
     async def _route_pass(self) -> RoutePassReport:
