@@ -110,6 +110,10 @@ CASES = [
     # --- body shape
     Bad("malformed-json", "POST", D, 400, "malformed", "JSON", content='{"name": "x",',
         headers={"content-type": "application/json"}),
+    Bad("json-too-deep", "POST", D, 400, "malformed", "JSON", content="[" * 100_000,
+        headers={"content-type": "application/json"}),
+    Bad("json-not-utf8", "POST", D, 400, "malformed", "JSON", content='{"name": "\udcff"}',
+        headers={"content-type": "application/json"}),
     Bad("json-array", "POST", D, 422, "invalid", "body", json=[1, 2]),
     Bad("empty-body", "POST", D, 422, "invalid", "body", content="", headers={"content-type": "application/json"}),
     Bad("text-body", "POST", D, 422, "invalid", "body", content="name=x", headers={"content-type": "text/plain"}),
@@ -218,7 +222,8 @@ async def test_bad_request(world: World, bad: Bad) -> None:
     sender = client if bad.auth else httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
     answer = await sender.request(
         bad.method, bad.path, json=bad.json if bad.content is None else None,
-        content=bad.content.encode() if bad.content is not None else None, headers=bad.headers,
+        content=bad.content.encode(errors="surrogateescape") if bad.content is not None else None,
+        headers=bad.headers,
     )
     assert answer.status_code == bad.status, answer.text
     body = answer.json()

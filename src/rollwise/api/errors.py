@@ -135,6 +135,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no such endpoint: {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 400:
+        # FastAPI's answer for a body json.loads could not take (not UTF-8, nested too deeply, ...).
+        message = "body: malformed JSON (cannot be decoded)"
     else:
         message = str(exc.detail)
     return error_response(code, message, status=exc.status_code)
