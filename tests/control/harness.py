@@ -231,7 +231,7 @@ class Scenario:
         """Add a revision and activate it; returns its number. Samples restart here."""
         added = await self.ops.add_revision(name, dict(rev or revision("next")))
         await self.ops.activate(name, added.number, **kw)
-        self.watches[name] = Watch()
+        self.restart_watch(name)
         return added.number
 
     # --- reading back -----------------------------------------------------------------------------
@@ -251,6 +251,11 @@ class Scenario:
         return await self.store.list_history((await self.dep(name)).id)
 
     def watch(self, name: str = "svc") -> Watch:
+        return self.watches[name]
+
+    def restart_watch(self, name: str = "svc") -> Watch:
+        """Forget the samples so far (the limits of what comes next are checked on their own)."""
+        self.watches[name] = Watch()
         return self.watches[name]
 
     async def _observe(self, name: str) -> None:

@@ -1,0 +1,36 @@
+"""`run_simulation`: the JSON contract the CLI's `rollwise simulate --json` prints, and determinism."""
+
+from __future__ import annotations
+
+import json
+
+from rollwise.control.simulation import SimulationOptions, run_simulation
+
+
+async def test_json_contract() -> None:
+    result = (await run_simulation(SimulationOptions(replicas=2, seed=3))).to_json()
+
+    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "timeline"}
+    assert (result["outcome"], result["final_revision"]) == ("completed", "v2")
+    assert isinstance(result["cycles"], int) and result["cycles"] >= 1
+    assert result["max_alive"] <= 2 + 1 and result["min_serving"] >= 2
+    assert json.loads(json.dumps(result)) == result  # plain JSON values only
+    first, last = result["timeline"][0], result["timeline"][-1]
+    assert {"cycle", "t", "lifecycle", "sub_step", "alive", "serving", "routes", "events"} <= set(first)
+    assert (last["lifecycle"], last["sub_step"]) == ("ready", "completed")
+    assert [e["t"] for e in result["timeline"]] == sorted(e["t"] for e in result["timeline"])
+
+
+async def test_same_seed_same_result_and_failures_roll_back() -> None:
+    opts = SimulationOptions(strategy="blue_green", auto_promote=True, replicas=2, seed=11, fail_new="start")
+    first = (await run_simulation(opts)).to_json()
+    second = (await run_simulation(opts)).to_json()
+
+    assert first == second
+    assert (first["outcome"], first["final_revision"]) == ("rolled_back", "v1")
+    assert first["min_serving"] >= 2
+
+
+async def test_stops_when_an_operator_is_needed() -> None:
+    result = await run_simulation(SimulationOptions(strategy="blue_green", replicas=1))
+    assert (result.outcome, result.final_revision) == ("awaiting_promotion", "v1")
