@@ -30,7 +30,10 @@ log = logging.getLogger("rollwise.server")
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("ROLLWISE_DATA_DIR") or Path.home() / ".rollwise")
+    # A process that rollwise runs as a route carries ROLLWISE_DATA_DIR as its marker (runtime.local):
+    # that names its parent's data directory, never a setting for a rollwise started inside a route.
+    configured = None if os.environ.get("ROLLWISE_ROUTE_ID") else os.environ.get("ROLLWISE_DATA_DIR")
+    return Path(configured or Path.home() / ".rollwise")
 
 
 @dataclass
