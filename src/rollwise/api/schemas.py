@@ -215,13 +215,17 @@ class HistoryOut(BaseModel):
 
 
 class PlanRouteCreate(BaseModel):
-    revision: str
+    """A route the next cycle would create."""
+
+    revision: str = Field(..., description="Revision number (as a string, like the plan format)")
     traffic: Traffic
     traffic_ratio: float
 
 
 class PlanTrafficChange(BaseModel):
-    id: str
+    """A traffic change the next cycle would make to a route that stays."""
+
+    id: str = Field(..., description="Route id")
     traffic: Traffic
     traffic_ratio: float
 
@@ -240,6 +244,8 @@ class PlanOut(BaseModel):
 
 
 class HealthOut(BaseModel):
+    """Liveness of the server."""
+
     status: str = Field(..., description='"ok"')
     role: str = Field(..., description='"active" (or "standby" for a server that does not take writes)')
 

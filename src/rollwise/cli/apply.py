@@ -100,11 +100,11 @@ def apply(
 def apply_document(client: Client, doc: dict[str, Any], *, supersede: bool = False) -> list[str]:
     """Make the deployment match `doc`; returns what was done, one line each."""
     name = doc["name"]
-    if not client.exists(deployment_path(name)):
+    dep = client.get_or_none(deployment_path(name))
+    if dep is None:
         dep = client.post("/v1/deployments", doc)
         return [f"{name}: created with revision {dep['current_revision']}, {dep['replicas']} replicas "
                 f"({policy_words(dep['policy'])})"]
-    dep = client.get(deployment_path(name))
     done: list[str] = []
     if dep["lifecycle"] == "destroying":
         fail(f"{name}: the deployment is being destroyed; apply again once it is gone")

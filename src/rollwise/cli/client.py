@@ -114,15 +114,14 @@ class Client:
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
 
-    def exists(self, path: str) -> bool:
-        """GET path: True on 2xx, False on 404, an error otherwise."""
+    def get_or_none(self, path: str) -> Any:
+        """GET path; None when the server answers 404."""
         try:
-            self.get(path)
+            return self.get(path)
         except ApiError as e:
             if e.status == 404:
-                return False
+                return None
             raise
-        return True
 
     # --- plumbing -------------------------------------------------------------------------------------
 
