@@ -77,7 +77,9 @@ def resolve_target(server: str | None, token: str | None, data_dir: Path | None)
     env = os.environ.get("ROLLWISE_TOKEN")
     if env:
         return Target(url, env.strip(), "ROLLWISE_TOKEN")
-    directory = data_dir or Path(os.environ.get("ROLLWISE_DATA_DIR") or Path.home() / ".rollwise")
+    # Inside a route process ROLLWISE_DATA_DIR is the runtime's marker, not a setting (as in cli.serve).
+    configured = None if os.environ.get("ROLLWISE_ROUTE_ID") else os.environ.get("ROLLWISE_DATA_DIR")
+    directory = data_dir or Path(configured or Path.home() / ".rollwise")
     from_file = read_token_file(directory)
     return Target(url, from_file, f"{directory}/token" if from_file else "")
 
