@@ -80,6 +80,9 @@ class Plane:
         if adopted or lost:
             log.info("adopted %d route processes, %d lost while no server was active", adopted, lost)
         self.active = True
+        # One round before the API answers: the proxy is configured from the adopted routes, so a
+        # deployment read as READY is served from the first request on.
+        await self.coordinator.run_once()
 
 
 @contextlib.asynccontextmanager
