@@ -8,15 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 from enum import Enum
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rollwise.cli.main import app
-from rollwise.control.simulation import SimulationOptions, SimulationResult, run_simulation
-from rollwise.model import RollwiseError
-from rollwise.model.policy import parse_policy
 
 
 class FailNew(str, Enum):
@@ -51,6 +47,9 @@ def simulate(
 ) -> None:
     """Simulate a rollout from v1 to v2 (no processes, simulated time) and show every cycle."""
     from rollwise.cli.errors import fail
+    from rollwise.control.simulation import SimulationOptions, run_simulation
+    from rollwise.model import RollwiseError
+    from rollwise.model.policy import parse_policy
 
     opts = SimulationOptions(
         strategy=strategy.value,
@@ -75,7 +74,10 @@ def simulate(
     _print_table(result, opts)
 
 
-def _print_table(result: SimulationResult, opts: SimulationOptions) -> None:
+def _print_table(result: Any, opts: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"simulated {opts.strategy.replace('_', '-')} rollout v1 -> v2, {opts.replicas} replicas")
     for col in ("cycle", "t (s)", "sub-step", "v1 ready/prov/other", "v2 ready/prov/other", "alive", "serving", "events"):
