@@ -98,9 +98,10 @@ class ApiMetrics:
         deployments = await self.ops.list()
         by_lifecycle = {lc.value: 0 for lc in Lifecycle if lc is not Lifecycle.DESTROYED}
         by_status = {s.value: 0 for s in RouteStatus if s is not RouteStatus.TERMINATED}
+        loaded = await self.ops.routes_and_revisions(deployments)
         for dep in deployments:
             by_lifecycle[dep.lifecycle.value] = by_lifecycle.get(dep.lifecycle.value, 0) + 1
-            for route in await self.ops.routes(dep):
+            for route in loaded[dep.id][0]:
                 if route.status is not RouteStatus.TERMINATED:
                     by_status[route.status.value] += 1
         for lifecycle, n in by_lifecycle.items():
@@ -141,7 +142,6 @@ class _ProxyRequests(Collector):
 
 def proxy_request_counts(coordinator: Any) -> RequestCounts | None:
     """The traffic layer's `request_counts` when it has one (Traefik does; NoTraffic does not)."""
-    # The coordinator does not expose its traffic layer publicly; its route controller holds it.
-    traffic = getattr(getattr(coordinator, "routes", None), "_traffic", None)
+    traffic = getattr(coordinator, "traffic", None)
     counts = getattr(traffic, "request_counts", None)
     return counts if callable(counts) else None

@@ -57,10 +57,12 @@ Name = Annotated[str, Path(description="Deployment name")]
 def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Security(bearer)])
 
+    async def show_all(deps: list[DeploymentRecord]) -> list[DeploymentOut]:
+        loaded = await ops.routes_and_revisions(deps)
+        return [deployment_out(dep, *loaded[dep.id]) for dep in deps]
+
     async def show(dep: DeploymentRecord) -> DeploymentOut:
-        routes = await ops.routes(dep)
-        revisions = await ops.revisions(dep.name) if routes else []
-        return deployment_out(dep, routes, revisions)
+        return (await show_all([dep]))[0]
 
     # --- deployments ----------------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
     @router.get("/deployments", response_model=list[DeploymentOut], responses=responses(401, 503),
                 summary="List deployments")
     async def list_deployments() -> list[DeploymentOut]:
-        return [await show(dep) for dep in await ops.list()]
+        return await show_all(await ops.list())
 
     @router.get("/deployments/{name}", response_model=DeploymentOut, responses=responses(401, 404, 422, 503),
                 summary="One deployment with its routes")

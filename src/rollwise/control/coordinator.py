@@ -78,6 +78,7 @@ class Coordinator:
     ) -> None:
         self.store = store
         self.clock = clock
+        self.traffic = traffic
         self.intervals = intervals or Intervals()
         self._is_active = is_active
         self._wakeup = asyncio.Event()

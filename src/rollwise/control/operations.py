@@ -11,7 +11,7 @@ that records the request is part of the same transaction. Refusals raise the typ
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +104,19 @@ class Operations:
 
     async def routes(self, dep: DeploymentRecord) -> list[RouteRecord]:
         return await self.store.list_routes([dep.id])
+
+    async def routes_and_revisions(
+        self, deps: Sequence[DeploymentRecord]
+    ) -> dict[int, tuple[list[RouteRecord], list[RevisionRecord]]]:
+        """Routes of many deployments and the revisions they run, in two queries whatever their number."""
+        routes = await self.store.list_routes([d.id for d in deps]) if deps else []
+        revisions = await self.store.load_revisions({(r.deployment_id, r.revision) for r in routes})
+        out: dict[int, tuple[list[RouteRecord], list[RevisionRecord]]] = {d.id: ([], []) for d in deps}
+        for r in routes:
+            out[r.deployment_id][0].append(r)
+        for (dep_id, _), rev in sorted(revisions.items()):
+            out[dep_id][1].append(rev)
+        return out
 
     async def revisions(self, name: str) -> list[RevisionRecord]:
         return await self.store.list_revisions((await self.get(name)).id)

@@ -52,6 +52,18 @@ class RevisionInput(BaseModel):
     def _command(cls, v: list[str]) -> list[str]:
         if any(not part for part in v[:1]):
             raise ValueError("the program (first element) must not be empty")
+        if any("\0" in part for part in v):
+            raise ValueError("an argument contains a NUL character")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or "=" in key or "\0" in key:
+                raise ValueError(f"{key!r} is not an environment variable name")
+            if "\0" in value:
+                raise ValueError(f"the value of {key} contains a NUL character")
         return v
 
 
