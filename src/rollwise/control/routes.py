@@ -272,34 +272,11 @@ class RouteController:
         if r.health is Health.NOT_CHECKED:
             # Never healthy yet: still starting; the startup timeout bounds the wait.
             if rev is not None and _age(r.created_at, now) > rev.startup_timeout_seconds:
-                return (
-                    _change(
-                        r,
-                        status=RouteStatus.TERMINATING,
-                        failed=True,
-                        traffic=Traffic.INACTIVE,
-                        health=Health.UNHEALTHY,
-                        status_updated_at=now,
-                        detail=f"not healthy within {rev.startup_timeout_seconds:g}s",
-                    ),
-                    "failed",
-                )
+                return _terminate_failed(r, now, f"not healthy within {rev.startup_timeout_seconds:g}s"), "failed"
             return _change(r, health_failures=failures, health_successes=0), None
         if failures >= int(check.get("unhealthy_threshold", 3)):
-            return (
-                _change(
-                    r,
-                    status=RouteStatus.TERMINATING,
-                    failed=True,
-                    traffic=Traffic.INACTIVE,
-                    health=Health.UNHEALTHY,
-                    health_failures=failures,
-                    health_successes=0,
-                    status_updated_at=now,
-                    detail=f"unhealthy: {failures} failed probes in a row",
-                ),
-                "failed",
-            )
+            detail = f"unhealthy: {failures} failed probes in a row"
+            return _terminate_failed(r, now, detail, health_failures=failures, health_successes=0), "failed"
         if r.health is Health.HEALTHY:
             return (
                 _change(r, health=Health.DEGRADED, health_failures=failures, health_successes=0, status_updated_at=now),
@@ -375,6 +352,20 @@ def _age(since: datetime, now: datetime) -> float:
 
 def _change(r: RouteRecord, **fields: Any) -> dict[str, Any]:
     return {"id": r.id, "deployment_id": r.deployment_id, **fields}
+
+
+def _terminate_failed(r: RouteRecord, now: datetime, detail: str, **extra: Any) -> dict[str, Any]:
+    """A running route the controller stops because it is unhealthy: it counts as failed."""
+    return _change(
+        r,
+        status=RouteStatus.TERMINATING,
+        failed=True,
+        traffic=Traffic.INACTIVE,
+        health=Health.UNHEALTHY,
+        status_updated_at=now,
+        detail=detail,
+        **extra,
+    )
 
 
 def _fail(r: RouteRecord, now: datetime, detail: str) -> dict[str, Any]:
