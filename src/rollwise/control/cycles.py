@@ -25,7 +25,7 @@ from rollwise.control.lifecycle import (
 )
 from rollwise.control.outcome import Outcome, gather
 from rollwise.control.views import group_by_deployment
-from rollwise.model import Lifecycle
+from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
 from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
 
@@ -60,7 +60,8 @@ class CycleReport:
     terminated_routes: int = 0
     lifecycle_changes: dict[int, Lifecycle] = field(default_factory=dict)
     rollouts_ended: list[tuple[str, str]] = field(default_factory=list)
-    """(strategy, "completed" | "rolled_back") for each rollout this cycle ended."""
+    """(strategy, "completed" | "rolled_back") for each rollout this cycle ended; strategy "unknown" when
+    the stored policy no longer validates."""
 
     @property
     def changed(self) -> bool:
@@ -123,10 +124,13 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
             continue
         report.applied += 1
         report.created_routes += len(o.new_routes)
-        report.terminated_routes += sum(1 for u in o.route_updates if u.status is not None)
+        # Traffic-only updates (blue-green promotion) leave `status` UNSET: they terminate nothing.
+        report.terminated_routes += sum(1 for u in o.route_updates if u.status is RouteStatus.TERMINATING)
         if "lifecycle" in o.changes:
             report.lifecycle_changes[o.deployment.id] = o.changes["lifecycle"]
-            if kind is CycleKind.DEPLOYING and o.deployment.policy is not None:
+            if kind is CycleKind.DEPLOYING:
+                # A rollout whose policy no longer validates still ends (rolled back) and is counted.
+                policy = o.deployment.policy
                 ended = "completed" if o.swap else "rolled_back"
-                report.rollouts_ended.append((o.deployment.policy.strategy.value, ended))
+                report.rollouts_ended.append((policy.strategy.value if policy else "unknown", ended))
     return report
