@@ -127,7 +127,9 @@ class Watch:
 
 
 class Scenario:
-    def __init__(self, store: InterceptingStore, clock: ManualClock, runtime: SimulatedRuntime, coordinator: Coordinator):
+    def __init__(
+        self, store: InterceptingStore, clock: ManualClock, runtime: SimulatedRuntime, coordinator: Coordinator
+    ) -> None:
         self.store = store
         self.clock = clock
         self.runtime = runtime

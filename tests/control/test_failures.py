@@ -137,11 +137,14 @@ async def test_progress_deadline_can_pause_instead(sc: Scenario) -> None:
     sc.runtime.set_behaviour(2, SimBehaviour(startup_seconds=25.0))
     await sc.start_rollout(rev=revision("v2"))
 
-    dep = await sc.run_until("svc", lambda d: d.paused)
+    await sc.run_until("svc", lambda d: d.paused)
     await sc.steps(10)
+    assert len({s.route_ids for s in sc.watch().samples[-10:]}) == 1, "no route changes while paused"
 
     dep = await sc.dep()
-    assert (dep.lifecycle, dep.sub_step, dep.paused, dep.mode) == (Lifecycle.DEPLOYING, SubStep.PAUSED, True, Mode.FORWARD)
+    assert (dep.lifecycle, dep.sub_step, dep.paused, dep.mode) == (
+        Lifecycle.DEPLOYING, SubStep.PAUSED, True, Mode.FORWARD
+    )
     assert any("no progress for" in h.message and h.sub_step is SubStep.PAUSED for h in await sc.history())
     assert sc.watch().samples[-1].serving_by_revision == {1: 3}
 

@@ -24,7 +24,7 @@ from rollwise.control.coordinator import Intervals
 from rollwise.control.cycles import CycleKind, run_cycle
 from rollwise.control.deploying import MAX_EVALUATION_ERRORS
 from rollwise.control.operations import Operations
-from rollwise.model import Lifecycle, Mode, RollbackReason, SubStep
+from rollwise.model import Lifecycle, Mode, RollbackReason, RouteStatus, SubStep
 from rollwise.runtime.simulated import SimBehaviour, SimFailure
 from rollwise.store import ChangeSet, DeploymentUpdate, NewHistory, StoreError
 from rollwise.store.errors import IntegrityFailed
@@ -289,6 +289,37 @@ async def test_deployment_skipped_by_the_guard_is_reported_and_evaluated_again(o
 
     step = await sc.coord.run_once()
     assert CycleKind.DEPLOYING not in [c.kind for c in step.cycles], "and only then"
+
+
+async def test_cycle_report_counts_what_the_cycle_wrote(sc: Scenario) -> None:
+    """Observers (metrics, the coordinator's next steps) read the report: it must match the database."""
+    await awaiting_promotion(sc, replicas=2)
+    dep = await sc.dep()
+    before = {r.id: r for r in await sc.routes()}
+
+    report = await run_cycle(sc.store, CycleKind.DEPLOYING, sc.clock.now())
+
+    after = {r.id: r for r in await sc.routes()}
+    terminated = [i for i, r in after.items() if r.status is RouteStatus.TERMINATING and before[i].status.is_alive]
+    activated = [i for i, r in after.items() if r.traffic is not before[i].traffic and r.status.is_alive]
+    assert (len(terminated), len(activated)) == (2, 2)  # blue terminated, green activated
+    assert (report.created_routes, report.terminated_routes) == (0, len(terminated))
+    assert report.lifecycle_changes == {dep.id: Lifecycle.READY}
+    assert report.rollouts_ended == [("blue_green", "completed")]
+
+
+async def test_a_rollout_ended_without_a_usable_policy_is_still_reported(sc: Scenario) -> None:
+    await sc.ready(replicas=1, policy={"strategy": "recreate"})
+    await sc.start_rollout()
+    await corrupt_policy(sc, "svc")
+
+    ended = []
+    for _ in range(MAX_EVALUATION_ERRORS + 2):
+        step = await sc.step()
+        ended += [e for c in step.cycles for e in c.rollouts_ended]
+
+    assert (await sc.dep()).lifecycle is Lifecycle.READY
+    assert ended == [("unknown", "rolled_back")]
 
 
 # ------------------------------------------------------------- 5. never DEPLOYING forever
