@@ -31,6 +31,19 @@ async def test_same_seed_same_result_and_failures_roll_back() -> None:
     assert first["min_serving"] >= 2
 
 
+async def test_the_seed_drives_the_startup_jitter() -> None:
+    def opts(seed: int) -> SimulationOptions:
+        return SimulationOptions(replicas=5, max_surge=2, max_unavailable=1, startup_seconds=3, seed=seed)
+
+    one, again, other = [(await run_simulation(opts(seed))).to_json() for seed in (1, 1, 2)]
+
+    assert one == again
+    assert one["timeline"] != other["timeline"]
+    for result in (one, other):
+        assert result["outcome"] == "completed"
+        assert result["max_alive"] <= 5 + 2 and result["min_serving"] >= 5 - 1
+
+
 async def test_stops_when_an_operator_is_needed() -> None:
     result = await run_simulation(SimulationOptions(strategy="blue_green", replicas=1))
     assert (result.outcome, result.final_revision) == ("awaiting_promotion", "v1")
