@@ -118,6 +118,21 @@ async def test_pause_stops_route_changes_until_resume(sc: Scenario) -> None:
         await sc.ops.resume("svc")
 
 
+async def test_abort_while_paused_rolls_back(sc: Scenario) -> None:
+    await sc.ready(policy={"strategy": "blue_green"})
+    sc.runtime.set_behaviour(2, SimBehaviour(startup_seconds=2.0))
+    await sc.start_rollout(rev=revision("v2"))
+    await sc.step()
+    await sc.ops.pause("svc")
+    await sc.steps(2)
+
+    await sc.ops.abort("svc")
+    await sc.run_until("svc", is_ready)
+
+    await assert_back_on_v1(sc, RollbackReason.ABORTED)
+    assert sc.watch().min_serving >= 3
+
+
 async def test_progress_deadline_rolls_back(sc: Scenario) -> None:
     await sc.ready(policy={"strategy": "rolling", "progress_deadline_seconds": 5})
     sc.runtime.set_behaviour(2, SimBehaviour(startup_seconds=25.0))  # listens within its 30 s, too late
@@ -202,3 +217,18 @@ async def test_undo_goes_back_to_the_previous_revision(sc: Scenario) -> None:
 
     assert (dep.sub_step, dep.current_revision) == (SubStep.COMPLETED, 1)
     assert sorted(r.revision for r in await sc.alive()) == [1, 1, 1]
+
+
+async def test_a_policy_changed_mid_rollout_applies_from_the_next_cycle(sc: Scenario) -> None:
+    await sc.ready(policy={"strategy": "rolling", "max_surge": 1})
+    sc.runtime.set_behaviour(2, SimBehaviour(startup_seconds=2.0))
+    await sc.start_rollout(rev=revision("v2"))
+    await sc.step()
+
+    await sc.ops.patch("svc", policy={"strategy": "blue_green", "auto_promote": True})
+    dep = await sc.run_until("svc", is_ready)
+
+    assert (dep.sub_step, dep.current_revision) == (SubStep.COMPLETED, 2)
+    end = (await sc.history())[-1]
+    assert end.strategy == "blue_green" and end.message.startswith("blue-green: ")
+    assert sorted(r.revision for r in await sc.alive()) == [2, 2, 2]
