@@ -1,8 +1,8 @@
 """The cycle's single write: a ChangeSet applied in one transaction with a fixed number of statements.
 
 `apply_changes(conn, changes, now)` runs inside the caller's write transaction (Store.apply opens it;
-SQLite: BEGIN IMMEDIATE). In order, whatever the number of deployments (chunks only past
-queries.ID_CHUNK ids on SQLite):
+SQLite: BEGIN IMMEDIATE). In order, whatever the number of deployments (id lists are bound as one
+array or JSON parameter, never chunked):
 
 1. Guard: `SELECT deployments … WHERE id IN/ANY(ids) FOR UPDATE` (row locks on PostgreSQL; SQLite's
    write lock is already held). A deployment is *kept* when its row exists, `version == expected_version`

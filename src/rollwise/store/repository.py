@@ -3,7 +3,7 @@
 One instance per process, shared by the API, the coordinator's cycles and the route controller. Each
 write method is one transaction; every write that changes a deployment row bumps its `version` (the
 guard cycles and operator verbs use, see records.DeploymentUpdate). Reads issue a fixed number of
-queries whatever the number of deployments (one per chunk of ids past queries.ID_CHUNK on SQLite).
+queries whatever the number of deployments (id lists are one array or JSON parameter).
 
 Callers:
 - operations (control): create_deployment, add_revision, update_deployment, update_policy,
@@ -314,7 +314,7 @@ class Store:
             return None if row is None else revision_from_row(row)
 
     async def load_revisions(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], RevisionRecord]:
-        """Revisions by (deployment_id, number): one query (SQLite: per PAIR_CHUNK keys). Missing keys are absent."""
+        """Revisions by (deployment_id, number): one query. Missing keys are absent."""
         found: dict[tuple[int, int], RevisionRecord] = {}
         async with self._read() as conn:
             for clause in queries.pair_filters(self.dialect, revisions.c.deployment_id, revisions.c.number, keys):
@@ -330,7 +330,7 @@ class Store:
         statuses: Collection[RouteStatus] | None = None,
     ) -> list[RouteRecord]:
         """Routes of the given deployments (all when None), optionally only some statuses; ordered by
-        deployment, creation time, id. One query (PostgreSQL: an array; SQLite: per ID_CHUNK ids)."""
+        deployment, creation time, id. One query (PostgreSQL: an array; SQLite: a JSON list)."""
         base = select(routes).order_by(*_ROUTE_ORDER)
         if statuses is not None:
             base = base.where(routes.c.status.in_(sorted(RouteStatus(s).value for s in statuses)))
