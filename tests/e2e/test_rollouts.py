@@ -5,6 +5,7 @@ the old revision keeps serving, and a crashed route replaced in READY."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -84,3 +85,11 @@ async def test_crashed_route_is_replaced_in_ready(plane: Plane) -> None:
     rs = {r.id: r for r in await plane.ops.routes(await plane.ops.get(NAME))}
     assert rs[victim.id].failed and rs[victim.id].status is RouteStatus.TERMINATED
     assert not pid_alive(victim.pid)
+
+
+async def test_the_proxy_probes_routes_on_their_health_path(plane: Plane) -> None:
+    await start(plane, {"strategy": "rolling"}, replicas=2)
+    services = json.loads((plane.config.data_dir / "traefik" / "dynamic.yml").read_text())["http"]["services"]
+    children = [s["loadBalancer"] for name, s in services.items() if name.startswith(f"{NAME}:")]
+    assert [c["healthCheck"]["path"] for c in children] == ["/healthz", "/healthz"]
+    assert services[NAME]["weighted"]["healthCheck"] == {}

@@ -173,3 +173,24 @@ def test_static_config_shape() -> None:
     assert static["api"] == {"insecure": True, "dashboard": False}
     assert static["metrics"]["prometheus"]["entryPoint"] == "traefik"
     assert "accessLog" not in static
+
+
+def test_each_backend_is_probed_on_its_own_revision_path() -> None:
+    config = cfg.compute_dynamic_config(
+        {"demo": [Backend("127.0.0.1:9001", 1.0, "/healthz"), Backend("127.0.0.1:9002", 1.0, "/ready")]},
+        health_paths={}, health_interval="1s", health_timeout="1s",
+    )
+    svcs = config["http"]["services"]
+    assert svcs["demo"]["weighted"]["healthCheck"] == {}
+    assert svcs["demo:127.0.0.1:9001"]["loadBalancer"]["healthCheck"]["path"] == "/healthz"
+    assert svcs["demo:127.0.0.1:9002"]["loadBalancer"]["healthCheck"]["path"] == "/ready"
+
+
+def test_no_parent_health_check_while_one_backend_has_none() -> None:
+    config = cfg.compute_dynamic_config(
+        {"demo": [Backend("127.0.0.1:9001", 1.0, "/healthz"), Backend("127.0.0.1:9002", 1.0)]},
+        health_paths={}, health_interval="1s", health_timeout="1s",
+    )
+    svcs = config["http"]["services"]
+    assert "healthCheck" not in svcs["demo"]["weighted"]
+    assert "healthCheck" not in svcs["demo:127.0.0.1:9002"]["loadBalancer"]

@@ -77,7 +77,8 @@ def compute_services(
         rev = revisions.get((r.deployment_id, r.revision))
         ready = r.health is Health.HEALTHY or (rev is not None and rev.health_check is None)
         if ready and r.traffic is Traffic.ACTIVE and r.traffic_ratio > 0:
-            services[name].append(Backend(address=r.address, weight=r.traffic_ratio))
+            path = rev.health_check.get("path", "/healthz") if rev is not None and rev.health_check else None
+            services[name].append(Backend(address=r.address, weight=r.traffic_ratio, health_path=path))
     for backends in services.values():
         backends.sort(key=lambda b: b.address)
     return services

@@ -31,6 +31,8 @@ file it has loaded.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hashlib
 import json
 import math
@@ -84,10 +86,11 @@ def compute_weights(backends: Sequence[Backend]) -> list[int]:
 
 def merge_duplicates(backends: Sequence[Backend]) -> list[Backend]:
     """One backend per address (weights of repeated addresses are added), in first-seen order."""
-    merged: dict[str, float] = {}
+    merged: dict[str, Backend] = {}
     for b in backends:
-        merged[b.address] = merged.get(b.address, 0.0) + b.weight
-    return [Backend(address=a, weight=w) for a, w in merged.items()]
+        seen = merged.get(b.address)
+        merged[b.address] = b if seen is None else replace(seen, weight=seen.weight + b.weight)
+    return list(merged.values())
 
 
 def child_service_name(deployment: str, address: str) -> str:
@@ -114,7 +117,8 @@ def compute_dynamic_config(
         validate_deployment_name(name)
         backends = merge_duplicates(services[name])
         weights = compute_weights(backends)
-        health_path = health_paths.get(name)
+        default_path = health_paths.get(name)
+        paths = [b.health_path or default_path for b in backends]
         prefix = f"/d/{name}"
         routers[name] = {
             "entryPoints": [ENTRYPOINT_WEB],
@@ -132,10 +136,11 @@ def compute_dynamic_config(
                 for b, w in zip(backends, weights, strict=True)
             ]
         }
-        if health_path is not None and backends:
+        if backends and all(p is not None for p in paths):
+            # Traefik refuses a weighted health check unless every child has one of its own.
             weighted["healthCheck"] = {}
         svcs[name] = {"weighted": weighted}
-        for b in backends:
+        for b, health_path in zip(backends, paths, strict=True):
             lb: dict[str, Any] = {"servers": [{"url": server_url(b.address)}]}
             if health_path is not None:
                 lb["healthCheck"] = {

@@ -40,6 +40,8 @@ class Backend:
     address: str
     """host:port"""
     weight: float
+    health_path: str | None = None
+    """Path the proxy probes on this backend (the revision's health check); None: no proxy probe."""
 
 
 @runtime_checkable
