@@ -78,6 +78,9 @@ class Decision:
     """Set in the cycle that starts a rollback."""
     set_paused: bool = False
     """The progress deadline paused the rollout: the controller sets the deployment's paused flag."""
+    requeue_after: float | None = None
+    """Seconds after which this decision changes with no other event (auto-promotion or the progress
+    deadline falls due): the controller looks again then. Not part of the plan output."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

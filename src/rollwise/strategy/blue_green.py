@@ -78,14 +78,16 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
     why = _promotion_due(view, settings, ready)
     if why is None:
         auto = ""
+        remaining: float | None = None
         if settings.auto_promote:
-            remaining = settings.promote_delay_seconds - _seconds_since(view.now, _ready_since(ready))
-            auto = msg.BG_AUTO_IN.format(remaining=msg.format_seconds(max(0.0, remaining)))
+            remaining = max(0.0, settings.promote_delay_seconds - _seconds_since(view.now, _ready_since(ready)))
+            auto = msg.BG_AUTO_IN.format(remaining=msg.format_seconds(remaining))
         return Decision(
             sub_step=SubStep.AWAITING_PROMOTION,
             mode=Mode.FORWARD,
             reason=msg.LINE.format(label=LABEL, body=msg.BG_AWAITING.format(auto=auto, **counts)),
             terminate=ids(surplus),
+            requeue_after=remaining,
         )
 
     blue = view.other_alive

@@ -104,7 +104,20 @@ def decide(deployment: DeploymentView, routes: Sequence[RouteView], policy: Poli
             )
         why = msg.ROLLBACK_WHY[RollbackReason.PROGRESS_DEADLINE].format(elapsed=elapsed, deadline=deadline)
         return _start_rollback(rules, settings, view, RollbackReason.PROGRESS_DEADLINE, why)
+    if decision.sub_step in (SubStep.PROVISIONING, SubStep.PROGRESSING):
+        until = _seconds_to_deadline(deployment, policy, now)
+        if until is not None and (decision.requeue_after is None or until < decision.requeue_after):
+            decision = dataclasses.replace(decision, requeue_after=until)
     return decision
+
+
+def _seconds_to_deadline(deployment: DeploymentView, policy: Policy, now: datetime) -> float | None:
+    """Seconds until the progress deadline is passed (a hair past it: the rule is strict), or None."""
+    deadline = policy.progress_deadline_seconds
+    since = deployment.last_progress_at or deployment.rollout_started_at
+    if deadline is None or since is None:
+        return None
+    return max(0.0, deadline - (now - since).total_seconds()) + 0.001
 
 
 def _seconds_overdue(deployment: DeploymentView, policy: Policy, now: datetime) -> tuple[float, float] | None:
