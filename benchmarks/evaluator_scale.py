@@ -8,7 +8,7 @@ Each deployment's decision is the same: create 1 route, terminate 1, update its 
 so the cycle writes N new routes, N route updates, N deployment updates and N history rows.
 
 With `--naive` the same work also runs one deployment at a time, on a second database built the same
-way: per deployment `get_deployment`, `list_routes([id])`, `load_revisions`, the same pure rule
+way: per deployment `get_deployment`, `list_routes([id])`, `health_check_flags`, the same pure rule
 (`compute_deploying_outcome`) and its own `Store.apply` transaction. Both runs must end in the same
 database state (checked), so the comparison is like for like.
 
@@ -209,8 +209,8 @@ async def naive_cycle(store: Store) -> tuple[float, int]:
         dep = await store.get_deployment(name)
         assert dep is not None
         dep_routes = await store.list_routes([dep.id])
-        revs = await store.load_revisions({(r.deployment_id, r.revision) for r in dep_routes})
-        changes = gather([compute_deploying_outcome(dep, dep_routes, revs, NOW)])
+        checks = await store.health_check_flags({(r.deployment_id, r.revision) for r in dep_routes})
+        changes = gather([compute_deploying_outcome(dep, dep_routes, checks, NOW)])
         if not changes.is_empty:
             await store.apply(changes, NOW)
             written += 1

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import null, update
 
 from rollwise.model import Lifecycle, Mode, Policy, RollbackReason, RouteStatus, StrategyName, SubStep, Traffic
 from rollwise.model.errors import RollwiseError, ValidationFailed
@@ -21,7 +21,7 @@ from rollwise.store import (
     RouteUpdate,
     Store,
 )
-from rollwise.store.schema import policies
+from rollwise.store.schema import policies, revisions
 
 from .helpers import NOW, make_deployments, spec
 
@@ -87,6 +87,22 @@ async def test_revisions_are_numbered_per_deployment(store: Store) -> None:
     assert set(loaded) == {(a.id, 1), (a.id, 3), (b.id, 2)}
     assert loaded[(a.id, 3)] == r3 and not loaded[(a.id, 1)].has_health_check
     assert await store.load_revisions([]) == {}
+
+
+async def test_health_check_flags_match_the_revisions(store: Store) -> None:
+    """The cycles' narrow read agrees with the full records: a revision written without a health check
+    (stored as JSON `null`, or as SQL NULL) has none."""
+    (a,) = await make_deployments(store, 1)
+    await store.add_revision(a.id, spec("v2", health_check={"path": "/h"}), LATER)
+    await store.add_revision(a.id, spec("v3"), LATER)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(revisions).where(revisions.c.number == 3).values(health_check=null()))
+    keys = [(a.id, 1), (a.id, 2), (a.id, 3), (a.id, 9)]
+    flags = await store.health_check_flags(keys)
+    assert flags == {(a.id, 1): False, (a.id, 2): True, (a.id, 3): False}
+    full = await store.load_revisions(keys)
+    assert flags == {key: rev.has_health_check for key, rev in full.items()}
+    assert await store.health_check_flags([]) == {}
 
 
 async def test_add_revision_to_missing_deployment_is_not_found(store: Store) -> None:

@@ -1,8 +1,8 @@
 """Lifecycle cycles: load one snapshot, compute an Outcome per deployment, apply them in ONE write.
 
 A cycle reads with a fixed number of queries whatever the number of deployments (deployments with their
-policies, their routes, the revisions those routes run), calls the pure per-deployment rules
-(`deploying`, `lifecycle`), gathers every outcome into one ChangeSet and hands it to `Store.apply`, which
+policies, their routes, and whether the revisions those routes run have a health check), calls the pure
+per-deployment rules (`deploying`, `lifecycle`), gathers every outcome into one ChangeSet and hands it to `Store.apply`, which
 writes it in one transaction (guarded: a deployment changed by an operator since it was read is skipped
 whole and left for the next cycle). A cycle that finds nothing to do writes nothing.
 
@@ -12,7 +12,7 @@ Called by the coordinator; does not touch processes or the proxy (the route cont
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -24,10 +24,10 @@ from rollwise.control.lifecycle import (
     compute_replicas_outcome,
 )
 from rollwise.control.outcome import Outcome, gather
-from rollwise.control.views import group_by_deployment
+from rollwise.control.views import HealthChecks, group_by_deployment
 from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
-from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import DeploymentRecord, RouteRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class CycleReport:
         return self.applied > 0
 
 
-Rule = Callable[
-    [DeploymentRecord, Sequence[RouteRecord], Mapping[tuple[int, int], RevisionRecord], datetime], Outcome
-]
+Rule = Callable[[DeploymentRecord, Sequence[RouteRecord], HealthChecks, datetime], Outcome]
 
 
 def _rule_for(kind: CycleKind) -> Rule:
@@ -79,8 +77,8 @@ def _rule_for(kind: CycleKind) -> Rule:
     if kind in (CycleKind.SCALING, CycleKind.CHECK_REPLICAS):
         return compute_replicas_outcome
     if kind is CycleKind.DESTROYING:
-        return lambda dep, routes, revs, now: compute_destroying_outcome(dep, routes, now)
-    return lambda dep, routes, revs, now: compute_pending_outcome(dep, now)
+        return lambda dep, routes, checks, now: compute_destroying_outcome(dep, routes, now)
+    return lambda dep, routes, checks, now: compute_pending_outcome(dep, now)
 
 
 async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport:
@@ -91,18 +89,19 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
     if not deployments:
         return report
     routes_by_dep: dict[int, list[RouteRecord]] = {}
-    revisions: Mapping[tuple[int, int], RevisionRecord] = {}
+    health_checks: HealthChecks = {}
     if kind is not CycleKind.CHECK_PENDING:
         routes = await store.list_routes([d.id for d in deployments])
         routes_by_dep = group_by_deployment(routes)
         if kind is not CycleKind.DESTROYING:
-            revisions = await store.load_revisions({(r.deployment_id, r.revision) for r in routes})
+            # Of the revisions, the rules only need "has a health check" (no JSON read or decoded).
+            health_checks = await store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
     rule = _rule_for(kind)
     outcomes = []
     for dep in deployments:
         dep_routes = routes_by_dep.get(dep.id, [])
         try:
-            outcome = rule(dep, dep_routes, revisions, now)
+            outcome = rule(dep, dep_routes, health_checks, now)
         except Exception as exc:  # noqa: BLE001 - recorded for this deployment only
             log.exception("cycle %s failed for deployment %s", kind.value, dep.name)
             report.errors[dep.id] = f"{type(exc).__name__}: {exc}"

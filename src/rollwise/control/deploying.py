@@ -14,14 +14,14 @@ replica reconciler restores the serving revision). So no deployment stays DEPLOY
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from rollwise.control.outcome import Outcome, terminate_update
-from rollwise.control.views import compute_deployment_view, compute_route_views
-from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, StrategyName, SubStep
-from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.control.views import HealthChecks, compute_deployment_view, compute_route_views, revision_key
+from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
+from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
 
 MAX_EVALUATION_ERRORS = 3
@@ -57,7 +57,7 @@ def reset_rollout_fields() -> dict[str, Any]:
 def compute_deploying_outcome(
     dep: DeploymentRecord,
     routes: Sequence[RouteRecord],
-    revisions: Mapping[tuple[int, int], RevisionRecord],
+    health_checks: HealthChecks,
     now: datetime,
 ) -> Outcome:
     out = Outcome(dep)
@@ -70,16 +70,17 @@ def compute_deploying_outcome(
         raise ValueError(dep.policy_error or "the deployment has no usable policy")
     if dep.deploying_revision is None or dep.current_revision is None:
         raise ValueError("DEPLOYING without a current and a deploying revision")
-    decision = decide(compute_deployment_view(dep), compute_route_views(routes, revisions), policy, now)
-    _apply_decision(out, decision, routes, revisions, policy, now)
+    # The route views are computed once: the decision and the progress check both read them.
+    views = compute_route_views(routes, health_checks)
+    decision = decide(compute_deployment_view(dep), views, policy, now)
+    _apply_decision(out, decision, views, policy, now)
     return out
 
 
 def _apply_decision(
     out: Outcome,
     decision: Decision,
-    routes: Sequence[RouteRecord],
-    revisions: Mapping[tuple[int, int], RevisionRecord],
+    views: Sequence[RouteView],
     policy: Policy,
     now: datetime,
 ) -> None:
@@ -136,7 +137,7 @@ def _apply_decision(
         ch["rollback_reason"] = decision.rollback_reason
     if decision.set_paused and not dep.paused:
         ch["paused"] = True
-    progress = _progress_at(dep, decision, routes, revisions, now)
+    progress = _progress_at(dep, decision, views, now)
     if progress is not None:
         ch["last_progress_at"] = progress
 
@@ -158,17 +159,15 @@ def _apply_decision(
 def _progress_at(
     dep: DeploymentRecord,
     decision: Decision,
-    routes: Sequence[RouteRecord],
-    revisions: Mapping[tuple[int, int], RevisionRecord],
+    views: Sequence[RouteView],
     now: datetime,
 ) -> datetime | None:
     """New `last_progress_at`, or None to keep it: routes created/terminated now, or a target route
     that turned ready since the last progress (its `status_updated_at` is when it did)."""
     if decision.create or decision.terminate:
         return now
-    target = dep.deploying_revision if dep.mode is Mode.FORWARD else dep.current_revision
-    views = compute_route_views([r for r in routes if r.revision == target], revisions)
-    ready_at = [v.status_updated_at for v in views if v.is_ready]
+    target = revision_key(dep.deploying_revision if dep.mode is Mode.FORWARD else dep.current_revision)
+    ready_at = [v.status_updated_at for v in views if v.revision == target and v.is_ready]
     latest = max(ready_at, default=None)
     if latest is not None and (dep.last_progress_at is None or latest > dep.last_progress_at):
         return min(latest, now)

@@ -9,14 +9,14 @@ replacement of crashed or failed routes from one set of tested rules. Must not d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from rollwise.control.deploying import ROLLBACK_POLICY
 from rollwise.control.outcome import Outcome, terminate_update
-from rollwise.control.views import compute_route_views, revision_key
+from rollwise.control.views import HealthChecks, compute_route_views, revision_key
 from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, SubStep
-from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
 
 
@@ -36,7 +36,7 @@ def compute_pending_outcome(dep: DeploymentRecord, now: datetime) -> Outcome:
 def compute_replicas_decision(
     dep: DeploymentRecord,
     routes: Sequence[RouteRecord],
-    revisions: Mapping[tuple[int, int], RevisionRecord],
+    health_checks: HealthChecks,
     now: datetime,
 ) -> Decision:
     """The replica reconciler's decision: a rolling update towards the serving revision in rollback mode
@@ -49,18 +49,18 @@ def compute_replicas_decision(
         mode=Mode.ROLLING_BACK,
         last_progress_at=now,
     )
-    return decide(view, compute_route_views(routes, revisions), ROLLBACK_POLICY, now)
+    return decide(view, compute_route_views(routes, health_checks), ROLLBACK_POLICY, now)
 
 
 def compute_replicas_outcome(
     dep: DeploymentRecord,
     routes: Sequence[RouteRecord],
-    revisions: Mapping[tuple[int, int], RevisionRecord],
+    health_checks: HealthChecks,
     now: datetime,
 ) -> Outcome:
     """SCALING and READY: keep `replicas` ready routes of the serving revision."""
     out = Outcome(dep)
-    decision = compute_replicas_decision(dep, routes, revisions, now)
+    decision = compute_replicas_decision(dep, routes, health_checks, now)
     out.apply_route_decision(decision, now)
     done = decision.sub_step is SubStep.ROLLED_BACK
     created, terminated = len(decision.create), len(decision.terminate)

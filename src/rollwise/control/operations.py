@@ -303,14 +303,15 @@ class Operations:
         """What the next cycle will decide for this deployment (no write)."""
         dep = await self.get(name)
         routes = await self.store.list_routes([dep.id])
-        revisions = await self.store.load_revisions({(r.deployment_id, r.revision) for r in routes})
+        # The same read of the revisions as the cycles (`run_cycle`), so the plan is their decision.
+        checks = await self.store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
         now = self.clock.now()
         if dep.lifecycle is Lifecycle.DEPLOYING:
             if dep.policy is None:
                 raise NotApplicable(f"deployment {name!r}: its policy cannot be evaluated")
-            return decide(compute_deployment_view(dep), compute_route_views(routes, revisions), dep.policy, now)
+            return decide(compute_deployment_view(dep), compute_route_views(routes, checks), dep.policy, now)
         if dep.lifecycle in (Lifecycle.READY, Lifecycle.SCALING):
-            return compute_replicas_decision(dep, routes, revisions, now)
+            return compute_replicas_decision(dep, routes, checks, now)
         raise NotApplicable(f"deployment {name!r} is {dep.lifecycle.value}: no cycle decision to show")
 
     # --- helpers ------------------------------------------------------------------------------------

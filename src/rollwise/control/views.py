@@ -1,6 +1,7 @@
 """Row -> strategy view mapping for one cycle (pure): turns store records into the frozen
 `DeploymentView` / `RouteView` values the strategy engine reads. Revisions are named by their number
-as a string ("3") on the strategy side.
+as a string ("3") on the strategy side. Of a revision, the rules only need whether it has a health
+check: they take `HealthChecks`, a mapping (deployment_id, number) -> bool (`Store.health_check_flags`).
 
 Called by the lifecycle cycles; must not do I/O.
 """
@@ -10,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from rollwise.model import DeploymentView, RouteView
-from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import DeploymentRecord, RouteRecord
+
+HealthChecks = Mapping[tuple[int, int], bool]
+"""(deployment_id, revision number) -> whether that revision has a health check; a missing key: no."""
 
 
 def revision_key(number: int | None) -> str | None:
@@ -46,14 +50,11 @@ def compute_route_view(route: RouteRecord, *, has_health_check: bool) -> RouteVi
     )
 
 
-def compute_route_views(
-    routes: Iterable[RouteRecord], revisions: Mapping[tuple[int, int], RevisionRecord]
-) -> list[RouteView]:
-    views = []
-    for r in routes:
-        rev = revisions.get((r.deployment_id, r.revision))
-        views.append(compute_route_view(r, has_health_check=rev is not None and rev.health_check is not None))
-    return views
+def compute_route_views(routes: Iterable[RouteRecord], health_checks: HealthChecks) -> list[RouteView]:
+    return [
+        compute_route_view(r, has_health_check=health_checks.get((r.deployment_id, r.revision), False))
+        for r in routes
+    ]
 
 
 def group_by_deployment(routes: Iterable[RouteRecord]) -> dict[int, list[RouteRecord]]:

@@ -19,10 +19,11 @@ import json
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, String, any_, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, Integer, String, Text, any_, bindparam, cast, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from rollwise.store.schema import deployments, policies
+from rollwise.store.records import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
+from rollwise.store.schema import deployments, policies, routes
 
 T = TypeVar("T", int, str)
 
@@ -71,7 +72,24 @@ def pair_filters(
     )
 
 
-DEPLOYMENT_SELECT = select(*deployments.c, policies.c.document.label("policy_document")).select_from(
-    deployments.outerjoin(policies, policies.c.deployment_id == deployments.c.id)
-)
-"""Deployments with their policy document: ONE query for any number of deployments."""
+def json_has_value(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
+    """True when a JSON column holds a value: neither SQL NULL nor JSON `null`.
+
+    SQLAlchemy's JSON type stores Python None as the JSON text `null` (not SQL NULL), so `IS NOT NULL`
+    alone would count a revision without a health check as having one.
+    """
+    typeof = func.jsonb_typeof(column) if dialect == "postgresql" else func.json_type(column)
+    return func.coalesce(typeof, "null") != "null"
+
+
+DEPLOYMENT_SELECT = select(
+    *(deployments.c[name] for name in DEPLOYMENT_COLUMNS),
+    # The policy as its JSON text, not decoded: records.deployment_from_row validates each distinct
+    # text once (a cycle's 10,000 deployments usually share a few policies).
+    cast(policies.c.document, Text()).label("policy_document"),
+).select_from(deployments.outerjoin(policies, policies.c.deployment_id == deployments.c.id))
+"""Deployments with their policy document, for `deployment_from_row` (positional rows): ONE query for
+any number of deployments."""
+
+ROUTE_SELECT = select(*(routes.c[name] for name in ROUTE_COLUMNS))
+"""Routes, for `route_from_row` (positional rows)."""

