@@ -27,6 +27,7 @@ from rollwise.control.outcome import Outcome, gather
 from rollwise.control.views import HealthChecks, group_by_deployment
 from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
+from rollwise.store.bulk import gc_paused
 from rollwise.store.records import DeploymentRecord, RouteRecord
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,28 @@ def _rule_for(kind: CycleKind) -> Rule:
     return lambda dep, routes, checks, now: compute_pending_outcome(dep, now)
 
 
+def _evaluate(
+    kind: CycleKind,
+    rule: Rule,
+    dep: DeploymentRecord,
+    dep_routes: Sequence[RouteRecord],
+    health_checks: HealthChecks,
+    now: datetime,
+    report: CycleReport,
+) -> Outcome:
+    """One deployment's outcome; an evaluation that raises is recorded for this deployment only."""
+    try:
+        return rule(dep, dep_routes, health_checks, now)
+    except Exception as exc:  # noqa: BLE001 - recorded for this deployment only
+        log.exception("cycle %s failed for deployment %s", kind.value, dep.name)
+        report.errors[dep.id] = f"{type(exc).__name__}: {exc}"
+        if kind is CycleKind.DEPLOYING:
+            return compute_error_outcome(dep, dep_routes, exc, now)
+        outcome = Outcome(dep)
+        outcome.add_history(now=now, result="error", message=f"{kind.value}: {exc}", error=report.errors[dep.id])
+        return outcome
+
+
 async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport:
     """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once."""
     report = CycleReport(kind)
@@ -97,25 +120,13 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
             # Of the revisions, the rules only need "has a health check" (no JSON read or decoded).
             health_checks = await store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
     rule = _rule_for(kind)
-    outcomes = []
-    for dep in deployments:
-        dep_routes = routes_by_dep.get(dep.id, [])
-        try:
-            outcome = rule(dep, dep_routes, health_checks, now)
-        except Exception as exc:  # noqa: BLE001 - recorded for this deployment only
-            log.exception("cycle %s failed for deployment %s", kind.value, dep.name)
-            report.errors[dep.id] = f"{type(exc).__name__}: {exc}"
-            if kind is CycleKind.DEPLOYING:
-                outcome = compute_error_outcome(dep, dep_routes, exc, now)
-            else:
-                outcome = Outcome(dep)
-                outcome.add_history(
-                    now=now, result="error", message=f"{kind.value}: {exc}", error=report.errors[dep.id]
-                )
-        outcomes.append(outcome)
-    changes = gather(outcomes)
+    with gc_paused():  # synchronous and allocation-heavy (see rollwise.store.bulk)
+        outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, report)
+                    for dep in deployments]
+        changes = gather(outcomes)
     if not changes.deployments:
         return report
+
     result = await store.apply(changes, now)
     report.skipped = set(result.skipped)
     for o in outcomes:

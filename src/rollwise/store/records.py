@@ -32,7 +32,7 @@ Must not: do I/O or import SQLAlchemy.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -82,8 +82,9 @@ UNSET: Final = _Unset.UNSET
 
 
 def new_route_id() -> str:
-    """A fresh route id: 12 hex characters of a uuid4."""
-    return uuid.uuid4().hex[:12]
+    """A fresh route id: 12 random hex characters (48 bits; what the first 12 of a uuid4's hex are,
+    without building a UUID: a cycle creates thousands)."""
+    return os.urandom(6).hex()
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -254,16 +255,13 @@ class RouteUpdate:
     def __post_init__(self) -> None:
         for name, enum in (("status", RouteStatus), ("health", Health), ("traffic", Traffic)):
             value = getattr(self, name)
-            if value is not UNSET:
+            if value is not UNSET and type(value) is not enum:
                 object.__setattr__(self, name, enum(value))
 
     def changes(self) -> dict[str, Any]:
         """The columns this update writes, as model values."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("id", "deployment_id") and getattr(self, f.name) is not UNSET
-        }
+        # ROUTE_UPDATE_COLUMNS, not dataclasses.fields(): a cycle calls this for thousands of updates.
+        return {name: value for name in ROUTE_UPDATE_COLUMNS if (value := getattr(self, name)) is not UNSET}
 
 
 def _opt(enum: type[Enum]) -> Any:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
 from rollwise.store import queries
 from rollwise.store.apply import apply_changes, check_changes, write_route_updates
+from rollwise.store.bulk import gc_paused
 from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
 from rollwise.store.errors import Conflict, NotFound, translate_errors
 from rollwise.store.migrate import upgrade as upgrade_to_head
@@ -299,7 +300,9 @@ class Store:
         if lifecycles is not None:
             stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
         async with self._read() as conn:
-            return [deployment_from_row(row) for row in (await conn.execute(stmt)).all()]
+            result = await conn.execute(stmt)
+            with gc_paused():  # synchronous: the rows are fetched already
+                return [deployment_from_row(row) for row in result.all()]
 
     async def list_revisions(self, deployment_id: int) -> list[RevisionRecord]:
         """The deployment's revisions by number."""
@@ -355,7 +358,9 @@ class Store:
                 return [route_from_row(row) for row in (await conn.execute(base)).all()]
             found: list[RouteRecord] = []
             for clause in queries.id_filters(self.dialect, routes.c.deployment_id, deployment_ids):
-                found.extend(route_from_row(row) for row in (await conn.execute(base.where(clause))).all())
+                result = await conn.execute(base.where(clause))
+                with gc_paused():  # synchronous: the rows are fetched already
+                    found.extend(route_from_row(row) for row in result.all())
             return found
 
     async def get_routes(self, route_ids: Collection[str]) -> list[RouteRecord]:
