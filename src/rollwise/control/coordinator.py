@@ -84,6 +84,8 @@ class Coordinator:
         self._wakeup = asyncio.Event()
         self._needed: set[CycleKind] = set(CYCLE_ORDER)
         self._last_run: dict[CycleKind, float] = {}
+        self._due_at: dict[CycleKind, float] = {}
+        """Monotonic times at which a cycle must run again although nothing marked it (requeue_after)."""
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.routes = RouteController(
@@ -130,7 +132,9 @@ class Coordinator:
         applied = False
         mono = time.monotonic()
         for kind in CYCLE_ORDER:
-            due = mono - self._last_run.get(kind, -1e9) >= self.intervals.long
+            due = mono - self._last_run.get(kind, -1e9) >= self.intervals.long or mono >= self._due_at.get(
+                kind, float("inf")
+            )
             if not (force or due or kind in self._needed):
                 continue
             self._needed.discard(kind)
@@ -141,6 +145,9 @@ class Coordinator:
             for observer in self.observers:
                 observer(report, elapsed)
             step.cycles.append(report)
+            self._due_at.pop(kind, None)
+            if report.requeue_after is not None:
+                self._due_at[kind] = time.monotonic() + report.requeue_after
             for lifecycle in report.lifecycle_changes.values():
                 if lifecycle in KIND_OF_LIFECYCLE:
                     self._needed.add(KIND_OF_LIFECYCLE[lifecycle])

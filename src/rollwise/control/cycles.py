@@ -64,6 +64,9 @@ class CycleReport:
     """(strategy, "completed" | "rolled_back") for each rollout this cycle ended; strategy "unknown" when
     the stored policy no longer validates."""
 
+    requeue_after: float | None = None
+    """Seconds until time alone changes some deployment's decision (auto-promotion, a deadline)."""
+
     @property
     def changed(self) -> bool:
         return self.applied > 0
@@ -124,6 +127,8 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
         outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, report)
                     for dep in deployments]
         changes = gather(outcomes)
+    waits = [o.requeue_after for o in outcomes if o.requeue_after is not None]
+    report.requeue_after = min(waits, default=None)
     if not changes.deployments:
         return report
 

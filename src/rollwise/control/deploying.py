@@ -86,6 +86,7 @@ def _apply_decision(
 ) -> None:
     dep = out.deployment
     out.apply_route_decision(decision, now)
+    out.requeue_after = decision.requeue_after
     ch = out.changes
     if dep.error_count:
         ch["error_count"] = 0

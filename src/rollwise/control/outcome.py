@@ -28,6 +28,8 @@ class Outcome:
     deployment: DeploymentRecord
     changes: dict[str, Any] = field(default_factory=dict)
     swap: bool = False
+    requeue_after: float | None = None
+    """From the decision: look at this deployment again after so many seconds even if nothing happens."""
     new_routes: list[NewRoute] = field(default_factory=list)
     route_updates: list[RouteUpdate] = field(default_factory=list)
     history: list[NewHistory] = field(default_factory=list)
