@@ -216,7 +216,7 @@ async def test_plan_shows_the_next_cycle_decision(plane: Plane, client: httpx.As
     before = (await client.get("/v1/deployments/pl")).json()
     plan = (await client.get("/v1/deployments/pl/plan")).json()
     assert plan["mode"] == "forward" and plan["sub_step"] == "provisioning"
-    assert plan["create"] == [{"revision": "2", "traffic": "active", "traffic_ratio": 1.0}]
+    assert plan["create"] == [{"revision": "r2", "traffic": "active", "traffic_ratio": 1.0}]
     assert plan["terminate"] == [] and isinstance(plan["reason"], str) and plan["reason"]
     assert (await client.get("/v1/deployments/pl")).json() == before  # a dry run writes nothing
     await plane.coordinator.run_once(force=True)

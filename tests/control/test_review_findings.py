@@ -173,7 +173,7 @@ async def test_history_of_a_rolled_back_blue_green_rollout_names_blue_green(sc: 
 
     end = (await sc.history())[-1]
     assert (end.result, end.sub_step, end.strategy) == ("failure", SubStep.ROLLED_BACK, "blue_green")
-    assert "blue-green: rolled back to 1" in end.message
+    assert "blue-green: rolled back to r1" in end.message
     assert "rolling:" not in end.message
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rollwise.control.views import revision_number
 from rollwise.model import Decision, Health, Lifecycle, RouteStatus, SubStep, Traffic
 from rollwise.store.records import (
     ChangeSet,
@@ -76,7 +77,7 @@ class Outcome:
                 NewRoute(
                     id=None,
                     deployment_id=dep_id,
-                    revision=int(c.revision),
+                    revision=revision_number(c.revision),
                     status=RouteStatus.PROVISIONING,
                     health=Health.NOT_CHECKED,
                     traffic=c.traffic,

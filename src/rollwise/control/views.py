@@ -1,6 +1,6 @@
 """Row -> strategy view mapping for one cycle (pure): turns store records into the frozen
 `DeploymentView` / `RouteView` values the strategy engine reads. Revisions are named by their number
-as a string ("3") on the strategy side. Of a revision, the rules only need whether it has a health
+"r<number>" on the strategy side ("r3": what the strategy's messages and the live plan show). Of a revision, the rules only need whether it has a health
 check: they take `HealthChecks`, a mapping (deployment_id, number) -> bool (`Store.health_check_flags`).
 
 Called by the lifecycle cycles; must not do I/O.
@@ -18,7 +18,12 @@ HealthChecks = Mapping[tuple[int, int], bool]
 
 
 def revision_key(number: int | None) -> str | None:
-    return None if number is None else str(number)
+    return None if number is None else f"r{number}"
+
+
+def revision_number(key: str) -> int:
+    """The revision number a strategy-side key names (inverse of `revision_key`)."""
+    return int(key.removeprefix("r"))
 
 
 def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
@@ -38,7 +43,7 @@ def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
 def compute_route_view(route: RouteRecord, *, has_health_check: bool) -> RouteView:
     return RouteView(
         id=route.id,
-        revision=str(route.revision),
+        revision=f"r{route.revision}",
         status=route.status,
         health=route.health,
         traffic=route.traffic,
