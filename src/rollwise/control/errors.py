@@ -13,7 +13,7 @@ The API maps `code` to a status in one place (api.errors); the CLI maps it to an
 
 from __future__ import annotations
 
-from rollwise.model.errors import RollwiseError, ValidationFailed
+from rollwise.model.errors import Conflict, NotFound, RollwiseError, ValidationFailed
 
 __all__ = [
     "AlreadyExists",
@@ -26,16 +26,8 @@ __all__ = [
 ]
 
 
-class NotFound(RollwiseError):
-    """The named deployment or revision does not exist."""
-
-    code = "not_found"
-
-
-class AlreadyExists(RollwiseError):
-    """A deployment with that name exists already."""
-
-    code = "conflict"
+AlreadyExists = Conflict
+"""A deployment with that name exists already (the model's Conflict, named for operations)."""
 
 
 class RolloutInProgress(RollwiseError):

@@ -25,7 +25,6 @@ from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
-from rollwise.store.errors import Conflict
 from rollwise.store.records import (
     ChangeSet,
     DeploymentRecord,
@@ -143,7 +142,7 @@ class Operations:
             dep = await self.store.create_deployment(
                 name=name, replicas=replicas, policy=pol, revision=to_revision_spec(rev), now=self.clock.now()
             )
-        except Conflict as e:
+        except AlreadyExists as e:  # the name was taken between our check and the insert
             raise AlreadyExists(f"deployment {name!r} already exists") from e
         self._mark(CycleKind.CHECK_PENDING)
         return dep

@@ -8,6 +8,7 @@
      |         +-- IntegrityFailed "store.integrity"  a foreign key / NOT NULL / check constraint failed
      +-- Conflict            "conflict"           a unique constraint: e.g. the deployment name is taken
      +-- NotFound            "not_found"          the deployment a write refers to does not exist
+    (Conflict and NotFound are defined in rollwise.model.errors and shared with the operations layer.)
 
 Every public `Store` method runs inside `translate_errors()`, so no SQLAlchemy, asyncpg, sqlite3 or
 socket exception ever reaches the caller (tests/store/test_errors.py proves it). `ValueError` and
@@ -27,7 +28,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from rollwise.model.errors import RollwiseError
+from rollwise.model.errors import Conflict, NotFound, RollwiseError
 
 __all__ = ["Conflict", "IntegrityFailed", "NotFound", "StoreError", "StoreFailed", "translate_errors"]
 
@@ -50,18 +51,6 @@ class IntegrityFailed(StoreFailed):
     """A foreign key, NOT NULL or check constraint failed (e.g. a route for a deleted deployment)."""
 
     code = "store.integrity"
-
-
-class Conflict(RollwiseError):
-    """A unique constraint failed: the thing exists already (e.g. a deployment name)."""
-
-    code = "conflict"
-
-
-class NotFound(RollwiseError):
-    """The deployment a write refers to does not exist."""
-
-    code = "not_found"
 
 
 # SQLSTATE classes (PostgreSQL) that mean "try again": connection exception, insufficient resources,
