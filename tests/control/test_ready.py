@@ -3,8 +3,11 @@ changes scale it up and down, and destroy drains everything to DESTROYED."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from rollwise.control.coordinator import Intervals
 from rollwise.control.errors import NotApplicable, NotFound
 from rollwise.model import Lifecycle, RouteStatus
 
@@ -108,3 +111,21 @@ async def test_a_destroyed_name_can_be_created_again(sc: Scenario) -> None:
     assert (dep.lifecycle, dep.current_revision) == (Lifecycle.READY, 1)
     assert len(await sc.alive()) == 2
     assert [h.message for h in await sc.history()][0].startswith("scaling:")
+
+
+async def test_ended_routes_are_purged_after_their_retention(tmp_path: Path) -> None:
+    sc = await Scenario.open(tmp_path, intervals=Intervals(purge=0.0, retention=60.0))
+    try:
+        await sc.ready(replicas=2)
+        victim = (await sc.alive())[0]
+        sc.runtime.crash(victim.id)
+        await sc.run_until_sample("svc", lambda s: victim.id not in s.route_ids and s.serving == 2)
+        assert victim.id in {r.id for r in await sc.routes()}, "kept while younger than the retention"
+        sc.clock.advance(61)
+        report = await sc.step()
+        assert report.purged >= 1
+        routes = await sc.routes()
+        assert victim.id not in {r.id for r in routes}
+        assert len([r for r in routes if r.status is RouteStatus.RUNNING]) == 2
+    finally:
+        await sc.close()

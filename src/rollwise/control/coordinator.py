@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,12 +57,18 @@ class Intervals:
     """Every cycle runs at least this often, marked or not."""
     routes: float = 0.2
     """Seconds between route controller passes (probes follow each revision's own interval)."""
+    purge: float = 60.0
+    """Seconds between purges of routes that ended (terminated, failed to start)."""
+    retention: float = 600.0
+    """How long an ended route stays readable (describe, debugging) before a purge deletes it; routes
+    of a rollout in progress are kept whatever their age (its failure budget counts them)."""
 
 
 @dataclass
 class StepReport:
     routes: RoutePassReport | None = None
     cycles: list[CycleReport] = field(default_factory=list)
+    purged: int = 0
 
 
 class Coordinator:
@@ -84,6 +91,7 @@ class Coordinator:
         self._wakeup = asyncio.Event()
         self._needed: set[CycleKind] = set(CYCLE_ORDER)
         self._last_run: dict[CycleKind, float] = {}
+        self._last_purge = time.monotonic()
         self._due_at: dict[CycleKind, float] = {}
         """Monotonic times at which a cycle must run again although nothing marked it (requeue_after)."""
         self.observers: list[CycleObserver] = []
@@ -120,6 +128,12 @@ class Coordinator:
             applied = await self._run_cycles(step, force=force and attempt == 0)
             if not applied:
                 break
+        if time.monotonic() - self._last_purge >= self.intervals.purge:
+            # Ended routes would otherwise be read by every cycle forever.
+            self._last_purge = time.monotonic()
+            step.purged = await self.store.delete_terminated_routes(
+                self.clock.now() - timedelta(seconds=self.intervals.retention)
+            )
         if any(c.created_routes or c.terminated_routes for c in step.cycles):
             # Start new processes and withdraw terminated routes from the proxy right away.
             extra = await self._route_pass()

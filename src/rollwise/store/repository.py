@@ -166,7 +166,9 @@ class Store:
                         updated_at=now,
                     )
                 )
-                deployment_id = result.inserted_primary_key[0]
+                pk = result.inserted_primary_key
+                assert pk is not None  # None only for executemany / non-INSERT statements
+                deployment_id: int = pk[0]
                 await conn.execute(insert(policies).values(_policy_values(deployment_id, policy, now)))
                 await conn.execute(insert(revisions).values(revision_values(deployment_id, 1, revision, now)))
                 return await _get_deployment(conn, deployment_id)
@@ -266,15 +268,17 @@ class Store:
             await write_route_updates(conn, updates, tagged=False)
 
     async def delete_terminated_routes(self, older_than: datetime) -> int:
-        """Delete routes `terminated` before `older_than` (by status_updated_at); returns how many.
+        """Delete routes `terminated` or `failed_to_start` before `older_than` (by status_updated_at);
+        returns how many.
 
         Routes of DEPLOYING deployments are kept: a rollout counts its failed routes.
         """
+        gone = (RouteStatus.TERMINATED.value, RouteStatus.FAILED_TO_START.value)
         async with self._write() as conn:
             deploying = select(deployments.c.id).where(deployments.c.lifecycle == Lifecycle.DEPLOYING.value)
             result = await conn.execute(
                 delete(routes).where(
-                    routes.c.status == RouteStatus.TERMINATED.value,
+                    routes.c.status.in_(gone),
                     routes.c.status_updated_at < older_than,
                     routes.c.deployment_id.not_in(deploying),
                 )
