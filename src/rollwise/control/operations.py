@@ -10,6 +10,7 @@ that records the request is part of the same transaction. Refusals raise the typ
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -98,15 +99,16 @@ class Operations:
             raise NotFound(f"deployment {name!r} not found")
         return dep
 
+    # From here on, `list` in a signature would name this method: signatures below say `builtins.list`.
     async def list(self) -> list[DeploymentRecord]:
         return [d for d in await self.store.list_deployments(None) if d.lifecycle is not Lifecycle.DESTROYED]
 
-    async def routes(self, dep: DeploymentRecord) -> list[RouteRecord]:
+    async def routes(self, dep: DeploymentRecord) -> builtins.list[RouteRecord]:
         return await self.store.list_routes([dep.id])
 
     async def routes_and_revisions(
         self, deps: Sequence[DeploymentRecord]
-    ) -> dict[int, tuple[list[RouteRecord], list[RevisionRecord]]]:
+    ) -> dict[int, tuple[builtins.list[RouteRecord], builtins.list[RevisionRecord]]]:
         """Routes of many deployments and the revisions they run, in two queries whatever their number."""
         routes = await self.store.list_routes([d.id for d in deps]) if deps else []
         revisions = await self.store.load_revisions({(r.deployment_id, r.revision) for r in routes})
@@ -117,10 +119,10 @@ class Operations:
             out[dep_id][1].append(rev)
         return out
 
-    async def revisions(self, name: str) -> list[RevisionRecord]:
+    async def revisions(self, name: str) -> builtins.list[RevisionRecord]:
         return await self.store.list_revisions((await self.get(name)).id)
 
-    async def history(self, name: str, limit: int | None = None) -> list[HistoryRecord]:
+    async def history(self, name: str, limit: int | None = None) -> builtins.list[HistoryRecord]:
         return await self.store.list_history((await self.get(name)).id, limit=limit)
 
     # --- create, revisions, changes -----------------------------------------------------------------
