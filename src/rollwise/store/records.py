@@ -21,7 +21,7 @@ goes through `parse_policy` — a document that no longer validates (or a missin
 `policy=None` and says why in `policy_error`, so one bad row cannot stop a cycle over all deployments.
 Record -> row: `*_values()` functions below, used by repository.py and apply.py only.
 
-Rows are read through `Mapping[str, Any]`, except the two a cycle reads by the ten thousand: deployment
+Rows are read by column name through `NamedRow` (a SQLAlchemy `RowMapping` or a dict), except the two a cycle reads by the ten thousand: deployment
 and route rows are plain sequences in the order of DEPLOYMENT_COLUMNS / ROUTE_COLUMNS (the SELECTs in
 queries.py name exactly those columns), which saves SQLAlchemy's per-row mapping objects.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from rollwise.model import (
     Health,
@@ -60,6 +60,7 @@ __all__ = [
     "DeploymentRecord",
     "DeploymentUpdate",
     "HistoryRecord",
+    "NamedRow",
     "NewHistory",
     "NewRoute",
     "RevisionRecord",
@@ -68,6 +69,12 @@ __all__ = [
     "RouteUpdate",
     "new_route_id",
 ]
+
+
+class NamedRow(Protocol):
+    """A row read by column name: SQLAlchemy's `RowMapping` (whose keys may also be columns) or a dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 class _Unset(Enum):
@@ -495,7 +502,7 @@ def deployment_from_row(row: Sequence[Any]) -> DeploymentRecord:
     )
 
 
-def revision_from_row(row: Mapping[str, Any]) -> RevisionRecord:
+def revision_from_row(row: NamedRow) -> RevisionRecord:
     return RevisionRecord(
         id=row["id"],
         deployment_id=row["deployment_id"],
@@ -536,7 +543,7 @@ def route_from_row(row: Sequence[Any]) -> RouteRecord:
     )
 
 
-def history_from_row(row: Mapping[str, Any]) -> HistoryRecord:
+def history_from_row(row: NamedRow) -> HistoryRecord:
     return HistoryRecord(
         id=row["id"],
         deployment_id=row["deployment_id"],
