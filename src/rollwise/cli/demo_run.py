@@ -15,6 +15,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rollwise.cli.serve import ServerConfig, build_plane, running
 from rollwise.control.coordinator import Intervals
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, RouteStatus, SubStep
+from rollwise.store.records import RouteRecord
 
 NAME = "sentiment"
 ROLLOUT_TIMEOUT = 60.0
@@ -87,7 +89,10 @@ async def render(ops: Operations, load: LoadGenerator | None, title: str) -> Pan
     split = load.stats.split() if load else {}
     for number in sorted({r.revision for r in routes if r.status is not RouteStatus.TERMINATED or r.failed}):
         rs = [r for r in routes if r.revision == number]
-        count = lambda pred: str(sum(1 for r in rs if pred(r)))  # noqa: E731
+
+        def count(pred: Callable[[RouteRecord], bool]) -> str:
+            return str(sum(1 for r in rs if pred(r)))
+
         label = labels.get(number, str(number))
         table.add_row(
             label,

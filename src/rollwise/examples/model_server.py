@@ -32,6 +32,7 @@ happens to ship with rollwise.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -182,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
     # the default unbuffered writer, Nagle plus the client's delayed ACK cost ~40 ms per request.
     wbufsize = 64 * 1024
     server: ModelServer
+    rfile: io.BufferedReader  # makefile("rb") with the default rbufsize (-1) is buffered: `peek` below
 
     def setup(self) -> None:
         super().setup()

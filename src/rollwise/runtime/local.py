@@ -43,7 +43,7 @@ import shlex
 import signal
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,7 +290,9 @@ class LocalRuntime:
         """Stop, in parallel, every route this runtime started or adopted; later starts are refused."""
         self._closed = True
         grace = self._grace if grace_seconds is None else grace_seconds
-        stops = [self.stop(route.handle, grace_seconds=grace) for route in list(self._routes.values())]
+        stops: list[Awaitable[None]] = [
+            self.stop(route.handle, grace_seconds=grace) for route in list(self._routes.values())
+        ]
         stops += [asyncio.shield(pending) for pending in list(self._stopping.values())]
         await asyncio.gather(*stops)
 

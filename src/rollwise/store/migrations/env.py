@@ -30,18 +30,21 @@ def _url() -> str:
     return url
 
 
-def _configure(**kwargs: object) -> None:
-    context.configure(target_metadata=metadata, render_as_batch=True, compare_type=True, **kwargs)
-
-
 def run_migrations_offline() -> None:
-    _configure(url=_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    context.configure(
+        target_metadata=metadata,
+        render_as_batch=True,
+        compare_type=True,
+        url=_url(),
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def do_run_migrations(connection: Connection) -> None:
-    _configure(connection=connection)
+    context.configure(target_metadata=metadata, render_as_batch=True, compare_type=True, connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 
