@@ -8,21 +8,30 @@ array or JSON parameter, never chunked):
    write lock is already held). A deployment is *kept* when its row exists, `version == expected_version`
    (when given) and `deploying_revision == swap_expected` (when given); otherwise it is *skipped* whole:
    its deployment update, new routes, route updates and history are dropped.
-2. One executemany `UPDATE deployments SET <changed columns>, version = :read+1, updated_at = :now
+2. One `UPDATE deployments SET <changed columns>, version = :read+1, updated_at = :now
    WHERE id = :id AND version = :read`. Rows are locked since step 1, so columns a row does not change
    are written back with the value read. The swap is SQL:
    `current_revision = CASE WHEN :swap THEN COALESCE(deploying_revision, current_revision) …`,
    `deploying_revision = CASE WHEN :swap THEN NULL …`: it can never write NULL over a serving revision.
-3. One executemany INSERT of the new routes (ids generated when not given).
-4. One executemany UPDATE of the routes: `col = CASE WHEN :set_col THEN :col ELSE col END` for the union
-   of columns the updates name (a plain `col = :col` when all name it) `WHERE id = :id AND
-   deployment_id = :deployment_id`.
-5. History: one SELECT of the last row of every involved deployment, then one executemany INSERT and one
-   executemany UPDATE for merges: a row whose `merge_key` equals the deployment's last row (stored, or
-   new in this batch) bumps that row's `attempts` and `updated_at` (and keeps the newest `error`).
+3. One INSERT of the new routes (ids generated when not given).
+4. One UPDATE of the routes: `col = CASE WHEN :set_col THEN :col ELSE col END` for the union of columns
+   the updates name (a plain `col = :col` when all name it) `WHERE id = :id AND deployment_id =
+   :deployment_id`. Updates of the same route (and tag) are merged first, in ChangeSet order: later
+   fields win, exactly as applying them one after the other.
+5. History: one SELECT of the last row of every involved deployment, then one INSERT and one UPDATE for
+   merges: a row whose `merge_key` equals the deployment's last row (stored, or new in this batch)
+   bumps that row's `attempts` and `updated_at` (and keeps the newest `error`).
+
+How the rows of steps 2-5 travel (`_write_rows`): on PostgreSQL as ONE execution per statement, every
+column bound as one array and expanded by `unnest` (`UPDATE … FROM unnest(:ids, :read_versions, …) AS
+v(…) WHERE id = v.id …`, `INSERT … SELECT … FROM unnest(…)`); asyncpg runs an executemany as one
+execution per row (~0.6 s of a 10,000-deployment cycle). The route UPDATE first locks its routes in id
+order (a `MATERIALIZED` CTE with `ORDER BY id FOR UPDATE`), as the executemany did row by row, so
+concurrent writers lock routes in the same order whatever plan PostgreSQL picks. On SQLite an
+executemany (one prepared statement stepped per row, no round trips).
 
 A statement is skipped when it has nothing to do, so the count depends only on which kinds of change
-are present, never on how many deployments they concern (tests/store/test_apply.py counts them).
+are present, never on how many deployments they concern (tests/store/test_store_apply.py counts them).
 
 Called by: store.repository (Store.apply, update_deployment, record_history). Must not: open or commit
 transactions, or catch errors (the caller translates them and the transaction rolls back whole).
@@ -36,6 +45,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, Integer, and_, bindparam, case, func, insert, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 from rollwise.store import queries
 from rollwise.store.records import (
@@ -72,9 +82,10 @@ async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime
     """Apply a ChangeSet inside the caller's transaction; see the module docstring."""
     check_changes(changes)
     dialect = conn.dialect.name
-    skipped, read = await _guard(conn, dialect, changes.deployments)
+    columns, read_back = _deployment_columns(changes.deployments)
+    skipped, read = await _guard(conn, dialect, changes.deployments, read_back)
 
-    applied, versions = await _update_deployments(conn, changes.deployments, skipped, read, now)
+    applied, versions = await _update_deployments(conn, changes.deployments, skipped, read, columns, now)
 
     route_ids = await _insert_routes(conn, [r for r in changes.new_routes if r.deployment_id not in skipped])
     updates = [u for u in changes.route_updates if u.deployment_id not in skipped]
@@ -92,18 +103,54 @@ async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime
     )
 
 
+def _set_based(conn: AsyncConnection) -> bool:
+    """True when rows go as arrays through `unnest` (PostgreSQL), False for an executemany (SQLite)."""
+    return conn.dialect.name == "postgresql"
+
+
+def _rows_as_arrays(
+    rows: Sequence[Mapping[str, Any]], types: Mapping[str, TypeEngine[Any]], name: str = "v"
+) -> Any:
+    """`unnest(…) AS name(…)` over `rows`: one array parameter per key of `types` (PostgreSQL)."""
+    arrays = queries.column_arrays(rows, types)
+    return queries.unnest_rows(name, {key: (type_, arrays[key]) for key, type_ in types.items()})
+
+
 # ------------------------------------------------------------------------------------ 1. the guard
 
 
+_SWAP_COLUMNS = ("current_revision", "deploying_revision")
+_GUARD_COLUMNS = ("id", "version", "deploying_revision")
+
+
+def _deployment_columns(updates: Sequence[DeploymentUpdate]) -> tuple[list[str], list[str]]:
+    """(columns the deployment UPDATE writes, those of them the guard must read back).
+
+    The UPDATE writes the union of the columns the updates change (and both swap columns when one of
+    them swaps); a row that does not change one of them writes back the value the guard read, so only
+    a column some update leaves alone needs reading. Computed over every writing update, skipped or not
+    (the guard has not run yet): a superset is harmless.
+    """
+    writing = [u for u in updates if u.writes]
+    swap_any = any(u.swap_expected is not None for u in writing)
+    columns = sorted({key for u in writing for key in u.changes} | (set(_SWAP_COLUMNS) if swap_any else set()))
+    read_back = [c for c in columns if not all(c in u.changes for u in writing)]
+    return columns, read_back
+
+
 async def _guard(
-    conn: AsyncConnection, dialect: str, updates: Sequence[DeploymentUpdate]
+    conn: AsyncConnection, dialect: str, updates: Sequence[DeploymentUpdate], read_back: Sequence[str]
 ) -> tuple[set[int], dict[int, Mapping[str, Any]]]:
-    """Lock and read the rows of the updated deployments; return (skipped ids, rows of kept ones)."""
+    """Lock and read the rows of the updated deployments; return (skipped ids, rows of kept ones).
+
+    A row read holds `_GUARD_COLUMNS` and `read_back` (not the whole row: a cycle reads 10,000).
+    """
     rows: dict[int, Mapping[str, Any]] = {}
+    selected = [deployments.c[c] for c in dict.fromkeys([*_GUARD_COLUMNS, *read_back])]
     for clause in queries.id_filters(dialect, deployments.c.id, [u.deployment_id for u in updates]):
-        stmt = select(deployments).where(clause).order_by(deployments.c.id).with_for_update()
-        for row in (await conn.execute(stmt)).mappings():
-            rows[row["id"]] = row
+        stmt = select(*selected).where(clause).order_by(deployments.c.id).with_for_update()
+        for locked in (await conn.execute(stmt)).mappings():
+            rows[locked["id"]] = dict(locked)
     skipped: set[int] = set()
     for u in updates:
         row = rows.get(u.deployment_id)
@@ -119,14 +166,12 @@ async def _guard(
 
 # ------------------------------------------------------------------------- 2. deployment updates
 
-_SWAP_COLUMNS = ("current_revision", "deploying_revision")
-
-
 async def _update_deployments(
     conn: AsyncConnection,
     updates: Sequence[DeploymentUpdate],
     skipped: set[int],
     read: Mapping[int, Mapping[str, Any]],
+    columns: Sequence[str],
     now: datetime,
 ) -> tuple[set[int], dict[int, int]]:
     kept = [u for u in updates if u.deployment_id not in skipped]
@@ -136,25 +181,6 @@ async def _update_deployments(
         return set(), versions
 
     swap_any = any(u.swap_expected is not None for u in writing)
-    columns = sorted({key for u in writing for key in u.changes} | (set(_SWAP_COLUMNS) if swap_any else set()))
-    values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=deployments.c[c].type) for c in columns}
-    if swap_any:
-        swap = bindparam("b_swap", type_=Boolean())
-        values["current_revision"] = case(
-            (swap, func.coalesce(deployments.c.deploying_revision, deployments.c.current_revision)),
-            else_=bindparam("v_current_revision", type_=Integer()),
-        )
-        values["deploying_revision"] = case(
-            (swap, null()), else_=bindparam("v_deploying_revision", type_=Integer())
-        )
-    values["version"] = bindparam("b_new_version", type_=Integer())
-    values["updated_at"] = bindparam("b_now", type_=deployments.c.updated_at.type)
-    stmt = (
-        update(deployments)
-        .where(deployments.c.id == bindparam("b_id"), deployments.c.version == bindparam("b_read_version"))
-        .values(values)
-    )
-
     params = []
     for u in writing:
         row = read[u.deployment_id]
@@ -162,9 +188,39 @@ async def _update_deployments(
         p: dict[str, Any] = {f"v_{c}": changed[c] if c in changed else row[c] for c in columns}
         if swap_any:
             p["b_swap"] = u.swap_expected is not None
-        p.update(b_id=u.deployment_id, b_read_version=row["version"], b_new_version=row["version"] + 1, b_now=now)
+        p.update(b_id=u.deployment_id, b_read_version=row["version"])
         params.append(p)
-    await conn.execute(stmt, params)
+
+    # One row per deployment: the bound values of row `p` are `p[key]` (`v.<key>` on PostgreSQL).
+    types: dict[str, TypeEngine[Any]] = {f"v_{c}": deployments.c[c].type for c in columns}
+    if swap_any:
+        types["b_swap"] = Boolean()
+    types.update(b_id=Integer(), b_read_version=Integer())
+    set_based = _set_based(conn)
+    v = _rows_as_arrays(params, types) if set_based else None
+
+    def value(key: str) -> ColumnElement[Any]:
+        return v.c[key] if v is not None else bindparam(key, type_=types[key])
+
+    values: dict[str, Any] = {c: value(f"v_{c}") for c in columns}
+    if swap_any:
+        swap = value("b_swap")
+        values["current_revision"] = case(
+            (swap, func.coalesce(deployments.c.deploying_revision, deployments.c.current_revision)),
+            else_=value("v_current_revision"),
+        )
+        values["deploying_revision"] = case((swap, null()), else_=value("v_deploying_revision"))
+    values["version"] = value("b_read_version") + 1
+    values["updated_at"] = bindparam("b_now", now, type_=deployments.c.updated_at.type)
+    stmt = (
+        update(deployments)
+        .where(deployments.c.id == value("b_id"), deployments.c.version == value("b_read_version"))
+        .values(values)
+    )
+    if set_based:
+        await conn.execute(stmt)
+    else:
+        await conn.execute(stmt, params)
     return {u.deployment_id for u in writing}, versions
 
 
@@ -175,37 +231,47 @@ async def _insert_routes(conn: AsyncConnection, new_routes: Sequence[NewRoute]) 
     if not new_routes:
         return []
     rows = [new_route_values(r, r.id if r.id is not None else new_route_id()) for r in new_routes]
-    await conn.execute(insert(routes), rows)
+    if _set_based(conn):
+        v = _rows_as_arrays(rows, {c.name: c.type for c in routes.columns})
+        await conn.execute(insert(routes).from_select(list(v.c.keys()), select(*v.c)))
+    else:
+        await conn.execute(insert(routes), rows)
     return [row["id"] for row in rows]
 
 
+def merge_route_updates(updates: Sequence[RouteUpdate], *, tagged: bool) -> list[tuple[RouteUpdate, dict[str, Any]]]:
+    """The updates in route id order, those of one route merged: (first update, merged column values).
+
+    Merging applies them in their order (later values win, columns named by either are written), which
+    is what writing them one after the other does. With `tagged`, only updates with the same
+    `deployment_id` merge: an update tagged with another deployment than the route's matches nothing,
+    whatever else was sent for that route.
+    """
+    merged: dict[tuple[str, int | None], tuple[RouteUpdate, dict[str, Any]]] = {}
+    for u in sorted(updates, key=lambda u: u.id):  # stable: updates of one route keep their order
+        key = (u.id, u.deployment_id if tagged else None)
+        if key in merged:
+            merged[key][1].update(route_update_values(u))
+        else:
+            merged[key] = (u, route_update_values(u))
+    return list(merged.values())
+
+
 async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpdate], *, tagged: bool) -> None:
-    """One executemany UPDATE for any number of route updates (also used by Store.update_routes).
+    """One UPDATE for any number of route updates (also used by Store.update_routes).
 
     With `tagged`, an update only matches its route if the route belongs to `update.deployment_id`.
-    Rows are written in route id order (a stable sort: of two updates of one route the later wins), so
-    concurrent writers lock routes in the same order.
+    Updates of one route are merged first (`merge_route_updates`). Routes are locked in id order
+    (executemany: rows in id order; PostgreSQL: the locking CTE), so concurrent writers lock routes in
+    the same order.
     """
-    updates = sorted(updates, key=lambda u: u.id)
-    changes = [route_update_values(u) for u in updates]
-    named = sorted({key for c in changes for key in c})
+    merged = merge_route_updates(updates, tagged=tagged)
+    named = sorted({key for _, c in merged for key in c})
     if not named:
         return
-    conditional = {col for col in named if not all(col in c for c in changes)}
-    values: dict[str, ColumnElement[Any]] = {}
-    for col in named:
-        value = bindparam(f"v_{col}", type_=routes.c[col].type)
-        if col in conditional:
-            values[col] = case((bindparam(f"s_{col}", type_=Boolean()), value), else_=routes.c[col])
-        else:
-            values[col] = value
-    where = routes.c.id == bindparam("b_id")
-    if tagged:
-        where = and_(where, routes.c.deployment_id == bindparam("b_deployment_id"))
-    stmt = update(routes).where(where).values(values)
-
+    conditional = {col for col in named if not all(col in c for _, c in merged)}
     params = []
-    for u, c in zip(updates, changes, strict=True):
+    for u, c in merged:
         p: dict[str, Any] = {"b_id": u.id}
         if tagged:
             p["b_deployment_id"] = u.deployment_id
@@ -214,7 +280,40 @@ async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpda
             if col in conditional:
                 p[f"s_{col}"] = col in c
         params.append(p)
-    await conn.execute(stmt, params)
+
+    types: dict[str, TypeEngine[Any]] = {"b_id": routes.c.id.type}
+    if tagged:
+        types["b_deployment_id"] = Integer()
+    for col in named:
+        types[f"v_{col}"] = routes.c[col].type
+        if col in conditional:
+            types[f"s_{col}"] = Boolean()
+
+    if _set_based(conn):
+        v = _rows_as_arrays(params, types)
+        match = routes.c.id == v.c.b_id
+        if tagged:
+            match = and_(match, routes.c.deployment_id == v.c.b_deployment_id)
+        locked = (
+            select(v).join(routes, match).order_by(v.c.b_id).with_for_update(of=routes)
+            .cte("locked").prefix_with("MATERIALIZED")
+        )
+        source: Any = locked.c
+        where = routes.c.id == locked.c.b_id
+    else:
+        source = {key: bindparam(key, type_=type_) for key, type_ in types.items()}
+        where = routes.c.id == source["b_id"]
+        if tagged:
+            where = and_(where, routes.c.deployment_id == source["b_deployment_id"])
+    values: dict[str, ColumnElement[Any]] = {}
+    for col in named:
+        value = source[f"v_{col}"]
+        values[col] = case((source[f"s_{col}"], value), else_=routes.c[col]) if col in conditional else value
+    stmt = update(routes).where(where).values(values)
+    if _set_based(conn):
+        await conn.execute(stmt)
+    else:
+        await conn.execute(stmt, params)
 
 
 # ------------------------------------------------------------------------------------ 5. history
@@ -237,8 +336,8 @@ async def _write_history(conn: AsyncConnection, dialect: str, new: Sequence[NewH
     for h in new:
         prev = last.get(h.deployment_id)
         if isinstance(prev, int) and keys[prev] == h.merge_key():
-            row = inserts[prev]
-            row.update(attempts=row["attempts"] + 1, updated_at=h.at, error=h.error)
+            pending = inserts[prev]
+            pending.update(attempts=pending["attempts"] + 1, updated_at=h.at, error=h.error)
         elif isinstance(prev, HistoryRecord) and prev.merge_key() == h.merge_key():
             m = merges.setdefault(prev.id, {"b_id": prev.id, "b_inc": 0})
             m.update(b_inc=m["b_inc"] + 1, b_at=h.at, b_error=h.error)
@@ -247,19 +346,28 @@ async def _write_history(conn: AsyncConnection, dialect: str, new: Sequence[NewH
             keys.append(h.merge_key())
             last[h.deployment_id] = len(inserts) - 1
 
+    set_based = _set_based(conn)
     if inserts:
-        await conn.execute(insert(history), inserts)
+        if set_based:
+            v = _rows_as_arrays(inserts, {key: history.c[key].type for key in inserts[0]})
+            await conn.execute(insert(history).from_select(list(v.c.keys()), select(*v.c)))
+        else:
+            await conn.execute(insert(history), inserts)
     if merges:
+        types: dict[str, TypeEngine[Any]] = {
+            "b_id": Integer(), "b_inc": Integer(), "b_at": history.c.updated_at.type, "b_error": history.c.error.type
+        }
+        rows = [merges[key] for key in sorted(merges)]
+        v = _rows_as_arrays(rows, types) if set_based else None
+        source: Any = v.c if v is not None else {key: bindparam(key, type_=t) for key, t in types.items()}
         stmt = (
             update(history)
-            .where(history.c.id == bindparam("b_id"))
-            .values(
-                attempts=history.c.attempts + bindparam("b_inc", type_=Integer()),
-                updated_at=bindparam("b_at", type_=history.c.updated_at.type),
-                error=bindparam("b_error", type_=history.c.error.type),
-            )
+            .where(history.c.id == source["b_id"])
+            .values(attempts=history.c.attempts + source["b_inc"], updated_at=source["b_at"], error=source["b_error"])
         )
-        await conn.execute(stmt, list(merges.values()))
+        if set_based:
+            await conn.execute(stmt)
+        else:
+            await conn.execute(stmt, rows)
     merged = len(new) - len(inserts)
     return len(inserts), merged
-

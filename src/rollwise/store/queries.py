@@ -9,6 +9,9 @@ unbounded id list must be split:
   more than the query itself).
 Pairs (`(deployment_id, number) IN (...)`): two arrays through `unnest` on PostgreSQL; on SQLite one
 JSON array of [a, b] pairs through `json_each`.
+Rows to write (store.apply, PostgreSQL): `column_arrays` turns row dicts into one list per column and
+`unnest_rows` binds each list as one array parameter, `unnest(:a, :b, …) AS v(a, b, …)`, for
+`INSERT … SELECT` and `UPDATE … FROM`.
 
 Called by: store.repository and store.apply. Must not: execute anything (it builds clauses).
 """
@@ -16,11 +19,12 @@ Called by: store.repository and store.apply. Must not: execute anything (it buil
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, String, Text, any_, bindparam, cast, func, select, tuple_
+from sqlalchemy import ColumnElement, Integer, String, TableValuedAlias, Text, any_, bindparam, cast, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import TypeEngine
 
 from rollwise.store.records import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
 from rollwise.store.schema import deployments, policies, routes
@@ -70,6 +74,30 @@ def pair_filters(
     yield tuple_(first, second).in_(
         select(func.json_extract(each.c.value, "$[0]"), func.json_extract(each.c.value, "$[1]"))
     )
+
+
+def column_arrays(rows: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """The rows as one list per column: `{name: [row[name] for row in rows]}` for every name.
+
+    Every row must hold every name (None is a value: it becomes NULL). The lists keep the rows' order,
+    so element i of every list belongs to row i; bound as arrays and expanded by `unnest_rows`, they
+    give back the rows.
+    """
+    return {name: [row[name] for row in rows] for name in names}
+
+
+def unnest_rows(
+    name: str, columns: Mapping[str, tuple[TypeEngine[Any], Sequence[Any]]]
+) -> TableValuedAlias:
+    """PostgreSQL: `unnest(:c1, :c2, …) AS name(c1, c2, …)`, one array parameter per column.
+
+    `columns` maps a column name to (element type, values); all value lists have the same length.
+    Each array is bound with its element type (`$1::INTEGER[]`, `$2::TIMESTAMP WITH TIME ZONE[]`,
+    …; the type's bind processing applies to every element), so the columns of the result are typed.
+    unnest expands the arrays side by side: row i holds element i of every array, NULLs included.
+    """
+    arrays = [bindparam(None, list(values), type_=ARRAY(type_)) for type_, values in columns.values()]
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name)
 
 
 def json_has_value(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
