@@ -71,7 +71,6 @@ class Plane:
     active: bool = False
     abandon: bool = False
     """Set when this server lost the active role: leave route processes to the new active server."""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def activate(self) -> None:
         """Take the active role: start the traffic layer, adopt route processes, accept writes."""

@@ -342,10 +342,6 @@ class RouteController:
         while self._stopping:
             await asyncio.gather(*list(self._stopping.values()), return_exceptions=True)
 
-    @property
-    def has_pending_stops(self) -> bool:
-        return bool(self._stopping or self._stopped)
-
 
 def _age(since: datetime, now: datetime) -> float:
     return (now - since) / timedelta(seconds=1)

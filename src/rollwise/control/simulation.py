@@ -112,9 +112,9 @@ def _serving(routes: list[RouteRecord]) -> int:
     )
 
 
-async def run_simulation(opts: SimulationOptions, *, directory: Path | None = None) -> SimulationResult:
+async def run_simulation(opts: SimulationOptions) -> SimulationResult:
     with tempfile.TemporaryDirectory(prefix="rollwise-sim-") as tmp:
-        db = (directory or Path(tmp)) / "simulate.db"
+        db = Path(tmp) / "simulate.db"
         store = await Store.open(f"sqlite+aiosqlite:///{db}")
         try:
             return await _run(store, opts)

@@ -73,5 +73,3 @@ class Prober(Protocol):
         """True once something accepts connections at `address` (a route's process has started)."""
         ...
 
-
-RouteHandles = Mapping[str, RouteHandle]

@@ -233,4 +233,3 @@ history = Table(
     Column("error", Text, nullable=True),
 )
 
-ALL_TABLES = (deployments, policies, revisions, routes, history)
