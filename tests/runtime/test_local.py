@@ -7,10 +7,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,73 +20,7 @@ from rollwise.runtime import _proc
 from rollwise.runtime.base import LaunchSpec, RouteHandle, Runtime, RuntimeFailure
 from rollwise.runtime.local import LocalRuntime, RegistryEntry
 
-PY = sys.executable
-MODEL_SERVER = (PY, "-m", "rollwise.examples.model_server")
-SLEEPER = (PY, "-c", "import time; print('ready', flush=True); time.sleep(60)")
-STUBBORN = (
-    PY,
-    "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)",
-)
-
-
-def spec(route_id: str, command: tuple[str, ...], **env: str) -> LaunchSpec:
-    return LaunchSpec(route_id=route_id, deployment="demo", revision=1, command=command, env=env)
-
-
-def is_gone(pid: int) -> bool:
-    """No such process, or only a zombie waiting for a parent that is not us (it runs nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = _proc.read_stat(pid)
-    return stat is None or stat.has_exited
-
-
-async def wait_for(condition: object, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition() if callable(condition) else condition
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
-async def wait_ready(runtime: LocalRuntime, route_id: str) -> None:
-    """Wait until the process printed 'ready' (so its signal handlers are installed)."""
-    await wait_for(lambda: any(line.startswith("ready") for line in runtime.log_path(route_id).read_text().splitlines()))
-
-
-async def serves(address: str) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            return (await client.get(f"http://{address}/healthz", timeout=1)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture
-def pids() -> Iterator[list[int]]:
-    """Every pid a test registers here must be gone when it ends (nothing left behind)."""
-    seen: list[int] = []
-    yield seen
-    leftovers = [pid for pid in seen if not is_gone(pid)]
-    for pid in leftovers:
-        os.killpg(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left behind: {leftovers}"
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path, pids: list[int]) -> AsyncIterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "data", grace_seconds=1.0)
-    yield rt
-    await rt.close()
-
+from .support import MODEL_SERVER, PY, SLEEPER, STUBBORN, has_stopped, is_gone, serves, spec, wait_for, wait_ready
 
 # Launch ------------------------------------------------------------------------------------------------
 
@@ -251,10 +183,6 @@ async def test_early_exit_is_not_running_and_keeps_its_exit_code(runtime: LocalR
     await runtime.stop(failing, grace_seconds=1)
     assert runtime.exit_code("r-1") == 1
     assert not runtime.registry_path("r-1").exists()
-
-
-async def has_stopped(runtime: LocalRuntime, handle: RouteHandle) -> bool:
-    return not await runtime.is_running(handle)
 
 
 # Adoption ----------------------------------------------------------------------------------------------

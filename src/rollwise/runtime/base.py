@@ -11,12 +11,18 @@ Two real implementations live in this package: `local` (one OS process per route
   route ids whose processes are verified to be ours (pid plus identity) and still running; every other
   handle is stopped if anything of it is left, and processes that no handle names are stopped too.
 - `close` stops every route the runtime started or adopted (clean shutdown: nothing outlives the server).
+- `maintain` is periodic upkeep (log rotation, old files); the controller calls it every few seconds.
+  It never raises for file problems and never blocks the event loop on file work.
+- `exit_report` says how a route's process ended (exit status, last lines it wrote). The controller
+  calls it once it sees the process gone; it is cheap and never raises for missing files.
 
 Errors: implementations raise `RuntimeFailure` (a RollwiseError) for launch problems, never raw OSError.
+This module holds only types: no I/O, no imports beyond rollwise.model.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -36,8 +42,13 @@ class LaunchSpec:
     deployment: str
     revision: int
     command: tuple[str, ...]
-    """argv, never a shell string; "{port}" in any element is replaced by the route's port."""
+    """argv, never a shell string. In every element and every `env` value, "{port}" is replaced by the
+    route's port and "{port.NAME}" by the extra port NAME (see `ports`)."""
     env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[str, ...] = ()
+    """Names of extra ports the route needs besides its main one (e.g. "grpc", "metrics"): each gets
+    its own free port, given as "{port.NAME}" and in the variable PORT_<NAME upper-cased>. Names match
+    ^[a-z][a-z0-9_]{0,29}$, are distinct and are never "port" (the model validates them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,29 @@ class RouteHandle:
     pid: int | None = None
     identity: str = ""
     """Opaque proof that `pid` is still the process we started (e.g. its start time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitReport:
+    """How a route's process ended, for people: the controller puts it in the route's detail."""
+
+    code: int | None
+    """The exit status; -N when killed by signal N; None when unknown (e.g. an adopted process is not
+    our child, so its status went to another parent; or it has not exited)."""
+    log_tail: tuple[str, ...] = ()
+    """The last lines the route itself wrote (stdout and stderr), oldest first, each cut short."""
+
+    def describe(self) -> str:
+        """"exit code 1", "killed by signal 9 (SIGKILL)" or "exit code unknown"."""
+        if self.code is None:
+            return "exit code unknown"
+        if self.code >= 0:
+            return f"exit code {self.code}"
+        number = -self.code
+        try:
+            return f"killed by signal {number} ({signal.Signals(number).name})"
+        except ValueError:  # a real-time or otherwise unnamed signal
+            return f"killed by signal {number}"
 
 
 @runtime_checkable
@@ -62,6 +96,14 @@ class Runtime(Protocol):
 
     async def close(self) -> None: ...
 
+    async def maintain(self) -> None:
+        """Periodic upkeep (every few seconds): rotate logs, remove old leftovers. Never raises."""
+        ...
+
+    async def exit_report(self, handle: RouteHandle, *, lines: int = 5) -> ExitReport:
+        """How the route's process ended, with at most `lines` of its last output. Never raises."""
+        ...
+
 
 @runtime_checkable
 class Prober(Protocol):
@@ -72,4 +114,3 @@ class Prober(Protocol):
     async def listening(self, address: str, *, timeout: float) -> bool:
         """True once something accepts connections at `address` (a route's process has started)."""
         ...
-

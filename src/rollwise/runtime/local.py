@@ -4,12 +4,19 @@ Called by the route controller (rollwise.control) through the `Runtime` protocol
 the CLI to build it. It never waits for a route to become healthy (the controller probes) and never
 imports store, traffic or control.
 
-Launch. `start(spec)` picks a free TCP port on the runtime's host, replaces "{port}" in every argv
-element, and spawns the argv (never a shell) with `os.environ + spec.env` plus PORT and two markers,
-ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR, which the spec cannot override. The process gets its own
-session and process group, so a killed server (even `kill -9`) does not take routes down with it and a
-stop reaches the route's children too. stdout and stderr are appended to `<data_dir>/logs/<route>.log`
-(the runtime adds one line at each start and stop).
+Launch. `start(spec)` picks a free TCP port on the runtime's host for the route and one more for each
+name in `spec.ports`, replaces "{port}" and "{port.NAME}" in every argv element and every value of
+`spec.env`, and spawns the argv (never a shell). The environment is not the server's: only PATH, HOME,
+LANG, TZ and TMPDIR are inherited, then the spec's env, then PORT, PORT_<NAME> per extra port and two
+markers, ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR, which the spec cannot override (runtime._launch). The
+process gets its own session and process group, so a killed server (even `kill -9`) does not take
+routes down with it and a stop reaches the route's children too.
+
+Logs. stdout and stderr are appended to `<data_dir>/logs/<route>.log` through an O_APPEND descriptor
+(the runtime adds one line at each start and stop). `maintain()` rotates logs over `max_log_bytes` by
+copy-truncate, keeping `log_backups` backups, and removes the logs of routes this runtime neither runs
+nor has in its registry once they are unchanged for `log_retention_seconds` (runtime._logs says why a
+route never writes into a pipe). `exit_report` reads the exit status and the end of the log.
 
 Identity. A handle's `identity` is `"proc1:<boot id>:<start time in ticks>"` (see runtime._proc). A
 route is running when its pid is alive (not a zombie), has that identity, leads its own session, and
@@ -19,22 +26,28 @@ merely inherited a number. The runtime never signals its own process or process 
 handle says.
 
 Registry. `<data_dir>/routes/<route>.json` is written atomically right after a spawn and removed when a
-stop has finished: {route_id, pid, pgid, identity, port, address, deployment, revision, command,
-started_at}. With the environment markers it lets `adopt` find processes of a previous server that no
-handle names: anything under this data directory that is not verified by a handle is stopped.
+stop has finished: {route_id, pid, pgid, identity, port, ports, address, deployment, revision, command,
+started_at}; `ports` holds the extra ports by name (files of older versions, without it, load with
+none). With the environment markers it lets `adopt` find processes of a previous server that no handle
+names: anything under this data directory that is not verified by a handle is stopped.
 
 Stop. SIGTERM to the route's process group (and to marked processes that left the group), up to the
 grace period for all of them to exit, then SIGKILL, then the exit status is collected when the process
 is our child. Concurrent stops of one route share one stop; stopping a gone route is a no-op.
 
-Errors. Launch problems (command not found, not executable, no port, unwritable data directory) raise
-`RuntimeFailure` naming the route; OSError never leaks. Stopping never raises for processes that are
-already gone.
+Files. The logs/ and routes/ directories are 0700, log files, backups and registry files 0600 (they
+hold commands and output); the constructor fixes the modes of what an older version left.
+
+Errors. Launch problems (command not found, not executable, argument list too long, no port,
+unwritable data directory) raise `RuntimeFailure` naming the route and the cause in one line; OSError
+never leaks. Stopping never raises for processes that are already gone; neither do `maintain` and
+`exit_report` for file problems.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -42,16 +55,17 @@ import re
 import shlex
 import signal
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollwise.runtime import _proc
+from rollwise.runtime import _launch, _logs, _proc
 from rollwise.runtime._proc import Pinned
-from rollwise.runtime.base import LaunchSpec, RouteHandle, RuntimeFailure
+from rollwise.runtime.base import ExitReport, LaunchSpec, RouteHandle, RuntimeFailure
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +77,11 @@ EXEC_WAIT_POLLS = 500
 """At most this many 1 ms waits for a spawned program's environment to appear (see _exec_finished)."""
 DEFAULT_GRACE_SECONDS = 5.0
 DEFAULT_KILL_WAIT_SECONDS = 5.0
+DEFAULT_MAX_LOG_BYTES = 10 * 1024 * 1024
+DEFAULT_LOG_BACKUPS = 3
+DEFAULT_LOG_RETENTION_SECONDS = 7 * 24 * 3600.0
+RETENTION_SWEEP_SECONDS = 600.0
+"""Old logs are looked for at most this often (rotation checks run at every `maintain`)."""
 
 _ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
@@ -82,9 +101,13 @@ class RegistryEntry:
     command: tuple[str, ...] = ()
     started_at: str = ""
     """UTC, ISO 8601; for people reading the file."""
+    ports: Mapping[str, int] = field(default_factory=dict)
+    """The extra ports by name (LaunchSpec.ports); absent from files of older versions."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        data = asdict(self)
+        data["ports"] = dict(self.ports)
+        return json.dumps(data, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> RegistryEntry:
@@ -102,6 +125,7 @@ class RegistryEntry:
                 revision=int(data.get("revision", 0)),
                 command=tuple(str(part) for part in data.get("command", ())),
                 started_at=str(data.get("started_at", "")),
+                ports={str(name): int(port) for name, port in data.get("ports", {}).items()},
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"not a registry entry: {e}") from e
@@ -115,6 +139,8 @@ class RegistryEntry:
 class _Route:
     handle: RouteHandle
     port: int
+    ports: Mapping[str, int] = field(default_factory=dict)
+    """Extra ports by name."""
 
 
 class LocalRuntime:
@@ -122,6 +148,8 @@ class LocalRuntime:
 
     `grace_seconds` is the SIGTERM-to-SIGKILL grace used where the protocol gives none (`adopt`'s
     leftovers, `close`); `kill_wait_seconds` is how long a stop waits after SIGKILL before giving up.
+    `max_log_bytes`, `log_backups` and `log_retention_seconds` (None: keep forever) govern the logs
+    `maintain` rotates and removes.
     """
 
     def __init__(
@@ -131,25 +159,40 @@ class LocalRuntime:
         host: str = "127.0.0.1",
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         kill_wait_seconds: float = DEFAULT_KILL_WAIT_SECONDS,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        log_backups: int = DEFAULT_LOG_BACKUPS,
+        log_retention_seconds: float | None = DEFAULT_LOG_RETENTION_SECONDS,
     ) -> None:
         if not _proc.is_supported():
             raise RuntimeFailure("the local runtime needs Linux (/proc is missing)")
+        if max_log_bytes < 1 or log_backups < 0:
+            raise RuntimeFailure("local runtime: max_log_bytes must be positive and log_backups not negative")
         self._data_dir = Path(data_dir).resolve()
         self._marker = str(self._data_dir)
         self._logs_dir = self._data_dir / "logs"
         self._registry_dir = self._data_dir / "routes"
         try:
-            self._logs_dir.mkdir(parents=True, exist_ok=True)
-            self._registry_dir.mkdir(parents=True, exist_ok=True)
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+            _logs.make_private(self._logs_dir, ("*.log", "*.log.*"))
+            _logs.make_private(self._registry_dir, ("*.json", "*.json.tmp"))
         except OSError as e:
             raise RuntimeFailure(f"local runtime: cannot use data directory {self._data_dir}: {e.strerror}") from e
         self._host = host
         self._grace = grace_seconds
         self._kill_wait = kill_wait_seconds
+        self._max_log_bytes = max_log_bytes
+        self._log_backups = log_backups
+        self._log_retention = log_retention_seconds
         self._routes: dict[str, _Route] = {}
         self._exit_codes: dict[str, int] = {}
         self._recent_ports: dict[int, float] = {}
         self._stopping: dict[str, asyncio.Future[None]] = {}
+        self._maintaining: asyncio.Future[None] | None = None
+        self._last_sweep: float | None = None
+        # Held while a log is opened for a start and while the retention sweep removes a route's logs:
+        # a sweep must not delete a log that a start has just opened. (A thread lock: the sweep runs
+        # in a worker thread; both sides hold it for a few system calls only.)
+        self._log_lock = threading.Lock()
         self._closed = False
 
     # Facts ------------------------------------------------------------------------------------------
@@ -163,6 +206,11 @@ class LocalRuntime:
 
     def registry_path(self, route_id: str) -> Path:
         return self._registry_dir / f"{route_id}.json"
+
+    def ports(self, route_id: str) -> dict[str, int]:
+        """The extra ports of a route this runtime started or adopted, by name (empty if none)."""
+        route = self._routes.get(route_id)
+        return dict(route.ports) if route is not None else {}
 
     def exit_code(self, route_id: str) -> int | None:
         """How the route's process ended: its exit status, or -N when killed by signal N.
@@ -189,15 +237,20 @@ class LocalRuntime:
         if current is not None and await self.is_running(current.handle):
             raise RuntimeFailure(f"route {route_id}: already running as pid {current.handle.pid}")
 
+        try:
+            _launch.check_port_names(spec.ports)
+        except ValueError as e:
+            raise RuntimeFailure(f"route {route_id}: {e}") from e
+
         port = self._pick_port()
-        argv = [part.replace("{port}", str(port)) for part in spec.command]
-        env = {
-            **os.environ,
-            **spec.env,
-            "PORT": str(port),
-            _proc.ROUTE_ID_VAR: route_id,
-            _proc.DATA_DIR_VAR: self._marker,
-        }
+        extra = {name: self._pick_port() for name in spec.ports}
+        try:
+            argv = [_launch.substitute(part, port, extra) for part in spec.command]
+            env = _launch.route_environment(
+                os.environ, spec.env, main_port=port, ports=extra, route_id=route_id, data_dir=self._marker
+            )
+        except _launch.UnknownPort as e:
+            raise RuntimeFailure(f"route {route_id}: {e}") from e
         program = _proc.resolve_executable(argv[0], env)
         if program is None:
             raise RuntimeFailure(f"route {route_id}: command {argv[0]!r} not found")
@@ -208,7 +261,7 @@ class LocalRuntime:
         address = f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
         handle = RouteHandle(route_id, address, pid, stat.identity)
         # Known before the first await, so a concurrent close() stops it too.
-        route = self._routes[route_id] = _Route(handle, port)
+        route = self._routes[route_id] = _Route(handle, port, extra)
         self._exit_codes.pop(route_id, None)
         await _exec_finished(pid)
         if self._routes.get(route_id) is not route:
@@ -224,6 +277,7 @@ class LocalRuntime:
             revision=spec.revision,
             command=tuple(argv),
             started_at=_now(),
+            ports=extra,
         )
         try:
             self._write_registry(entry)
@@ -269,7 +323,9 @@ class LocalRuntime:
             if handle.route_id in verified or not await self.is_running(handle):
                 continue
             verified.add(handle.route_id)
-            self._routes[handle.route_id] = _Route(handle, _port_of(handle.address))
+            entry = self._read_registry(handle.route_id)
+            ports = entry.ports if entry is not None and entry.pid == handle.pid else {}
+            self._routes[handle.route_id] = _Route(handle, _port_of(handle.address), ports)
             self._ensure_registered(handle)
         registered = self._registered_route_ids()
         marked = await asyncio.to_thread(_proc.scan_marked, self._marker)
@@ -296,6 +352,44 @@ class LocalRuntime:
         stops += [asyncio.shield(pending) for pending in list(self._stopping.values())]
         await asyncio.gather(*stops)
 
+    async def maintain(self) -> None:
+        """Rotate logs over `max_log_bytes`; now and then remove logs of long-gone routes.
+
+        Covers every log under logs/, leftovers of earlier servers included. The file work runs in a
+        worker thread; concurrent calls share one run. Problems are logged, never raised.
+        """
+        if self._maintaining is None:
+            now = time.monotonic()
+            sweep = self._log_retention is not None and (
+                self._last_sweep is None or now - self._last_sweep >= RETENTION_SWEEP_SECONDS
+            )
+            if sweep:
+                self._last_sweep = now
+            self._maintaining = asyncio.ensure_future(
+                asyncio.to_thread(self._maintain_files, frozenset(self._routes), sweep)
+            )
+
+            def forget(_: asyncio.Future[None]) -> None:
+                self._maintaining = None
+
+            self._maintaining.add_done_callback(forget)
+        await asyncio.shield(self._maintaining)
+
+    async def exit_report(self, handle: RouteHandle, *, lines: int = 5) -> ExitReport:
+        """The route's exit status (None unless it was our child and has exited) and its last lines.
+
+        Cheap: one status check and at most two reads of a few KiB; never raises for missing files.
+        """
+        code = None
+        if _ROUTE_ID.match(handle.route_id):
+            if handle.pid is not None and handle.identity:
+                self._collect_exit(handle.route_id, handle.pid, handle.identity)
+            code = self.exit_code(handle.route_id)
+            tail = _logs.read_tail(self.log_path(handle.route_id), lines)
+        else:
+            tail = ()
+        return ExitReport(code, tail)
+
     # Launch -----------------------------------------------------------------------------------------
 
     def _pick_port(self) -> int:
@@ -316,22 +410,26 @@ class LocalRuntime:
         raise RuntimeFailure(f"local runtime: no fresh free port on {self._host} after 64 tries")
 
     def _spawn(self, spec: LaunchSpec, program: str, argv: list[str], env: dict[str, str]) -> int:
-        log_path = self.log_path(spec.route_id)
+        route_id = spec.route_id
+        log_path = self.log_path(route_id)
+        message = _logs.start_message(route_id, spec.deployment, spec.revision, shlex.join(argv))
+        with self._log_lock:  # once the start line is written, the retention sweep leaves the log alone
+            try:
+                # O_APPEND (see _logs): the route keeps writing at the end after a copy-truncate rotation.
+                fd = _logs.open_for_append(log_path)
+            except OSError as e:
+                raise RuntimeFailure(f"route {route_id}: cannot open log {log_path}: {e.strerror}") from e
+            try:
+                os.write(fd, _logs.marker_line(message))
+            except OSError as e:
+                os.close(fd)
+                raise RuntimeFailure(f"route {route_id}: cannot write log {log_path}: {e.strerror}") from e
         try:
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise RuntimeFailure(f"route {spec.route_id}: cannot open log {log_path}: {e.strerror}") from e
-        try:
-            header = (
-                f"--- rollwise {_now()}: route {spec.route_id} (deployment {spec.deployment}, "
-                f"revision {spec.revision}) starting: {shlex.join(argv)}\n"
-            )
-            os.write(fd, header.encode())
             return _proc.spawn(program, argv, env, output_fd=fd)
         except OSError as e:
-            raise RuntimeFailure(f"route {spec.route_id}: cannot run {argv[0]!r}: {e.strerror}") from e
+            raise RuntimeFailure(f"route {route_id}: cannot run {argv[0]!r}: {_spawn_error(e, argv, env)}") from e
         except ValueError as e:  # e.g. a NUL byte in an argument or variable
-            raise RuntimeFailure(f"route {spec.route_id}: cannot run {argv[0]!r}: {e}") from e
+            raise RuntimeFailure(f"route {route_id}: cannot run {argv[0]!r}: {e}") from e
         finally:
             os.close(fd)
 
@@ -442,17 +540,61 @@ class LocalRuntime:
 
     def _append_log(self, route_id: str, message: str) -> None:
         try:
-            with open(self.log_path(route_id), "a", encoding="utf-8") as log:
-                log.write(f"--- rollwise {_now()}: route {route_id} {message}\n")
+            _logs.append_marker(self.log_path(route_id), f"route {route_id} {message}")
         except OSError:
             pass  # the log is for people; a stop must not fail because of it
+
+    # Maintenance (worker thread) ----------------------------------------------------------------------
+
+    def _maintain_files(self, known: frozenset[str], sweep: bool) -> None:
+        """Rotate oversized logs, fix file modes, and (when `sweep`) remove logs of long-gone routes."""
+        try:
+            found = _logs.scan(self._logs_dir)
+        except OSError as e:
+            logger.warning("local runtime: cannot list %s: %s", self._logs_dir, e)
+            return
+        for route_id, logs in found.items():
+            for file in logs.files():
+                if file.mode != _logs.FILE_MODE:
+                    _quietly(os.chmod, file.path, _logs.FILE_MODE)
+            if logs.live is not None and logs.live.size > self._max_log_bytes:
+                try:
+                    _logs.rotate(logs.live.path, backups=self._log_backups, keep_bytes=self._max_log_bytes)
+                except OSError as e:
+                    logger.warning("route %s: log rotation failed: %s", route_id, e)
+        if sweep and self._log_retention is not None:
+            self._remove_old_logs(found, known, time.time() - self._log_retention)
+
+    def _remove_old_logs(self, found: Mapping[str, _logs.RouteLogs], known: frozenset[str], cutoff: float) -> None:
+        """Logs of routes neither running here nor registered, unchanged since `cutoff`, are removed.
+
+        A registered route may still run (a previous server's, not adopted yet): its descriptor would
+        keep writing into a deleted file that no rotation could reach.
+        """
+        registered = self._registered_route_ids()
+        for route_id, logs in found.items():
+            if route_id in known or route_id in registered or logs.newest_mtime() > cutoff:
+                continue
+            with self._log_lock:
+                try:
+                    if _logs.remove_route_logs(self._logs_dir, route_id, unchanged_since=cutoff):
+                        logger.info("route %s: removed logs unchanged for %.0fs", route_id, self._log_retention)
+                except OSError as e:
+                    logger.warning("route %s: cannot remove old logs: %s", route_id, e)
 
     # Registry ---------------------------------------------------------------------------------------
 
     def _write_registry(self, entry: RegistryEntry) -> None:
         path = self.registry_path(entry.route_id)
         temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(entry.to_json(), encoding="utf-8")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _logs.FILE_MODE)
+        try:
+            os.fchmod(fd, _logs.FILE_MODE)  # a leftover temporary file may have another mode
+            data = entry.to_json().encode()
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
 
     def _read_registry(self, route_id: str) -> RegistryEntry | None:
@@ -526,6 +668,26 @@ def _signal_all(leader: Pinned | None, strays: Sequence[Pinned], sig: int) -> No
         leader.signal_group(sig)
     for pinned in strays:
         pinned.signal(sig)
+
+
+def _spawn_error(error: OSError, argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """The cause of a failed spawn in words; E2BIG gets the sizes, since the message alone misleads."""
+    if error.errno == errno.E2BIG:
+        args = sum(len(part.encode()) + 1 for part in argv)
+        variables = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in env.items())
+        longest = max(len(part.encode()) for part in [*argv, *env.values()])
+        return (
+            f"argument list too long (E2BIG: {args} bytes of arguments, {variables} bytes of environment, "
+            f"longest single value {longest} bytes; Linux limits one value to 128 KiB)"
+        )
+    return error.strerror or str(error)
+
+
+def _quietly(action: Callable[..., object], *args: object) -> None:
+    try:
+        action(*args)
+    except OSError as e:
+        logger.warning("local runtime: %s%s failed: %s", getattr(action, "__name__", action), args, e)
 
 
 def _port_of(address: str) -> int:

@@ -5,17 +5,25 @@ start, or run and turn unhealthy, as each revision's behaviour says. Used by tes
 It implements both the Runtime and the Prober protocols (runtime.base): a simulated route has no socket,
 so the prober answers from the same simulated state. Time comes from the `now` callable given at
 construction (the control layer's ManualClock in simulations); nothing here reads the wall clock.
+
+Ports: a spec's extra `ports` are accepted and ignored (a simulated route listens on nothing). Upkeep:
+`maintain` has nothing to do. Exit reports are deterministic: a START failure exits with code 1 and
+the tail ("simulated: exited before listening",); a crash (`crash`) is a SIGKILL (-9) with
+("simulated: crashed",); a route stopped by rollwise, running, or unknown reports code None, no tail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
-from rollwise.runtime.base import LaunchSpec, RouteHandle
+SIGKILL = 9
+"""The signal a simulated crash reports (the number is the same on every platform rollwise runs on)."""
+
+from rollwise.runtime.base import ExitReport, LaunchSpec, RouteHandle
 
 
 class SimFailure(str, Enum):
@@ -40,6 +48,7 @@ class _SimRoute:
     started_at: datetime
     behaviour: SimBehaviour
     stopped: bool = False
+    stopped_at: datetime | None = None
     crashed: bool = False
 
 
@@ -101,9 +110,8 @@ class SimulatedRuntime:
 
     async def stop(self, handle: RouteHandle, *, grace_seconds: float) -> None:
         route = self._routes.get(handle.route_id)
-        if route is not None and not route.stopped:
-            route.stopped = True
-            self.stops += 1
+        if route is not None:
+            self._mark_stopped(route)
 
     async def adopt(self, handles: Sequence[RouteHandle]) -> set[str]:
         wanted = {h.route_id: h for h in handles}
@@ -112,16 +120,30 @@ class SimulatedRuntime:
             h = wanted.get(route_id)
             if h is not None and h.identity == route.handle.identity and await self.is_running(h):
                 verified.add(route_id)
-            elif not route.stopped:
-                route.stopped = True
-                self.stops += 1
+            else:
+                self._mark_stopped(route)
         return verified
 
     async def close(self) -> None:
         for route in self._routes.values():
-            if not route.stopped:
-                route.stopped = True
-                self.stops += 1
+            self._mark_stopped(route)
+
+    async def maintain(self) -> None:
+        """Nothing to maintain: simulated routes write no files."""
+
+    async def exit_report(self, handle: RouteHandle, *, lines: int = 5) -> ExitReport:
+        """How the simulated process ended (module docstring); what ended it first wins."""
+        route = self._routes.get(handle.route_id)
+        if route is None or route.handle.identity != handle.identity:
+            return ExitReport(None)
+        if route.crashed:
+            return ExitReport(-SIGKILL, ("simulated: crashed",)[: max(lines, 0)])
+        exits_at = route.behaviour.startup_seconds
+        if route.behaviour.failure is SimFailure.START:
+            ended = self._age(route) if route.stopped_at is None else self._age(route, at=route.stopped_at)
+            if ended >= exits_at:
+                return ExitReport(1, ("simulated: exited before listening",)[: max(lines, 0)])
+        return ExitReport(None)
 
     # Prober ----------------------------------------------------------------------------------------
 
@@ -150,5 +172,11 @@ class SimulatedRuntime:
     def running_route_ids(self) -> set[str]:
         return {rid for rid, r in self._routes.items() if not (r.stopped or r.crashed)}
 
-    def _age(self, route: _SimRoute) -> float:
-        return (self._now() - route.started_at) / timedelta(seconds=1)
+    def _mark_stopped(self, route: _SimRoute) -> None:
+        if not route.stopped:
+            route.stopped = True
+            route.stopped_at = self._now()
+            self.stops += 1
+
+    def _age(self, route: _SimRoute, *, at: datetime | None = None) -> float:
+        return ((at or self._now()) - route.started_at) / timedelta(seconds=1)
