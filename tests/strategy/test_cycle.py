@@ -85,7 +85,8 @@ def test_termination_order() -> None:
         route("no-check", "r1", "running", "unhealthy", check=False, created=5),
     ]
     order = [r.id for r in in_termination_order(routes)]
-    assert order == ["pv", "uh-a", "uh-b", "dg", "nc", "r-old", "no-check", "r-new"]
+    # degraded is ready (spec, changed 2026-12-01): after every not-ready route, before healthy ones.
+    assert order == ["pv", "uh-a", "uh-b", "nc", "dg", "r-old", "no-check", "r-new"]
 
 
 def test_pick_surplus_not_ready_first_then_newest_ready() -> None:
@@ -101,6 +102,19 @@ def test_pick_surplus_not_ready_first_then_newest_ready() -> None:
     assert [r.id for r in pick_surplus(alive, 3)] == ["p1", "u1", "r3"]
     assert pick_surplus(alive, 0) == () and pick_surplus(alive, -2) == ()
     assert len(pick_surplus(alive, 99)) == 5
+
+
+def test_pick_surplus_degraded_before_healthy_each_newest_first() -> None:
+    alive = in_termination_order(
+        [
+            route("h1", "r2", created=1),
+            route("h2", "r2", created=2),
+            route("d1", "r2", "running", "degraded", created=3),
+            route("d2", "r2", "running", "degraded", created=4),
+            route("n1", "r2", "running", "not_checked", created=0),
+        ]
+    )
+    assert [r.id for r in pick_surplus(alive, 4)] == ["n1", "d2", "d1", "h2"]
 
 
 def test_classification_counts() -> None:
@@ -121,7 +135,8 @@ def test_classification_counts() -> None:
     ]
     v = build_view(dep(3, started=0), routes, now=NOW)
     counts = (v.t_prov, v.t_ready, v.t_unready, v.t_alive, v.t_failed, v.o_ready, v.o_unready, v.o_alive)
-    assert counts == (2, 1, 1, 4, 3, 2, 2, 4)
+    # a3 (degraded) is ready: it serves and counts.
+    assert counts == (2, 1, 1, 4, 3, 3, 1, 4)
     back = v.for_mode(Mode.ROLLING_BACK)
     assert back.target == "r1"
-    assert (back.t_ready, back.t_unready, back.t_prov, back.o_alive, back.t_failed) == (2, 1, 1, 4, 1)
+    assert (back.t_ready, back.t_unready, back.t_prov, back.o_alive, back.t_failed) == (3, 0, 1, 4, 1)

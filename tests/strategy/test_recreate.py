@@ -21,7 +21,7 @@ ROWS = [
         "old routes of any state go, in termination order",
         dep(2), [route("a1", "r1"), route("a2", "r1", "provisioning", "not_checked", created=5),
                  route("a3", "r1", "running", "degraded", created=6)], RC,
-        Expect("provisioning", create=2, terminate=["a2", "a3", "a1"]),
+        Expect("provisioning", create=2, terminate=["a2", "a3", "a1"]),  # a3 degraded: ready, before a1
     ),
     row(
         "new routes provisioning: wait",

@@ -88,17 +88,31 @@ ROWS = [
     ),
     # -- other routes that are alive but not ready go at once, in termination order -----------------
     row(
-        "other not-ready routes go at once: provisioning, unhealthy, degraded, not_checked",
-        dep(4),
+        "other not-ready routes go at once: provisioning, unhealthy, not_checked",
+        dep(3),
         [
             route("a1", "r1", "running", "not_checked", created=1),
-            route("a2", "r1", "running", "degraded", created=2),
             route("a3", "r1", "running", "unhealthy", created=3),
             route("a4", "r1", "provisioning", "not_checked", created=4),
             *ready("a", "r1", 2, start=5, created=0),
         ],
         S1U0,
-        Expect("progressing", create=0, terminate=["a4", "a3", "a2", "a1"]),
+        Expect("progressing", create=0, terminate=["a4", "a3", "a1"]),
+    ),
+    row(
+        "degraded old routes are ready: they serve and count, max_unavailable 0 keeps all of them",
+        dep(3),
+        [route(f"a{i}", "r1", "running", "degraded", created=i) for i in range(1, 4)],
+        S1U0,
+        Expect("provisioning", create=1, terminate=[]),
+    ),
+    row(
+        "a degraded old route goes before a healthy older one",
+        dep(2),
+        [route("a1", "r1", created=1), route("a2", "r1", "running", "degraded", created=2),
+         *ready("b", "r2", 1, created=40)],
+        S1U0,
+        Expect("progressing", create=0, terminate=["a2"]),
     ),
     row(
         "ready routes: older first, ties broken by id",
@@ -146,9 +160,14 @@ ROWS = [
         Expect("progressing", terminate=["a1"]),
     ),
     row(
-        "a target route with health degraded is unready: no old route goes",
-        dep(1), [route("a1", "r1"), route("b1", "r2", "running", "degraded", created=40)], S1U0,
+        "a target route with health not_checked is unready: no old route goes",
+        dep(1), [route("a1", "r1"), route("b1", "r2", "running", "not_checked", created=40)], S1U0,
         Expect("progressing", reason_has=["0/1 ready, 0 provisioning, 1 unready"]),
+    ),
+    row(
+        "a degraded target route is ready: the old route goes",
+        dep(1), [route("a1", "r1"), route("b1", "r2", "running", "degraded", created=40)], S1U0,
+        Expect("progressing", terminate=["a1"]),
     ),
     # -- completion ---------------------------------------------------------------------------------
     row(

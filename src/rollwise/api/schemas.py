@@ -30,6 +30,7 @@ from rollwise.model import (
     StrategyName,
     SubStep,
     Traffic,
+    is_ready_state,
 )
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
@@ -145,7 +146,9 @@ class RouteOut(BaseModel):
     revision: int = Field(..., description="Revision number the route runs")
     status: RouteStatus = Field(..., description="provisioning, running, terminating, terminated, failed_to_start")
     health: Health = Field(..., description="not_checked, healthy, unhealthy, degraded")
-    ready: bool = Field(..., description="Running and healthy (or running without a health check)")
+    ready: bool = Field(
+        ..., description="Running and healthy or degraded (or running without a health check): it serves and counts"
+    )
     traffic: Traffic = Field(..., description="active or inactive")
     traffic_ratio: float = Field(..., description="Weight in the traffic layer")
     address: str | None = Field(None, description="host:port once started")
@@ -256,7 +259,7 @@ class HealthOut(BaseModel):
 def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
     rev = revisions.get(r.revision)
     has_check = rev is None or rev.has_health_check
-    ready = r.status is RouteStatus.RUNNING and (r.health is Health.HEALTHY or not has_check)
+    ready = is_ready_state(r.status, r.health, has_health_check=has_check)
     return RouteOut(
         id=r.id, revision=r.revision, status=r.status, health=r.health, ready=ready, traffic=r.traffic,
         traffic_ratio=r.traffic_ratio, address=r.address, pid=r.pid, failed=r.failed, detail=r.detail,

@@ -18,7 +18,7 @@ from rollwise.control.clock import ManualClock
 from rollwise.control.coordinator import Coordinator
 from rollwise.control.cycles import CycleKind
 from rollwise.control.operations import Operations
-from rollwise.model import Health, Lifecycle, RouteStatus, SubStep, Traffic
+from rollwise.model import Lifecycle, RouteStatus, SubStep, Traffic, is_ready_state
 from rollwise.runtime.simulated import SimBehaviour, SimFailure, SimulatedRuntime
 from rollwise.store import Store
 from rollwise.store.records import RouteRecord
@@ -93,7 +93,8 @@ def _count(routes: list[RouteRecord], label_of: dict[int, str]) -> dict[str, dic
         if r.status is RouteStatus.PROVISIONING:
             c["provisioning"] += 1
         elif r.status is RouteStatus.RUNNING:
-            c["ready" if r.health is Health.HEALTHY else "unready"] += 1
+            # Simulated revisions always have a health check.
+            c["ready" if is_ready_state(r.status, r.health, has_health_check=True) else "unready"] += 1
         elif r.status is RouteStatus.TERMINATING:
             c["terminating"] += 1
         if r.failed:
@@ -105,8 +106,7 @@ def _serving(routes: list[RouteRecord]) -> int:
     return sum(
         1
         for r in routes
-        if r.status is RouteStatus.RUNNING
-        and r.health is Health.HEALTHY
+        if is_ready_state(r.status, r.health, has_health_check=True)
         and r.traffic is Traffic.ACTIVE
         and r.traffic_ratio > 0
     )

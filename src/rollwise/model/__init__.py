@@ -22,6 +22,7 @@ from rollwise.model.views import (
     RouteCreate,
     RouteView,
     TrafficChange,
+    is_ready_state,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "TrafficChange",
     "ValidationFailed",
     "format_validation_error",
+    "is_ready_state",
     "parse_policy",
 ]

@@ -13,6 +13,17 @@ from datetime import datetime
 from rollwise.model.enums import Health, Mode, RollbackReason, RouteStatus, SubStep, Traffic
 
 
+READY_HEALTH = frozenset({Health.HEALTHY, Health.DEGRADED})
+"""Health values of a running route that serves and counts (docs/strategies.md, "Words"): `degraded`
+means some probes failed, but fewer than the revision's `unhealthy_threshold` in a row."""
+
+
+def is_ready_state(status: RouteStatus, health: Health, *, has_health_check: bool) -> bool:
+    """THE definition of "ready", used by the strategies, the route controller's routing table and the
+    API: running, and healthy or degraded (or without a health check)."""
+    return status is RouteStatus.RUNNING and (health in READY_HEALTH or not has_health_check)
+
+
 @dataclass(frozen=True, slots=True)
 class RouteView:
     id: str
@@ -32,9 +43,7 @@ class RouteView:
 
     @property
     def is_ready(self) -> bool:
-        return self.status is RouteStatus.RUNNING and (
-            self.health is Health.HEALTHY or not self.has_health_check
-        )
+        return is_ready_state(self.status, self.health, has_health_check=self.has_health_check)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,17 +63,15 @@ class TerminationRank(IntEnum):
 
     PROVISIONING = 0
     UNHEALTHY = 1
-    DEGRADED = 2
-    NOT_CHECKED = 3
+    NOT_CHECKED = 2
+    DEGRADED = 3
+    """Ready (it serves and counts), but some probes failed: the first of the ready routes to go."""
     READY = 4
 
 
 _UNREADY_RANK = {
     Health.UNHEALTHY: TerminationRank.UNHEALTHY,
-    Health.DEGRADED: TerminationRank.DEGRADED,
     Health.NOT_CHECKED: TerminationRank.NOT_CHECKED,
-    # A running route whose health is `healthy` is ready; this entry only keeps the mapping total.
-    Health.HEALTHY: TerminationRank.READY,
 }
 
 
@@ -81,13 +79,14 @@ def termination_rank(route: RouteView) -> TerminationRank:
     if route.status is RouteStatus.PROVISIONING:
         return TerminationRank.PROVISIONING
     if route.is_ready:
-        return TerminationRank.READY
-    return _UNREADY_RANK[route.health]
+        return TerminationRank.DEGRADED if route.health is Health.DEGRADED else TerminationRank.READY
+    # Not ready while running: unhealthy or not yet checked (degraded and healthy are ready).
+    return _UNREADY_RANK.get(route.health, TerminationRank.NOT_CHECKED)
 
 
 def termination_key(route: RouteView) -> tuple[int, datetime, str]:
-    """Not ready before ready (provisioning, unhealthy, degraded, not_checked, ready); then older
-    `created_at` first; then `id`."""
+    """Not ready before ready (provisioning, unhealthy, not_checked), then ready (degraded before
+    healthy); then older `created_at` first; then `id`."""
     return (termination_rank(route), route.created_at, route.id)
 
 
@@ -97,16 +96,20 @@ def in_termination_order(routes: Iterable[RouteView]) -> tuple[RouteView, ...]:
 
 def pick_surplus(alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...]:
     """The `count` routes to drop from `alive` (one revision's alive routes, in termination order)
-    when it has more than needed: every not-ready route first (termination order), then ready routes
-    newest first (the rolling update's completion rule; Kubernetes also scales down the newest first).
+    when it has more than needed: every not-ready route first (termination order), then ready routes,
+    degraded before healthy, each newest first (the rolling update's completion rule; Kubernetes also
+    scales down the newest first).
     Example: alive p1 (provisioning), u1 (unhealthy), ready r1 (oldest), r2, r3 (newest); count 3
-    -> p1, u1, r3.
+    -> p1, u1, r3. With r1 degraded: p1, u1, r1.
     """
     if count <= 0:
         return ()
     not_ready = [r for r in alive if not r.is_ready]
-    ready_newest_first = sorted((r for r in alive if r.is_ready), key=termination_key, reverse=True)
-    return tuple((not_ready + ready_newest_first)[:count])
+    # termination_key ranks degraded before healthy; reversing it would put healthy first, so the
+    # rank is kept ascending and only (created_at, id) is reversed: newest first within each rank.
+    ready = sorted((r for r in alive if r.is_ready), key=termination_key, reverse=True)
+    ready.sort(key=termination_rank)  # stable: keeps newest-first inside each rank
+    return tuple((not_ready + ready)[:count])
 
 
 # --------------------------------------------------------------------------------------------------
