@@ -276,6 +276,35 @@ async def test_delete_terminated_routes(store: Store) -> None:
     assert [r.id for r in await store.list_routes(statuses=[RouteStatus.TERMINATED], deployment_ids=[deploying.id])] == ["dep"]
 
 
+async def test_purge_keeps_the_newest_failed_routes_per_deployment(store: Store) -> None:
+    crashy, other = await make_deployments(store, 2)
+    failed = [
+        NewRoute(id=f"f{i:02d}", deployment_id=crashy.id, revision=1, status=RouteStatus.FAILED_TO_START,
+                 failed=True, created_at=NOW + timedelta(seconds=i))
+        for i in range(25)
+    ]
+    others = [
+        NewRoute(id="o-failed", deployment_id=other.id, revision=1, status=RouteStatus.TERMINATED, failed=True,
+                 created_at=NOW - timedelta(days=3)),
+        NewRoute(id="o-young", deployment_id=other.id, revision=1, status=RouteStatus.TERMINATED,
+                 created_at=NOW + timedelta(minutes=5)),
+    ]
+    await store.apply(ChangeSet(new_routes=failed + others), NOW)
+    # Nothing ended before the cut-off but the failures beyond the newest 10 of `crashy`.
+    assert await store.delete_terminated_routes(NOW) == 15
+    left = sorted(r.id for r in await store.list_routes())
+    assert left == [f"f{i:02d}" for i in range(15, 25)] + ["o-failed", "o-young"]
+    assert await store.delete_terminated_routes(NOW + timedelta(hours=1)) == 1  # o-young, not failed
+    assert await store.delete_terminated_routes(NOW + timedelta(days=30)) == 0  # the newest failures stay
+
+
+async def test_meta_values_are_set_and_replaced(store: Store) -> None:
+    assert await store.get_meta("active_server") is None
+    await store.set_meta("active_server", '{"host": "a"}', NOW)
+    await store.set_meta("active_server", '{"host": "b"}', LATER)
+    assert await store.get_meta("active_server") == '{"host": "b"}'
+
+
 async def test_in_memory_sqlite_takes_turns() -> None:
     # One shared connection: concurrent callers must not interleave transactions on it.
     store = await Store.open("sqlite+aiosqlite://")

@@ -8,9 +8,11 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from rollwise.model import Lifecycle, Policy, RouteStatus
@@ -113,6 +115,45 @@ async def test_every_method_translates_errors_when_the_schema_is_gone(db: Databa
             assert isinstance(info.value, StoreFailed) and not info.value.transient
     finally:
         await store.close()
+
+
+async def _with_connection_setting(store: Store, statement: str) -> None:
+    """Every new connection of the store runs `statement` first; pooled connections are dropped."""
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+
+    event.listen(store.engine.sync_engine, "connect", on_connect)
+    await store.engine.dispose()
+
+
+FAULTS = {
+    # SQLite reports SQLITE_FULL ("database or disk is full") once the file may not grow: what a full disk
+    # gives, produced by SQLite itself by capping this connection's page count; query_only gives
+    # SQLITE_READONLY, as a read-only file or file system does.
+    "sqlite": ("PRAGMA max_page_count = 1", "PRAGMA query_only = 1"),
+    "postgresql": ("SET default_transaction_read_only = on",),  # 25006, as on a read-only server
+}
+
+
+async def test_full_or_read_only_database_is_transient(db: Database) -> None:
+    for statement in FAULTS[db.backend]:
+        store = await db.open()
+        try:
+            kept = await store.create_deployment(name=f"kept{len(statement)}", replicas=1, policy=Policy(),
+                                                 revision=spec(), now=NOW)
+            await _with_connection_setting(store, statement)
+            with pytest.raises(RollwiseError) as info:
+                for i in range(200):  # a few writes: a page cap bites once the file must grow
+                    await store.create_deployment(name=f"x{len(statement)}-{i}", replicas=1, policy=Policy(), revision=spec(), now=NOW)
+            assert_rollwise(info.value)
+            assert isinstance(info.value, StoreError) and info.value.transient, (statement, info.value)
+            assert info.value.code == "store.unavailable"
+            assert (await store.get_deployment(kept.name)) is not None  # reads still work, nothing lost
+        finally:
+            await store.close()
 
 
 class _Orig(Exception):

@@ -2,7 +2,8 @@
 
     RollwiseError (model.errors)
      +-- StoreError          "store.unavailable"  transient: cannot reach the database, connection lost,
-     |    |                                        locked/busy, serialization failure, deadlock; retry later
+     |    |                                        locked/busy, serialization failure, deadlock, disk full,
+     |    |                                        read-only database or file system; retry later
      |    +-- StoreFailed    "store.failed"       permanent: the database refused a statement (a bug, or a
      |         |                                   schema that is not at the migration head)
      |         +-- IntegrityFailed "store.integrity"  a foreign key / NOT NULL / check constraint failed
@@ -56,8 +57,12 @@ class IntegrityFailed(StoreFailed):
 # SQLSTATE classes (PostgreSQL) that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown), transaction rollback (serialization failure, deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+# Single SQLSTATEs that mean "not now" outside those classes: a read-only transaction (a hot standby, or
+# default_transaction_read_only set by an operator) and "could not write to file" (disk trouble).
+_TRANSIENT_SQLSTATES = ("25006", "58030")
 _UNIQUE_VIOLATION = "23505"
-_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "interrupted", "readonly")
+# "full": SQLITE_FULL ("database or disk is full"): an operator frees space and the same write succeeds.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "interrupted", "readonly", "full")
 
 
 def _first_line(e: BaseException) -> str:
@@ -72,7 +77,7 @@ def _sqlstate(e: BaseException) -> str | None:
 
 def _is_transient(e: sa_exc.DBAPIError, state: str | None, message: str) -> bool:
     if state is not None:  # PostgreSQL says what kind of error it is
-        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
     if isinstance(e, sa_exc.OperationalError):
         # SQLite reports "no such table" and "database is locked" alike as OperationalError.
         lowered = message.lower()
@@ -106,7 +111,7 @@ def translate(e: BaseException) -> BaseException:
         return StoreFailed(f"database error: {_first_line(e)}")
     if isinstance(e, asyncpg.PostgresError):
         state = _sqlstate(e)
-        if state is not None and state[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        if state is not None and (state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES):
             return StoreError(f"database unavailable: {_first_line(e)}")
         return StoreFailed(f"database refused: {_first_line(e)}")
     if isinstance(e, (OSError, TimeoutError, asyncpg.InterfaceError, sqlite3.Error)):

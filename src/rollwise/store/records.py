@@ -142,6 +142,8 @@ class RevisionRecord:
     stop_grace_seconds: float
     label: str | None
     created_at: datetime
+    ports: tuple[str, ...] = ()
+    """Names of the extra ports the route gets besides its main one (e.g. ("grpc", "metrics"))."""
 
     @property
     def has_health_check(self) -> bool:
@@ -168,6 +170,9 @@ class RouteRecord:
     status_updated_at: datetime
     drain_until: datetime | None
     detail: str | None
+    started_at: datetime | None = None
+    """When its process was started (None before): the startup timeout counts from here, not from
+    `created_at`, because a route may wait for a start slot (starts are bounded per pass)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,11 +212,13 @@ class RevisionSpec:
     drain_seconds: float = 1.0
     stop_grace_seconds: float = 5.0
     label: str | None = None
+    ports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str):
             raise TypeError("RevisionSpec.command is an argv sequence, not a string")
         object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "ports", tuple(self.ports))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,6 +265,7 @@ class RouteUpdate:
     status_updated_at: datetime | _Unset = UNSET
     drain_until: datetime | None | _Unset = UNSET
     detail: str | None | _Unset = UNSET
+    started_at: datetime | None | _Unset = UNSET
 
     def __post_init__(self) -> None:
         for name, enum in (("status", RouteStatus), ("health", Health), ("traffic", Traffic)):
@@ -515,13 +523,14 @@ def revision_from_row(row: NamedRow) -> RevisionRecord:
         stop_grace_seconds=row["stop_grace_seconds"],
         label=row["label"],
         created_at=row["created_at"],
+        ports=tuple(row["ports"] or ()),
     )
 
 
 def route_from_row(row: Sequence[Any]) -> RouteRecord:
     """A `routes` row as ROUTE_COLUMNS (positional: a cycle maps 40,000 of them)."""
     (id_, deployment_id, revision, status, health, traffic, traffic_ratio, failed, address, pid, identity,
-     health_failures, health_successes, created_at, status_updated_at, drain_until, detail) = row
+     health_failures, health_successes, created_at, status_updated_at, drain_until, detail, started_at) = row
     return RouteRecord(
         id=id_,
         deployment_id=deployment_id,
@@ -540,6 +549,7 @@ def route_from_row(row: Sequence[Any]) -> RouteRecord:
         status_updated_at=status_updated_at,
         drain_until=drain_until,
         detail=detail,
+        started_at=started_at,
     )
 
 
@@ -586,6 +596,7 @@ def revision_values(deployment_id: int, number: int, spec: RevisionSpec, now: da
         "stop_grace_seconds": float(spec.stop_grace_seconds),
         "label": spec.label,
         "created_at": now,
+        "ports": list(spec.ports) or None,
     }
 
 
@@ -608,6 +619,7 @@ def new_route_values(route: NewRoute, route_id: str) -> dict[str, Any]:
         "status_updated_at": route.created_at,
         "drain_until": None,
         "detail": route.detail,
+        "started_at": None,
     }
 
 

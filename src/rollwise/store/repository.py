@@ -25,7 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
@@ -52,8 +52,10 @@ from rollwise.store.records import (
     revision_values,
     route_from_row,
 )
-from rollwise.store.schema import NAME_MAX, deployments, history, policies, revisions, routes
+from rollwise.store.schema import NAME_MAX, deployments, history, meta, policies, revisions, routes
 
+KEEP_FAILED_ROUTES = 10
+"""Failed routes kept per deployment by the purge (the newest; older ones are deleted at once)."""
 _ROUTE_ORDER = (routes.c.deployment_id, routes.c.created_at, routes.c.id)
 
 
@@ -267,23 +269,50 @@ class Store:
         async with self._write() as conn:
             await write_route_updates(conn, updates, tagged=False)
 
-    async def delete_terminated_routes(self, older_than: datetime) -> int:
-        """Delete routes `terminated` or `failed_to_start` before `older_than` (by status_updated_at);
-        returns how many.
+    async def delete_terminated_routes(self, older_than: datetime, *, keep_failed: int = KEEP_FAILED_ROUTES) -> int:
+        """Purge ended routes (`terminated`, `failed_to_start`); returns how many were deleted.
 
-        Routes of DEPLOYING deployments are kept: a rollout counts its failed routes.
+        Per deployment, the newest `keep_failed` failed ones are kept whatever their age (they say why
+        the deployment struggles, and the crash-loop back-off reads the newest); older failed ones go
+        at once, and ended routes that did not fail go once they ended before `older_than`. Routes of
+        DEPLOYING deployments are all kept: a rollout counts its failed routes.
         """
         gone = (RouteStatus.TERMINATED.value, RouteStatus.FAILED_TO_START.value)
         async with self._write() as conn:
             deploying = select(deployments.c.id).where(deployments.c.lifecycle == Lifecycle.DEPLOYING.value)
-            result = await conn.execute(
-                delete(routes).where(
-                    routes.c.status.in_(gone),
-                    routes.c.status_updated_at < older_than,
-                    routes.c.deployment_id.not_in(deploying),
+            rank = func.row_number().over(
+                partition_by=(routes.c.deployment_id, routes.c.failed),
+                order_by=(routes.c.status_updated_at.desc(), routes.c.id.desc()),
+            )
+            ended = (
+                select(routes.c.id, routes.c.failed, routes.c.status_updated_at, rank.label("rank"))
+                .where(routes.c.status.in_(gone), routes.c.deployment_id.not_in(deploying))
+                .subquery()
+            )
+            doomed = select(ended.c.id).where(
+                or_(
+                    and_(ended.c.failed.is_(false()), ended.c.status_updated_at < older_than),
+                    and_(ended.c.failed.is_(true()), ended.c.rank > keep_failed),
                 )
             )
+            result = await conn.execute(delete(routes).where(routes.c.id.in_(doomed)))
             return int(result.rowcount)
+
+    # ----------------------------------------------------------------------------------- meta
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the `meta` table (facts about the installation), or None when unset."""
+        async with self._read() as conn:
+            return (await conn.execute(select(meta.c.value).where(meta.c.key == key))).scalar()
+
+    async def set_meta(self, key: str, value: str, now: datetime) -> None:
+        """Write one `meta` value (insert or replace)."""
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(meta).where(meta.c.key == key).values(value=value, updated_at=now)
+            )
+            if not changed.rowcount:
+                await conn.execute(insert(meta).values(key=key, value=value, updated_at=now))
 
     # ----------------------------------------------------------------------------------- reads
 

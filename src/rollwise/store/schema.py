@@ -1,6 +1,6 @@
 """The database schema (SQLAlchemy Core tables) and its column types.
 
-Five tables: deployments, policies, revisions, routes, history (docs/storage.md describes each). This
+Six tables: deployments, policies, revisions, routes, history, meta (docs/storage.md describes each). This
 module is the model the migrations in `store/migrations/versions/` must produce; a test compares the
 two (alembic autogenerate finds no difference).
 
@@ -189,6 +189,7 @@ revisions = Table(
     Column("stop_grace_seconds", Float, nullable=False),
     Column("label", String(NAME_MAX), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("ports", JSONDoc, nullable=True),
     UniqueConstraint("deployment_id", "number"),
 )
 
@@ -212,7 +213,17 @@ routes = Table(
     Column("status_updated_at", UtcDateTime, nullable=False),
     Column("drain_until", UtcDateTime, nullable=True),
     Column("detail", Text, nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),
 )
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Facts about the installation as a whole, e.g. where the active server runs (`active_server`)."""
 
 history = Table(
     "history",
