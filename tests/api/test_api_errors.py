@@ -146,6 +146,18 @@ CASES = [
         json=create(**{"revision.health_check": {"interval_seconds": 0}})),
     Bad("startup-timeout-negative", "POST", D, 422, "invalid", "startup_timeout_seconds",
         json=create(**{"revision.startup_timeout_seconds": -5})),
+    Bad("revision-env-over-os-limit", "POST", D, 422, "invalid", "revision.env",
+        json=create(**{"revision.env": {"BIG": "x" * 200_000}})),
+    Bad("revision-argument-over-os-limit", "POST", D, 422, "invalid", "argument 1",
+        json=create(**{"revision.command": ["python", "y" * 140_000]})),
+    Bad("revision-port-name", "POST", D, 422, "invalid", "revision.ports", json=create(**{"revision.ports": ["GRPC"]})),
+    Bad("revision-port-undeclared", "POST", D, 422, "invalid", "{port.grpc}",
+        json=create(**{"revision.command": ["server", "--grpc", "{port.grpc}"]})),
+    # --- size
+    Bad("body-over-1-mib", "POST", D, 413, "body.too_large", "KiB",
+        json=create(**{"revision.env": {f"V{i}": "x" * 100_000 for i in range(12)}})),
+    Bad("body-over-1-mib-chunked", "POST", f"{D}/{READY}/revisions", 413, "body.too_large", "KiB",
+        content="chunked", headers={"content-type": "application/json"}),
     # --- policy
     Bad("policy-strategy", "POST", D, 422, "invalid", "policy.strategy", json=create(**{"policy.strategy": "canary"})),
     Bad("policy-surge-over-100", "POST", D, 422, "invalid", "policy.max_surge",
@@ -220,10 +232,17 @@ async def test_bad_request(world: World, bad: Bad) -> None:
     client = world.client
     before = await snapshot(client)
     sender = client if bad.auth else httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    content: Any = bad.content.encode(errors="surrogateescape") if bad.content is not None else None
+    if bad.content == "chunked":  # no Content-Length: the limit must count what arrives
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"command": ["x"], "env": {"A": "'
+            for _ in range(40):
+                yield b"y" * 65536
+            yield b'"}}'
+
+        content = chunks()
     answer = await sender.request(
-        bad.method, bad.path, json=bad.json if bad.content is None else None,
-        content=bad.content.encode(errors="surrogateescape") if bad.content is not None else None,
-        headers=bad.headers,
+        bad.method, bad.path, json=bad.json if bad.content is None else None, content=content, headers=bad.headers,
     )
     assert answer.status_code == bad.status, answer.text
     body = answer.json()

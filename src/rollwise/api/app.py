@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from rollwise import __version__
 from rollwise.api.auth import BearerAuth
 from rollwise.api.errors import install_error_handlers
+from rollwise.api.limits import BodyLimit
 from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, proxy_request_counts
 from rollwise.api.routes import build_router
 from rollwise.api.schemas import HealthOut
@@ -33,7 +34,7 @@ DESCRIPTION = """Zero-downtime rollouts (rolling, blue-green, recreate) for mode
 Every `/v1` endpoint needs `Authorization: Bearer <token>` (the token `rollwise server` prints the location
 of). Errors are always `{"error": "<code>", "message": "<one line>"}`: 400 malformed JSON, 401 missing or
 wrong token, 404 unknown deployment or revision, 409 refused in the current state (the message says why),
-422 invalid body (the message names the field), 503 temporarily unavailable.
+413 body over 1 MiB, 422 invalid body (the message names the field), 503 temporarily unavailable.
 """
 
 
@@ -58,6 +59,7 @@ def create_app(
 
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BodyLimit)  # added last: outermost, before auth reads anything
     app.include_router(build_router(ops, metrics))
 
     @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")

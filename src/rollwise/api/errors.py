@@ -8,6 +8,7 @@ and this module is the ONE place that maps rollwise error codes to HTTP statuses
     not_found             404     NotFound (deployment, revision), unknown path
     method_not_allowed    405     a path that exists, with another method
     conflict              409     AlreadyExists, store Conflict
+    body.too_large        413     a request body over 1 MiB (api.limits)
     rollout.in_progress   409     RolloutInProgress
     verb.not_applicable   409     NotApplicable (the message says why)
     server.standby        503     NotActive
@@ -45,6 +46,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    "body.too_large": 413,
     "rollout.in_progress": 409,
     "verb.not_applicable": 409,
     "server.standby": 503,
@@ -161,6 +163,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Refused in the deployment's current state; the message says why"},
     422: {"model": ErrorBody, "description": "Invalid request; the message names the field"},
     400: {"model": ErrorBody, "description": "The body is not JSON"},
+    413: {"model": ErrorBody, "description": "The body is over 1 MiB"},
     503: {"model": ErrorBody, "description": "Temporarily unavailable (database busy, standby server)"},
 }
 """OpenAPI `responses` shared by the /v1 endpoints (each picks the statuses it can answer)."""

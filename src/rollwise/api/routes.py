@@ -67,7 +67,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
     # --- deployments ----------------------------------------------------------------------------------
 
     @router.post(
-        "/deployments", status_code=201, response_model=DeploymentOut, responses=responses(400, 401, 409, 422, 503),
+        "/deployments", status_code=201, response_model=DeploymentOut, responses=responses(400, 401, 409, 413, 422, 503),
         summary="Create a deployment with its first revision",
     )
     async def create_deployment(body: DeploymentCreate) -> DeploymentOut:
@@ -87,7 +87,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
         return await show(await ops.get(name))
 
     @router.patch(
-        "/deployments/{name}", response_model=DeploymentOut, responses=responses(400, 401, 404, 409, 422, 503),
+        "/deployments/{name}", response_model=DeploymentOut, responses=responses(400, 401, 404, 409, 413, 422, 503),
         summary="Change replicas and/or policy fields",
     )
     async def patch_deployment(name: Name, body: DeploymentPatch) -> DeploymentOut:
@@ -108,7 +108,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
 
     @router.post(
         "/deployments/{name}/revisions", status_code=201, response_model=RevisionOut,
-        responses=responses(400, 401, 404, 422, 503), summary="Add a revision (does not activate it)",
+        responses=responses(400, 401, 404, 413, 422, 503), summary="Add a revision (does not activate it)",
     )
     async def add_revision(name: Name, body: RevisionInput) -> RevisionOut:
         return revision_out(await ops.add_revision(name, body))
@@ -120,7 +120,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
 
     @router.post(
         "/deployments/{name}/rollout", status_code=202, response_model=DeploymentOut,
-        responses=responses(400, 401, 404, 409, 422, 503),
+        responses=responses(400, 401, 404, 409, 413, 422, 503),
         summary="Activate a revision: start a rollout to it (a no-op for the revision already serving)",
     )
     async def rollout(name: Name, body: RolloutRequest) -> DeploymentOut:

@@ -196,6 +196,7 @@ class RevisionOut(BaseModel):
     drain_seconds: float
     stop_grace_seconds: float
     label: str | None = None
+    ports: list[str] = Field(default_factory=list, description="Names of the extra ports its routes get")
     created_at: datetime
 
 
@@ -290,7 +291,8 @@ def revision_out(rev: RevisionRecord) -> RevisionOut:
         number=rev.number, command=list(rev.command), env=dict(rev.env),
         health_check=HealthCheck.model_validate(rev.health_check) if rev.health_check is not None else None,
         startup_timeout_seconds=rev.startup_timeout_seconds, drain_seconds=rev.drain_seconds,
-        stop_grace_seconds=rev.stop_grace_seconds, label=rev.label, created_at=rev.created_at,
+        stop_grace_seconds=rev.stop_grace_seconds, label=rev.label, ports=list(rev.ports),
+        created_at=rev.created_at,
     )
 
 

@@ -69,6 +69,7 @@ def to_revision_spec(rev: RevisionInput) -> RevisionSpec:
         drain_seconds=rev.drain_seconds,
         stop_grace_seconds=rev.stop_grace_seconds,
         label=rev.label,
+        ports=tuple(rev.ports),
     )
 
 
