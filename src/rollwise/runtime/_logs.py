@@ -45,6 +45,7 @@ _COPY_CHUNK = 1024 * 1024
 _LOG_NAME = re.compile(r"(?P<route>.+)\.log(?:\.(?P<backup>[1-9][0-9]{0,5}))?\Z")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def backup_path(live: Path, number: int) -> Path:
@@ -52,7 +53,13 @@ def backup_path(live: Path, number: int) -> Path:
 
 
 def marker_line(message: str) -> bytes:
-    return f"{MARKER_PREFIX}{_now()}: {message}\n".encode()
+    """One line of the runtime's own: control characters (a newline in an argv) are escaped, so a
+    reader sees one marker line and never takes the rest of a command for the route's output."""
+    return f"{MARKER_PREFIX}{_now()}: {_CONTROL_OR_NEWLINE.sub(_escape, message)}\n".encode()
+
+
+def _escape(match: re.Match[str]) -> str:
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(match[0], f"\\x{ord(match[0]):02x}")
 
 
 def start_message(route_id: str, deployment: str, revision: int, command: str) -> str:
