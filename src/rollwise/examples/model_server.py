@@ -5,8 +5,7 @@ sentiment classifier (logistic regression: one weight per word plus a bias, sigm
 weights ship beside this file in `sentiment_weights.json`; tests/examples/sentiment_training.py trained
 them on a few dozen hand-written sentences and can reproduce the file.
 
-HTTP (HTTP/1.1 with keep-alive, one thread per connection, so a proxy such as Traefik can reuse
-connections and many requests run at once):
+HTTP (HTTP/1.1 with keep-alive, many requests at once, so a proxy such as Traefik can reuse connections):
 
     POST /predict  {"text": "..."}  -> 200 {"label": "positive"|"negative", "score": p, "version": v}
                                        400 {"error": ...} on a bad body (413 when too large)
@@ -15,10 +14,24 @@ connections and many requests run at once):
 
 `score` is the model's probability for the returned label (0.5 to 1).
 
+Two HTTP front ends answer alike (`_serving` holds what they share):
+
+- `--http stdlib` (the default): a threaded stdlib server, one thread per connection, quick to start
+  (it never imports uvicorn). Idle keep-alive connections are closed after 120 s, above Traefik's 90 s,
+  so the proxy normally closes first.
+- `--http uvicorn`: an ASGI app run by uvicorn (`model_server_asgi`), like many third-party model
+  servers (MLServer, vLLM's OpenAI server). Idle keep-alive connections are closed after uvicorn's
+  own default of 5 s, well before the proxy would close them: the realistic case a proxy must survive.
+
+`--keep-alive SECONDS` sets that idle timeout in either mode.
+
 Misbehaviour on purpose, to exercise rollouts and rollbacks: `--fail-start` exits with status 1 shortly
 after starting without ever listening; `--unhealthy-after S` turns /healthz to 503 S seconds after the
 server started listening (predictions keep working); `--startup-delay S` sleeps before listening;
-`--latency S` adds S seconds to every prediction (to make in-flight requests observable).
+`--latency S` adds S seconds to every prediction (to make in-flight requests observable);
+`--slow-health S` holds /healthz answers S seconds, and with `--slow-health-every N` only the N-th,
+2N-th, 3N-th... /healthz request (counted from the start, whoever asks), so a health probe with a
+shorter timeout fails now and then while predictions stay fast.
 
 SIGTERM (or SIGINT) is graceful: the listening socket closes, requests in flight finish (their responses
 say `Connection: close`), idle keep-alive connections are closed, and the process exits 0. Only start and
@@ -36,81 +49,38 @@ import io
 import json
 import math
 import os
-import re
 import select
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
-WEIGHTS_RESOURCE = "sentiment_weights.json"
-MAX_BODY_BYTES = 64 * 1024
-IDLE_KEEPALIVE_SECONDS = 120.0
-"""An idle keep-alive connection is closed after this long (above Traefik's 90 s idle timeout, so the
-proxy, not the server, normally closes it and never races a request against our close)."""
+from rollwise.examples._serving import (
+    MAX_BODY_BYTES,
+    HttpError,
+    SentimentModel,
+    ServingState,
+    parse_predict_body,
+    tokenize,
+)
+
+__all__ = ["SentimentModel", "ServingState", "build_parser", "main", "tokenize"]
+
+STDLIB_KEEPALIVE_SECONDS = 120.0
+"""--http stdlib closes an idle keep-alive connection after this long unless --keep-alive says otherwise
+(above Traefik's 90 s idle timeout, so the proxy, not the server, normally closes it and never races a
+request against our close)."""
+UVICORN_KEEPALIVE_SECONDS = 5.0
+"""--http uvicorn's default: uvicorn's own `timeout_keep_alive`, which third-party servers keep."""
 READ_TIMEOUT_SECONDS = 30.0
 """Once a request has begun, each read of it must progress within this time."""
 FAIL_START_SECONDS = 0.2
-
-_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercased words (letters, with an inner apostrophe kept: "didn't"). Training uses this too."""
-    return _TOKEN.findall(text.lower())
-
-
-@dataclass(frozen=True, slots=True)
-class SentimentModel:
-    """Logistic regression over binary word features: p(positive) = sigmoid(bias + sum of weights)."""
-
-    bias: float
-    weights: Mapping[str, float]
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> SentimentModel:
-        bias = document["bias"]
-        weights = document["weights"]
-        if not isinstance(bias, int | float) or not isinstance(weights, dict):
-            raise ValueError("weights document needs a numeric 'bias' and a 'weights' object")
-        if not all(isinstance(k, str) and isinstance(v, int | float) for k, v in weights.items()):
-            raise ValueError("'weights' must map words to numbers")
-        return cls(bias=float(bias), weights={k: float(v) for k, v in weights.items()})
-
-    @classmethod
-    def load_packaged(cls) -> SentimentModel:
-        text = resources.files(__package__ or "rollwise.examples").joinpath(WEIGHTS_RESOURCE).read_text()
-        return cls.from_document(json.loads(text))
-
-    def probability_positive(self, text: str) -> float:
-        z = self.bias + sum(self.weights.get(word, 0.0) for word in set(tokenize(text)))
-        # Two branches keep exp() from overflowing for large |z|.
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
-
-    def predict(self, text: str) -> tuple[str, float]:
-        """(label, probability of that label); a tie (no known word, zero bias) counts as positive."""
-        p = self.probability_positive(text)
-        return ("positive", p) if p >= 0.5 else ("negative", 1.0 - p)
-
-
-class _HttpError(Exception):
-    def __init__(self, status: HTTPStatus, message: str, *, close: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.close = close
 
 
 class ModelServer(ThreadingHTTPServer):
@@ -123,52 +93,31 @@ class ModelServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
+        state: ServingState,
         *,
-        model: SentimentModel,
-        version: str,
-        unhealthy_after: float | None = None,
-        latency: float = 0.0,
+        keep_alive: float = STDLIB_KEEPALIVE_SECONDS,
     ) -> None:
-        self.model = model
-        self.version = version
-        self.latency = latency
-        self.draining = threading.Event()
+        self.state = state
+        self.keep_alive = keep_alive
         self._wake_r, self._wake_w = os.pipe()
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        super().__init__(address, _Handler)
-        started = time.monotonic()
-        self.unhealthy_at = None if unhealthy_after is None else started + unhealthy_after
+        try:
+            super().__init__(address, _Handler)
+        except OSError:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
 
     @property
     def wake_fd(self) -> int:
         """Becomes readable (and stays so) when draining starts; idle connections wait on it."""
         return self._wake_r
 
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @contextmanager
-    def request_in_flight(self) -> Iterator[None]:
-        with self._lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-
-    def is_healthy(self) -> bool:
-        if self.draining.is_set():
-            return False
-        return self.unhealthy_at is None or time.monotonic() < self.unhealthy_at
-
-    def begin_drain(self) -> None:
-        """Answer what is in flight with `Connection: close` and wake idle keep-alive connections."""
-        self.draining.set()
+    def begin_drain(self) -> int:
+        """Answer what is in flight with `Connection: close`, wake idle keep-alive connections; the
+        number of requests in flight."""
+        in_flight = self.state.begin_drain()
         os.write(self._wake_w, b"x")
+        return in_flight
 
     def server_close(self) -> None:
         super().server_close()  # closes the listening socket, then joins handler threads
@@ -196,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         # draining server could not wake it; wait for the next request ourselves instead.
         self.close_connection = True
         while self._next_request_arrived():
-            with self.server.request_in_flight():
+            with self.server.state.request_in_flight():
                 self.handle_one_request()
             if self.close_connection:
                 return
@@ -208,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         poller = select.poll()  # not select(): a busy server's descriptors may exceed FD_SETSIZE
         poller.register(self.connection, select.POLLIN)
         poller.register(self.server.wake_fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(IDLE_KEEPALIVE_SECONDS * 1000)}
+        ready = {fd for fd, _ in poller.poll(self.server.keep_alive * 1000)}
         # Bytes (or EOF) from the client win over draining: a request already sent is served.
         return self.connection.fileno() in ready
 
@@ -227,14 +176,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
+        state = self.server.state
         if path == "/healthz":
-            if self.server.is_healthy():
-                self._send_json(HTTPStatus.OK, {"status": "ok"})
-            else:
-                status = "draining" if self.server.draining.is_set() else "unhealthy"
-                self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": status})
+            delay = state.health_delay()
+            if delay > 0:
+                time.sleep(delay)
+            self._send_json(*state.health())
         elif path == "/version":
-            self._send_json(HTTPStatus.OK, {"version": self.server.version})
+            self._send_json(HTTPStatus.OK, {"version": state.version})
         elif path == "/predict":
             self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, "use POST /predict", allow="POST")
         else:
@@ -245,17 +194,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()  # always drained, so the connection stays usable
             if path != "/predict":
-                raise _HttpError(HTTPStatus.NOT_FOUND, f"no route {path}")
-            text = _parse_predict_body(body)
-        except _HttpError as e:
+                raise HttpError(HTTPStatus.NOT_FOUND, f"no route {path}")
+            text = parse_predict_body(body)
+        except HttpError as e:
             self._send_error_json(e.status, e.message, close=e.close)
             return
-        label, score = self.server.model.predict(text)
-        if self.server.latency > 0:
-            time.sleep(self.server.latency)
-        self._send_json(
-            HTTPStatus.OK, {"label": label, "score": round(score, 6), "version": self.server.version}
-        )
+        answer = self.server.state.predict(text)
+        if self.server.state.latency > 0:
+            time.sleep(self.server.state.latency)
+        self._send_json(HTTPStatus.OK, answer)
 
     # Bodies -----------------------------------------------------------------------------------------
 
@@ -264,15 +211,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._read_chunked()
         raw_length = self.headers.get("Content-Length")
         if raw_length is None:
-            raise _HttpError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required", close=True)
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required", close=True)
         try:
             length = int(raw_length)
         except ValueError:
-            raise _HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True) from None
+            raise HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True) from None
         if length < 0:
-            raise _HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True)
+            raise HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True)
         if length > MAX_BODY_BYTES:
-            raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes", close=True)
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes", close=True)
         return self.rfile.read(length)
 
     def _read_chunked(self) -> bytes:
@@ -283,14 +230,12 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 size = int(size_line, 16)
             except ValueError:
-                raise _HttpError(HTTPStatus.BAD_REQUEST, "bad chunk size", close=True) from None
+                raise HttpError(HTTPStatus.BAD_REQUEST, "bad chunk size", close=True) from None
             if size == 0:
                 break
             total += size
             if total > MAX_BODY_BYTES:
-                raise _HttpError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes", close=True
-                )
+                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes", close=True)
             parts.append(self.rfile.read(size))
             self.rfile.readline(8)  # the CRLF after each chunk
         while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
@@ -308,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if allow is not None:
             self.send_header("Allow", allow)
-        if close or self.server.draining.is_set():
+        if close or self.server.state.draining.is_set():
             self.send_header("Connection", "close")  # also sets self.close_connection
         self.end_headers()
         if self.command != "HEAD":
@@ -328,19 +273,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # one line per start/stop only, never per request
 
 
-def _parse_predict_body(body: bytes) -> str:
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "body is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise _HttpError(HTTPStatus.BAD_REQUEST, 'body must be a JSON object like {"text": "..."}')
-    text = document.get("text")
-    if not isinstance(text, str):
-        raise _HttpError(HTTPStatus.BAD_REQUEST, '"text" must be a string')
-    return text
-
-
 # Process ----------------------------------------------------------------------------------------------
 
 
@@ -348,10 +280,53 @@ class _StopBeforeListening(Exception):
     pass
 
 
+class _FrontEnd(Protocol):
+    """What main needs of either HTTP front end once it listens."""
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; safe to call from a signal handler, more than once."""
+
+    def serve(self) -> int:
+        """Serve until stopped and drained; the number of requests that were in flight at the stop."""
+
+
+class _StdlibFrontEnd:
+    def __init__(self, server: ModelServer) -> None:
+        self._server = server
+
+    def request_stop(self) -> None:
+        # shutdown() waits for serve_forever() to return, which runs in the main thread: the one
+        # running this signal handler. Hence another thread.
+        threading.Thread(target=self._server.shutdown, daemon=True).start()
+
+    def serve(self) -> int:
+        self._server.serve_forever(poll_interval=0.1)
+        in_flight = self._server.begin_drain()
+        self._server.server_close()
+        return in_flight
+
+
 def _non_negative(value: str) -> float:
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a non-negative number of seconds")
+    return number
+
+
+def _positive(value: str) -> float:
+    number = _non_negative(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 1 or more")
     return number
 
 
@@ -364,11 +339,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=int(os.environ.get("PORT", "8001")), help="default: $PORT, else 8001"
     )
     parser.add_argument("--version", default="v1", help="reported by /version and /predict")
+    parser.add_argument(
+        "--http",
+        choices=("stdlib", "uvicorn"),
+        default="stdlib",
+        help="HTTP front end: threaded stdlib server (default) or an ASGI app run by uvicorn",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help=f"close idle keep-alive connections after this long (default: {UVICORN_KEEPALIVE_SECONDS:g} "
+        f"with uvicorn, as uvicorn does; {STDLIB_KEEPALIVE_SECONDS:g} with stdlib)",
+    )
     parser.add_argument("--fail-start", action="store_true", help="exit 1 shortly after start, never listen")
     parser.add_argument("--unhealthy-after", type=_non_negative, default=None, metavar="SECONDS")
     parser.add_argument("--startup-delay", type=_non_negative, default=0.0, metavar="SECONDS")
     parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--slow-health", type=_non_negative, default=0.0, metavar="SECONDS", help="hold /healthz answers this long"
+    )
+    parser.add_argument(
+        "--slow-health-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="slow only the N-th, 2N-th, ... /healthz request (default 1: every one)",
+    )
     return parser
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for uvicorn (bound here so a busy port is our one-line error)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ThreadingHTTPServer does
+        sock.bind((host, port))
+        sock.listen(ModelServer.request_queue_size)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,17 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"{prefix}: {message}", file=sys.stderr, flush=True)
 
-    server: ModelServer | None = None
+    front_end: _FrontEnd | None = None
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        if server is None:
+        if front_end is None:
             raise _StopBeforeListening
-        # shutdown() waits for serve_forever() to return, which runs in this (the main) thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        front_end.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -399,28 +411,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         time.sleep(args.startup_delay)
         model = SentimentModel.load_packaged()
-        server = ModelServer(
-            (args.host, args.port),
-            model=model,
-            version=args.version,
-            unhealthy_after=args.unhealthy_after,
-            latency=args.latency,
-        )
+        if args.http == "uvicorn":
+            # Imported here, not at the top: the stdlib mode must start without paying for uvicorn.
+            from rollwise.examples.model_server_asgi import UvicornFrontEnd
+
+            keep_alive = UVICORN_KEEPALIVE_SECONDS if args.keep_alive is None else args.keep_alive
+            sock = _listening_socket(args.host, args.port)
+            state = _state(args, model)
+            front_end = UvicornFrontEnd(sock, state, keep_alive=keep_alive)
+        else:
+            keep_alive = STDLIB_KEEPALIVE_SECONDS if args.keep_alive is None else args.keep_alive
+            state = _state(args, model)
+            front_end = _StdlibFrontEnd(ModelServer((args.host, args.port), state, keep_alive=keep_alive))
     except _StopBeforeListening:
         log("stopped before listening")
         return 0
     except (OSError, ValueError, KeyError) as e:
         log(f"cannot start on {args.host}:{args.port}: {e}")
         return 1
-    log(f"listening on {args.host}:{args.port}, {len(model.weights)} word weights")
-    server.serve_forever(poll_interval=0.1)
-    in_flight = server.in_flight
-    server.begin_drain()
-    server.server_close()
+    log(
+        f"listening on {args.host}:{args.port} ({args.http}, keep-alive {keep_alive:g} s), "
+        f"{len(model.weights)} word weights"
+    )
+    in_flight = front_end.serve()
     # Interpreter shutdown restores default handlers; a repeated SIGTERM then must not turn exit 0 into -15.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log(f"stopped after draining ({in_flight} request(s) were in flight)")
     return 0
+
+
+def _state(args: argparse.Namespace, model: SentimentModel) -> ServingState:
+    return ServingState(
+        model=model,
+        version=args.version,
+        unhealthy_after=args.unhealthy_after,
+        latency=args.latency,
+        slow_health=args.slow_health,
+        slow_health_every=args.slow_health_every,
+    )
 
 
 if __name__ == "__main__":

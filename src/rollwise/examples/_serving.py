@@ -1,0 +1,190 @@
+"""What the example model server's two HTTP front ends share: the model and the answers it gives.
+
+`model_server` (the program and its threaded stdlib front end) and `model_server_asgi` (the ASGI app run
+by uvicorn, `--http uvicorn`) both import this module; they differ only in how they speak HTTP. Keeping
+the model, the health rules (--unhealthy-after, --slow-health, draining) and the request parsing here
+keeps the two modes answering alike. It lives apart from `model_server` because that module runs as
+`__main__`: were the ASGI module to import it, the process would hold two copies of every class.
+
+Pure logic plus a lock: no sockets, no sleeping (each front end waits in its own way: a thread sleeps, a
+coroutine awaits). It must not import anything from rollwise beyond this package, nor uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+from typing import Any
+
+WEIGHTS_RESOURCE = "sentiment_weights.json"
+MAX_BODY_BYTES = 64 * 1024
+
+_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased words (letters, with an inner apostrophe kept: "didn't"). Training uses this too."""
+    return _TOKEN.findall(text.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class SentimentModel:
+    """Logistic regression over binary word features: p(positive) = sigmoid(bias + sum of weights)."""
+
+    bias: float
+    weights: Mapping[str, float]
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> SentimentModel:
+        bias = document["bias"]
+        weights = document["weights"]
+        if not isinstance(bias, int | float) or not isinstance(weights, dict):
+            raise ValueError("weights document needs a numeric 'bias' and a 'weights' object")
+        if not all(isinstance(k, str) and isinstance(v, int | float) for k, v in weights.items()):
+            raise ValueError("'weights' must map words to numbers")
+        return cls(bias=float(bias), weights={k: float(v) for k, v in weights.items()})
+
+    @classmethod
+    def load_packaged(cls) -> SentimentModel:
+        text = resources.files(__package__ or "rollwise.examples").joinpath(WEIGHTS_RESOURCE).read_text()
+        return cls.from_document(json.loads(text))
+
+    def probability_positive(self, text: str) -> float:
+        z = self.bias + sum(self.weights.get(word, 0.0) for word in set(tokenize(text)))
+        # Two branches keep exp() from overflowing for large |z|.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def predict(self, text: str) -> tuple[str, float]:
+        """(label, probability of that label); a tie (no known word, zero bias) counts as positive."""
+        p = self.probability_positive(text)
+        return ("positive", p) if p >= 0.5 else ("negative", 1.0 - p)
+
+
+class HttpError(Exception):
+    """A request answered with `status` and {"error": message}; `close` ends the connection after."""
+
+    def __init__(self, status: HTTPStatus, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+
+
+def parse_predict_body(body: bytes) -> str:
+    """The "text" of a /predict body; HttpError(400) for anything else."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise HttpError(HTTPStatus.BAD_REQUEST, 'body must be a JSON object like {"text": "..."}')
+    text = document.get("text")
+    if not isinstance(text, str):
+        raise HttpError(HTTPStatus.BAD_REQUEST, '"text" must be a string')
+    return text
+
+
+class ServingState:
+    """The model, its version, the misbehaviour settings, the drain flag and the in-flight count.
+
+    Created when the server starts listening (--unhealthy-after counts from then). Thread-safe: the
+    stdlib front end calls it from one thread per connection, uvicorn from its event loop. Never call
+    it from a signal handler: the handler could interrupt the main thread while it holds the lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: SentimentModel,
+        version: str,
+        unhealthy_after: float | None = None,
+        latency: float = 0.0,
+        slow_health: float = 0.0,
+        slow_health_every: int = 1,
+    ) -> None:
+        if slow_health_every < 1:
+            raise ValueError("slow_health_every must be at least 1")
+        self.model = model
+        self.version = version
+        self.latency = latency
+        self.slow_health = slow_health
+        self.slow_health_every = slow_health_every
+        self.draining = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._in_flight_at_drain: int | None = None
+        self._health_requests = 0
+        self.unhealthy_at = None if unhealthy_after is None else time.monotonic() + unhealthy_after
+
+    # Requests in flight -------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @contextmanager
+    def request_in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def begin_drain(self) -> int:
+        """Mark the server draining (answers now say `Connection: close`); the requests in flight then.
+
+        Idempotent: later calls return the count of the first, which is what the stop line reports.
+        """
+        with self._lock:
+            if self._in_flight_at_drain is None:
+                self._in_flight_at_drain = self._in_flight
+            count = self._in_flight_at_drain
+        self.draining.set()
+        return count
+
+    # Answers ------------------------------------------------------------------------------------------
+
+    def is_healthy(self) -> bool:
+        if self.draining.is_set():
+            return False
+        return self.unhealthy_at is None or time.monotonic() < self.unhealthy_at
+
+    def health_delay(self) -> float:
+        """Seconds to hold this /healthz answer: --slow-health on the N-th, 2N-th, ... request.
+
+        Counting the N-th (not the 1st) lets a route pass its first probes quickly and become ready,
+        then time out now and then, like MLServer's health endpoint on a saturated machine. With
+        N = 1 every answer is slow. Call once per /healthz request, before answering.
+        """
+        with self._lock:
+            self._health_requests += 1
+            count = self._health_requests
+        if self.slow_health > 0 and count % self.slow_health_every == 0:
+            return self.slow_health
+        return 0.0
+
+    def health(self) -> tuple[HTTPStatus, dict[str, str]]:
+        """The /healthz answer as of now (after any slow-health wait, so it says the current state)."""
+        if self.is_healthy():
+            return HTTPStatus.OK, {"status": "ok"}
+        status = "draining" if self.draining.is_set() else "unhealthy"
+        return HTTPStatus.SERVICE_UNAVAILABLE, {"status": status}
+
+    def predict(self, text: str) -> dict[str, Any]:
+        """The /predict answer body (the front end adds --latency: it knows how to wait)."""
+        label, score = self.model.predict(text)
+        return {"label": label, "score": round(score, 6), "version": self.version}
