@@ -1,5 +1,5 @@
-"""The CLI's HTTP client for a rollwise server's REST API (httpx), and the options every API command
-shares: `--server`, `--token`, `--data-dir`.
+"""The CLI's HTTP client for a rollwise server's REST API, and the options every API command shares:
+`--server`, `--token`, `--data-dir`.
 
 Where the command talks to, and with which token:
 
@@ -7,28 +7,37 @@ Where the command talks to, and with which token:
     token    --token, else env ROLLWISE_TOKEN, else the file `token` in the data directory
              (--data-dir, else env ROLLWISE_DATA_DIR, else ~/.rollwise) that `rollwise server` wrote
 
-Every failure becomes a RollwiseError for `cli.errors` (one red line, an exit code): the server's
+Every failure becomes a `CliError` for `cli.errors` (one red line, an exit code): the server's
 `{"error", "message"}` keeps its code (so "invalid" exits 2, the rest 1); a server that cannot be reached
-is `server.unreachable`. No httpx exception leaves this module.
+is `server.unreachable`. No socket or http.client exception leaves this module.
 
-Called by the API commands (apply, get, describe, rollout, history, plan NAME). Must not: print.
+It speaks HTTP/1.1 with the standard library's `http.client`, one connection per request, straight to
+the server (HTTP proxy variables are not used). The API needs no more, and a command's start-up time is
+mostly imports: httpx would cost more to import than everything else a command like `apply` needs
+(it imports its own command-line tool, click, rich and pygments, on import).
+
+Called by the API commands (apply, get, describe, rollout, history, plan NAME). Must not: print; import
+rollwise.model, rollwise.api or anything heavy (see tests/cli/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
 import typer
 
-from rollwise.api.auth import read_token_file
-from rollwise.model.errors import RollwiseError
+from rollwise.cli.errors import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8700"
 SERVER_ENV = "ROLLWISE_SERVER"
+TOKEN_ENV = "ROLLWISE_TOKEN"
+TOKEN_FILE = "token"
+"""The file `rollwise server` writes its token to (rollwise.api.auth, not imported: it pulls pydantic)."""
 TIMEOUT_SECONDS = 15.0
 
 ServerOption = Annotated[
@@ -37,7 +46,7 @@ ServerOption = Annotated[
 ]
 TokenOption = Annotated[
     str | None,
-    typer.Option("--token", help="API token [env ROLLWISE_TOKEN; default: the token file in the data dir]",
+    typer.Option("--token", help=f"API token [env {TOKEN_ENV}; default: the token file in the data dir]",
                  show_default=False),
 ]
 DataDirOption = Annotated[
@@ -47,16 +56,15 @@ DataDirOption = Annotated[
 ]
 
 
-class ApiError(RollwiseError):
+class ApiError(CliError):
     """An error answer of the server, with the server's code (e.g. "not_found", "invalid")."""
 
     def __init__(self, code: str, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
         self.status = status
 
 
-class Unreachable(RollwiseError):
+class Unreachable(CliError):
     """The server did not answer: not running, wrong URL, or timed out."""
 
     code = "server.unreachable"
@@ -74,24 +82,41 @@ def resolve_target(server: str | None, token: str | None, data_dir: Path | None)
     url = (server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
     if token:
         return Target(url, token, "--token")
-    env = os.environ.get("ROLLWISE_TOKEN")
+    env = os.environ.get(TOKEN_ENV)
     if env:
-        return Target(url, env.strip(), "ROLLWISE_TOKEN")
+        return Target(url, env.strip(), TOKEN_ENV)
     # Inside a route process ROLLWISE_DATA_DIR is the runtime's marker, not a setting (as in cli.serve).
     configured = None if os.environ.get("ROLLWISE_ROUTE_ID") else os.environ.get("ROLLWISE_DATA_DIR")
     directory = data_dir or Path(configured or Path.home() / ".rollwise")
     from_file = read_token_file(directory)
-    return Target(url, from_file, f"{directory}/token" if from_file else "")
+    return Target(url, from_file, f"{directory}/{TOKEN_FILE}" if from_file else "")
+
+
+def read_token_file(data_dir: Path) -> str | None:
+    """The token in `data_dir/token` (as rollwise.api.auth.read_token_file reads it), or None."""
+    try:
+        text = (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
 
 
 class Client:
     """A synchronous API client; use as a context manager (or call `close`)."""
 
-    def __init__(self, target: Target, *, timeout: float = TIMEOUT_SECONDS,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, target: Target, *, timeout: float = TIMEOUT_SECONDS) -> None:
         self.target = target
-        headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
-        self._http = httpx.Client(base_url=target.server, headers=headers, timeout=timeout, transport=transport)
+        self.timeout = timeout
+        parts = urlsplit(target.server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CliError(f"server URL {target.server!r} (--server or {SERVER_ENV}) is not an http:// or "
+                           "https:// URL", code="invalid")
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc.rpartition("@")[2]
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Accept": "application/json", "User-Agent": "rollwise-cli"}
+        if target.token:
+            self._headers["Authorization"] = f"Bearer {target.token}"
 
     def __enter__(self) -> Client:
         return self
@@ -100,18 +125,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: every request has its own connection."""
 
     # --- verbs ----------------------------------------------------------------------------------------
 
     def get(self, path: str, **params: Any) -> Any:
-        return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        return self._request("GET", path + (f"?{query}" if query else ""))
 
     def post(self, path: str, body: Any = None) -> Any:
-        return self._request("POST", path, json=body)
+        return self._request("POST", path, body)
 
     def patch(self, path: str, body: Any) -> Any:
-        return self._request("PATCH", path, json=body)
+        return self._request("PATCH", path, body)
 
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
@@ -127,41 +153,63 @@ class Client:
 
     # --- plumbing -------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        import http.client  # with its email parser, only once a request is made
+
         url = self.target.server + path
+        headers = dict(self._headers)
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as e:
-            raise Unreachable(
-                f"cannot reach the rollwise server at {self.target.server} ({_reason(e)}); is `rollwise server` "
-                f"running? (--server or {SERVER_ENV})"
-            ) from e
-        except httpx.TimeoutException as e:
-            raise Unreachable(f"{method} {url}: the server did not answer in time") from e
-        except httpx.HTTPError as e:
-            raise Unreachable(f"{method} {url}: {_reason(e)}") from e
-        if response.is_success:
-            if not response.content:
+            connection = connection_class(self._netloc, timeout=self.timeout)
+        except http.client.InvalidURL as e:
+            raise CliError(f"server URL {self.target.server!r} (--server or {SERVER_ENV}): {_reason(e)}",
+                           code="invalid") from e
+        try:
+            try:
+                connection.request(method, self._prefix + path, body=payload, headers=headers)
+            except TimeoutError as e:
+                raise Unreachable(f"{method} {url}: the server did not answer in time") from e
+            except OSError as e:  # refused, unknown host, no route, TLS handshake
+                raise Unreachable(
+                    f"cannot reach the rollwise server at {self.target.server} ({_reason(e)}); is `rollwise "
+                    f"server` running? (--server or {SERVER_ENV})"
+                ) from e
+            except http.client.HTTPException as e:
+                raise Unreachable(f"{method} {url}: {_reason(e)}") from e
+            try:
+                response = connection.getresponse()
+                status, reason, content = response.status, response.reason, response.read()
+            except TimeoutError as e:
+                raise Unreachable(f"{method} {url}: the server did not answer in time") from e
+            except (http.client.HTTPException, OSError) as e:
+                raise Unreachable(f"{method} {url}: {_reason(e)}") from e
+        finally:
+            connection.close()
+        if 200 <= status < 300:
+            if not content:
                 return None
             try:
-                return response.json()
+                return json.loads(content)
             except ValueError as e:
-                raise ApiError("server.error", f"{method} {url}: the answer is not JSON",
-                               status=response.status_code) from e
-        raise self._error_of(response)
+                raise ApiError("server.error", f"{method} {url}: the answer is not JSON", status=status) from e
+        raise self._error_of(status, reason, content)
 
-    def _error_of(self, response: httpx.Response) -> ApiError:
+    def _error_of(self, status: int, reason: str, content: bytes) -> ApiError:
         try:
-            body = response.json()
+            body = json.loads(content)
             code, message = str(body["error"]), str(body["message"])
         except (ValueError, KeyError, TypeError):
             code = "server.error"
-            message = f"the server answered HTTP {response.status_code} ({response.reason_phrase})"
-        if response.status_code == 401:
+            message = f"the server answered HTTP {status} ({reason})"
+        if status == 401:
             source = f" (token from {self.target.token_source})" if self.target.token else ""
-            message = (f"{message}{source}: pass --token, set ROLLWISE_TOKEN, or point --data-dir at the "
+            message = (f"{message}{source}: pass --token, set {TOKEN_ENV}, or point --data-dir at the "
                        "server's data directory")
-        return ApiError(code, message, status=response.status_code)
+        return ApiError(code, message, status=status)
 
 
 def connect(server: str | None, token: str | None, data_dir: Path | None) -> Client:
@@ -170,11 +218,9 @@ def connect(server: str | None, token: str | None, data_dir: Path | None) -> Cli
 
 def deployment_path(name: str, *rest: str) -> str:
     """/v1/deployments/NAME[/rest...], with NAME percent-encoded (a name is never trusted to be a label)."""
-    from urllib.parse import quote
-
-    return "/".join(["/v1/deployments", quote(name, safe="")] + list(rest))
+    return "/".join(["/v1/deployments", quote(str(name), safe="")] + list(rest))
 
 
-def _reason(e: Exception) -> str:
+def _reason(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__

@@ -2,9 +2,13 @@
 status` share (a deployment's summary, its routes, its revisions, its last events, the traffic split).
 
 Renderers take the JSON the API returned (plain dicts) and return Rich renderables; they never call the
-API. Commands print them, or print the JSON itself with `-o json`.
+API. Commands print them, or print the JSON itself with `-o json`. Rich is imported by the renderers
+that use it, not with this module: `apply`, the rollout verbs and `-o json` print plain lines and must
+not pay for it (start-up time is mostly imports); the text helpers here need nothing but the standard
+library.
 
-Called by the API commands of `rollwise.cli`. Must not: decide anything (it only shows).
+Called by the API commands of `rollwise.cli`. Must not: decide anything (it only shows); import rich at
+module level.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.errors import cli_errors
 from rollwise.cli.main import app
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group, RenderableType
+    from rich.table import Table
 
 DEFAULT_EVENTS = 10
 PIPE_WIDTH = 200
@@ -41,6 +46,8 @@ OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table (for
 
 def stdout() -> Console:
     """The console commands print to; off a terminal (pipes, CI) lines are not wrapped at 80 columns."""
+    from rich.console import Console
+
     console = Console(highlight=False, soft_wrap=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(highlight=False, soft_wrap=False, width=PIPE_WIDTH)
@@ -138,6 +145,8 @@ def traffic_split(routes: Iterable[Mapping[str, Any]]) -> dict[int, float]:
 
 
 def deployments_table(deps: Sequence[Dep]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("NAME", "LIFECYCLE", "REVISION", "READY", "STRATEGY", "AGE"):
         table.add_column(column, no_wrap=True)
@@ -150,6 +159,9 @@ def deployments_table(deps: Sequence[Dep]) -> Table:
 
 
 def summary(dep: Dep) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -170,6 +182,8 @@ def summary(dep: Dep) -> Table:
 
 
 def routes_table(routes: Sequence[Mapping[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Routes", title_justify="left", box=None, pad_edge=False, header_style="bold")
     for column in ("ID", "REV", "STATUS", "HEALTH", "READY", "TRAFFIC", "ADDRESS", "AGE"):
         table.add_column(column, no_wrap=True)
@@ -182,6 +196,8 @@ def routes_table(routes: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def revisions_table(revisions: Sequence[Mapping[str, Any]], dep: Dep) -> Table:
+    from rich.table import Table
+
     table = Table(title="Revisions", title_justify="left", box=None, pad_edge=False, header_style="bold")
     for column in ("REV", "LABEL", "COMMAND", "HEALTH CHECK", "AGE", ""):
         table.add_column(column, no_wrap=column != "COMMAND")
@@ -199,6 +215,9 @@ def revisions_table(revisions: Sequence[Mapping[str, Any]], dep: Dep) -> Table:
 
 def events_table(history: Sequence[Mapping[str, Any]], *, title: str = "Events", revisions: bool = False) -> Table:
     """History rows; with `revisions`, a column "from -> to" revision numbers as well."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     columns = ["TIME", "LIFECYCLE", "STEP", "RESULT"] + (["REVISIONS"] if revisions else []) + ["MESSAGE"]
     for column in columns:
@@ -223,6 +242,9 @@ def event_line(h: Mapping[str, Any]) -> str:
 
 
 def describe_view(dep: Dep, revisions: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]]) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
     parts: list[RenderableType] = [summary(dep), Text("")]
     parts += [routes_table(dep.get("routes", [])) if dep.get("routes") else Text("Routes: none"), Text("")]
     parts += [revisions_table(revisions, dep), Text("")]
