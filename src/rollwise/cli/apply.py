@@ -9,76 +9,148 @@ A deployment file (YAML) holds `name`, `replicas`, `policy` and `revision` (see 
   starts a rollout to it. A rollout in progress is not replaced unless `--supersede` is given; applying
   the serving revision's content during a rollout (with --supersede) rolls the rollout back.
 
-It prints one line per thing it did (or "unchanged"). The file is validated locally first with the
-model's own rules, so a typo is reported (exit 2) before anything is sent.
+It prints one line per thing it did (or "unchanged").
 
-Called by the `rollwise` Typer app (registered on import). Must not: talk to the store (only the API).
+Validation. The file's shape is checked here (a mapping, known keys at every level, a string name, an
+integer replica count: exit 2 naming the field). The values are validated by the server, with the
+model's own rules: its 422 names the field and is shown as `FILE: field: problem`, exit 2. The model
+(pydantic) is not imported here: that import was most of the time `apply` took to start. To tell
+whether the file changes anything, settings the file leaves out are filled from `POLICY_DEFAULTS`,
+`REVISION_DEFAULTS` and `HEALTH_CHECK_DEFAULTS`, copies of the model's defaults
+(tests/cli/test_apply_file.py checks that they match `rollwise.model`).
+
+Writes, in order: a new revision (the server validates it; refused, nothing is written), then the
+replicas and policy patch, then the rollout. A patch the server refuses after the revision was added
+leaves that revision stored but not rolled out, and the error says so.
+
+Called by the `rollwise` Typer app (registered on import). Must not: talk to the store (only the API);
+import rollwise.model, rollwise.control or the server's packages.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from rollwise.cli.client import Client, DataDirOption, ServerOption, TokenOption, connect, deployment_path
+from rollwise.cli.client import (
+    ApiError,
+    Client,
+    DataDirOption,
+    ServerOption,
+    TokenOption,
+    connect,
+    deployment_path,
+)
 from rollwise.cli.describe import policy_words
-from rollwise.cli.errors import cli_errors, fail
+from rollwise.cli.errors import CliError, InvalidInput, cli_errors, fail
 from rollwise.cli.main import app
-from rollwise.model import ValidationFailed, parse_policy
-from rollwise.model.revision import RevisionInput, parse_revision
 
 FILE_KEYS = ("name", "replicas", "policy", "revision")
-REVISION_FIELDS = tuple(RevisionInput.model_fields)
+REQUIRED_KEYS = ("name", "replicas", "revision")
+
+POLICY_DEFAULTS: dict[str, Any] = {
+    "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "auto_promote": False,
+    "promote_delay_seconds": 0.0, "progress_deadline_seconds": 600.0, "on_deadline": "rollback",
+    "failure_threshold": None,
+}
+"""rollwise.model.Policy().to_json(): the whole policy of a file that sets nothing."""
+
+REVISION_DEFAULTS: dict[str, Any] = {
+    "env": {}, "health_check": None, "startup_timeout_seconds": 60.0, "drain_seconds": 1.0,
+    "stop_grace_seconds": 5.0, "label": None,
+}
+"""rollwise.model.revision.RevisionInput's defaults (`command` is required)."""
+REVISION_FIELDS = ("command", *REVISION_DEFAULTS)
+
+HEALTH_CHECK_DEFAULTS: dict[str, Any] = {
+    "path": "/healthz", "interval_seconds": 1.0, "timeout_seconds": 1.0, "healthy_threshold": 1,
+    "unhealthy_threshold": 3, "initial_delay_seconds": 0.0,
+}
+"""rollwise.model.revision.HealthCheck's defaults."""
 
 
 def read_deployment_file(path: str) -> dict[str, Any]:
-    """The file's document, validated; raises ValidationFailed naming the file and the field."""
-    from rollwise.control.operations import check_name, check_replicas  # the server's own rules
+    """The file's document, its shape checked; raises InvalidInput naming the file and the field."""
+    import yaml  # only `apply` reads YAML
 
-    label = "<stdin>" if path == "-" else path
+    label = file_label(path)
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ValidationFailed(f"{label}: cannot read: {e.strerror or e}") from e
+        raise InvalidInput(f"{label}: cannot read: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
-        raise ValidationFailed(f"{label}: not UTF-8 text") from e
+        raise InvalidInput(f"{label}: not UTF-8 text") from e
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ValidationFailed(f"{label}: invalid YAML{where}: {problem}") from e
+        raise InvalidInput(f"{label}: invalid YAML{where}: {problem}") from e
     if not isinstance(doc, dict):
-        raise ValidationFailed(f"{label}: expected a mapping with {', '.join(FILE_KEYS)}")
-    try:
-        unknown = sorted(str(k) for k in doc if k not in FILE_KEYS)
-        if unknown:
-            raise ValidationFailed(f"{unknown[0]}: is not a known field (expected {', '.join(FILE_KEYS)})")
-        for key in ("name", "replicas", "revision"):
-            if key not in doc:
-                raise ValidationFailed(f"{key}: is required")
-        check_name(doc["name"])
-        check_replicas(doc["replicas"])
-        policy = parse_policy(doc.get("policy") or {})
-        revision = parse_revision(doc["revision"])
-    except ValidationFailed as e:
-        raise ValidationFailed(f"{label}: {e.message}") from e
-    return {
-        "name": doc["name"],
-        "replicas": doc["replicas"],
-        "policy": policy.to_json(),
-        "revision": revision.model_dump(mode="json"),
-    }
+        raise InvalidInput(f"{label}: expected a mapping with {', '.join(FILE_KEYS)}")
+    problem = shape_problem(doc)
+    if problem:
+        raise InvalidInput(f"{label}: {problem}")
+    return {"name": doc["name"], "replicas": doc["replicas"], "policy": doc.get("policy") or {},
+            "revision": doc["revision"]}
 
 
-def revision_content(revision: dict[str, Any]) -> dict[str, Any]:
-    """The fields that make two revisions the same (an API RevisionOut or a validated file revision)."""
-    return {k: revision.get(k) for k in REVISION_FIELDS}
+def file_label(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def shape_problem(doc: Mapping[Any, Any]) -> str | None:
+    """What is wrong with the document's shape ("field: problem"), or None. Values are the server's."""
+    unknown = _unknown(doc, FILE_KEYS, "")
+    if unknown:
+        return unknown
+    for key in REQUIRED_KEYS:
+        if key not in doc:
+            return f"{key}: is required"
+    if not isinstance(doc["name"], str):
+        return f"name: {doc['name']!r} is not a string"
+    replicas = doc["replicas"]
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        return f"replicas: {replicas!r} is not an integer"
+    policy = doc.get("policy")
+    if policy is not None and not isinstance(policy, dict):
+        return f"policy: {policy!r} is not an object"
+    revision = doc["revision"]
+    if not isinstance(revision, dict):
+        return "revision: is not an object"
+    check = revision.get("health_check")
+    return (
+        _unknown(policy or {}, tuple(POLICY_DEFAULTS), "policy.")
+        or _unknown(revision, REVISION_FIELDS, "revision.")
+        or (_unknown(check, tuple(HEALTH_CHECK_DEFAULTS), "revision.health_check.")
+            if isinstance(check, dict) else None)
+    )
+
+
+def _unknown(mapping: Mapping[Any, Any], known: tuple[str, ...], prefix: str) -> str | None:
+    unknown = sorted(str(k) for k in mapping if k not in known)
+    if not unknown:
+        return None
+    return f"{prefix}{unknown[0]}: is not a known field (expected {', '.join(known)})"
+
+
+def whole_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's policy with the settings it leaves out at their defaults."""
+    return POLICY_DEFAULTS | dict(policy)
+
+
+def revision_content(revision: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that make two revisions the same (an API RevisionOut or a file's revision), with the
+    defaults filled in."""
+    filled = REVISION_DEFAULTS | dict(revision)
+    if isinstance(filled.get("health_check"), dict):
+        filled["health_check"] = HEALTH_CHECK_DEFAULTS | filled["health_check"]
+    return {k: filled.get(k) for k in REVISION_FIELDS}
 
 
 @app.command()
@@ -93,18 +165,26 @@ def apply(
     with cli_errors():
         doc = read_deployment_file(file)
         with connect(server, token, data_dir) as client:
-            for line in apply_document(client, doc, supersede=supersede):
-                typer.echo(line)
+            try:
+                lines = apply_document(client, doc, supersede=supersede)
+            except ApiError as e:
+                if e.code != "invalid":
+                    raise
+                # The server refused a value of the file: say which file (the message names the field).
+                raise CliError(f"{file_label(file)}: {e.message}", code=e.code) from e
+        for line in lines:
+            typer.echo(line)
 
 
 def apply_document(client: Client, doc: dict[str, Any], *, supersede: bool = False) -> list[str]:
-    """Make the deployment match `doc`; returns what was done, one line each."""
+    """Make the deployment match `doc` (a document `read_deployment_file` returned); returns what was
+    done, one line each."""
     name = doc["name"]
     dep = client.get_or_none(deployment_path(name))
     if dep is None:
         dep = client.post("/v1/deployments", doc)
         return [f"{name}: created with revision {dep['current_revision']}, {dep['replicas']} replicas "
-                f"({policy_words(dep['policy'])})"]
+                f"({policy_words(dep.get('policy'))})"]
     done: list[str] = []
     if dep["lifecycle"] == "destroying":
         fail(f"{name}: the deployment is being destroyed; apply again once it is gone")
@@ -112,10 +192,10 @@ def apply_document(client: Client, doc: dict[str, Any], *, supersede: bool = Fal
     # What changes in the revision, decided before anything is written (a refusal writes nothing).
     revisions = {r["number"]: r for r in client.get(deployment_path(name, "revisions"))}
     wanted = revision_content(doc["revision"])
-    moving_to = dep["deploying_revision"] or dep["current_revision"]
+    moving_to = dep.get("deploying_revision") or dep.get("current_revision")
     new_revision = moving_to is None or revision_content(revisions[moving_to]) != wanted
     back_to_current = (
-        new_revision and dep["deploying_revision"] is not None
+        new_revision and dep.get("deploying_revision") is not None
         and revision_content(revisions[dep["current_revision"]]) == wanted
     )
     if new_revision:
@@ -125,24 +205,40 @@ def apply_document(client: Client, doc: dict[str, Any], *, supersede: bool = Fal
             fail(f"{name}: a rollout of revision {dep['deploying_revision']} is in progress; wait for it, "
                  f"abort it, or apply with --supersede")
 
+    # The new revision first: the server validates it, and a refused one leaves nothing written.
+    added: dict[str, Any] | None = None
+    if new_revision and not back_to_current:
+        try:
+            added = client.post(deployment_path(name, "revisions"), doc["revision"])
+        except ApiError as e:
+            if e.code == "invalid":
+                raise ApiError(e.code, f"revision.{e.message}", status=e.status) from e
+            raise
+
     changes: dict[str, Any] = {}
     if doc["replicas"] != dep["replicas"]:
         changes["replicas"] = doc["replicas"]
         done.append(f"{name}: replicas {dep['replicas']} -> {doc['replicas']}")
-    if doc["policy"] != dep.get("policy"):
-        changes["policy"] = doc["policy"]
-        done.append(f"{name}: policy changed ({policy_words(doc['policy'])})")
+    policy = whole_policy(doc["policy"])
+    if policy != dep.get("policy"):
+        changes["policy"] = policy
+        done.append(f"{name}: policy changed ({policy_words(policy)})")
     if changes:
-        dep = client.patch(deployment_path(name), changes)
+        try:
+            dep = client.patch(deployment_path(name), changes)
+        except ApiError as e:
+            if added is not None:
+                raise ApiError(e.code, f"{e.message} (revision {added['number']} was added, not rolled out)",
+                               status=e.status) from e
+            raise
 
     if back_to_current:
         dep = client.post(deployment_path(name, "rollout"),
                           {"revision": dep["current_revision"], "supersede": True})
         done.append(f"{name}: revision {dep['current_revision']} is the file's revision: rolling back the rollout")
-    elif new_revision:
-        rev = client.post(deployment_path(name, "revisions"), doc["revision"])
-        dep = client.post(deployment_path(name, "rollout"), {"revision": rev["number"], "supersede": supersede})
-        done.append(f"{name}: revision {rev['number']} added; rollout started ({policy_words(dep['policy'])})")
+    elif added is not None:
+        dep = client.post(deployment_path(name, "rollout"), {"revision": added["number"], "supersede": supersede})
+        done.append(f"{name}: revision {added['number']} added; rollout started ({policy_words(dep.get('policy'))})")
     return done or [f"{name}: unchanged"]
 
 
