@@ -1,4 +1,5 @@
-"""The example model server as a real process: predictions, endpoints, keep-alive, misbehaviour, SIGTERM."""
+"""The example model server as a real process, in both HTTP modes (stdlib and uvicorn): predictions,
+endpoints, keep-alive, misbehaviour, SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,78 +15,30 @@ from pathlib import Path
 import httpx
 import pytest
 import sentiment_training
+from model_server_process import (
+    HTTP_MODES,
+    Server,
+    catches_sigterm,
+    is_listening,
+    raw_request,
+    read_responses,
+    wait_until,
+)
 
 from rollwise.examples.model_server import SentimentModel, tokenize
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src/rollwise/examples/sentiment_weights.json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def is_listening(port: int) -> bool:
+@pytest.fixture(scope="module", params=HTTP_MODES)
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One server per mode shared by the module's read-only tests."""
+    s = Server("--version", "v7", "--http", request.param)
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def wait_listening(port: int, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not is_listening(port):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing listens on {port} after {timeout}s")
-        time.sleep(0.02)
-
-
-class Server:
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rollwise.examples.model_server", "--port", str(self.port), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM, wait; (exit code, stderr)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=10)
-        return self.process.returncode, err
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(*args: str, wait: bool = True) -> Server:
-        server = Server(*args)
-        servers.append(server)
-        if wait:
-            wait_listening(server.port)
-        return server
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.communicate(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = Server("--version", "v7")
-    wait_listening(s.port)
-    yield s
-    s.stop()
+        s.wait_listening()
+        yield s
+    finally:
+        s.kill()
 
 
 # The model ---------------------------------------------------------------------------------------------
@@ -97,9 +48,11 @@ def test_shipped_weights_are_reproducible_from_the_training_script() -> None:
     shipped = json.loads(WEIGHTS.read_text())
     retrained = sentiment_training.train()
     assert shipped["bias"] == pytest.approx(retrained["bias"], abs=1e-4)
-    assert shipped["weights"].keys() == retrained["weights"].keys()  # type: ignore[union-attr]
+    retrained_weights = retrained["weights"]
+    assert isinstance(retrained_weights, dict)
+    assert shipped["weights"].keys() == retrained_weights.keys()
     for word, weight in shipped["weights"].items():
-        assert weight == pytest.approx(retrained["weights"][word], abs=1e-4), word  # type: ignore[index]
+        assert weight == pytest.approx(retrained_weights[word], abs=1e-4), word
 
 
 def test_model_fits_its_training_corpus_and_tokenizes_like_training() -> None:
@@ -174,40 +127,14 @@ def test_oversized_body_gets_413(server: Server) -> None:
     assert response.status_code == 413
 
 
-def _raw_request(path: str, body: bytes = b"") -> bytes:
-    method = "POST" if body else "GET"
-    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-    return head + body
-
-
-def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
-    """Read `count` responses off a keep-alive connection (they all carry Content-Length)."""
-    data = b""
-    responses: list[bytes] = []
-    while len(responses) < count:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed early"
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))[15:])
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed early"
-            rest += chunk
-        responses.append(head + b"\r\n\r\n" + rest[:length])
-        data = rest[length:]
-    return responses
-
-
 def test_keep_alive_and_pipelining_on_one_connection(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(_raw_request("/version"))
-        (first,) = _read_responses(sock, 1)
+        sock.sendall(raw_request("/version"))
+        (first,) = read_responses(sock, 1)
         assert first.startswith(b"HTTP/1.1 200") and b"connection: close" not in first.lower()
         # Two requests in one write: the second sits in the server's read buffer, not in the socket.
-        sock.sendall(_raw_request("/healthz") + _raw_request("/predict", b'{"text": "awful"}'))
-        second, third = _read_responses(sock, 2)
+        sock.sendall(raw_request("/healthz") + raw_request("/predict", b'{"text": "awful"}'))
+        second, third = read_responses(sock, 2)
         assert b'"ok"' in second and b'"negative"' in third
 
 
@@ -255,9 +182,11 @@ def test_fail_start_exits_1_without_listening(start_server: Callable[..., Server
 
 
 def test_unhealthy_after_turns_healthz_503_but_keeps_predicting(start_server: Callable[..., Server]) -> None:
-    server = start_server("--unhealthy-after", "0.5")
+    started = time.monotonic()
+    server = start_server("--unhealthy-after", "1")
     assert httpx.get(f"{server.url}/healthz").status_code == 200
-    time.sleep(0.6)
+    wait_until(lambda: httpx.get(f"{server.url}/healthz").status_code == 503, timeout=10, what="/healthz is 503")
+    assert time.monotonic() - started >= 1.0  # not before the second since it started listening
     health = httpx.get(f"{server.url}/healthz")
     assert (health.status_code, health.json()) == (503, {"status": "unhealthy"})
     assert httpx.post(f"{server.url}/predict", json={"text": "great"}).status_code == 200
@@ -266,33 +195,34 @@ def test_unhealthy_after_turns_healthz_503_but_keeps_predicting(start_server: Ca
 def test_startup_delay_postpones_listening(start_server: Callable[..., Server]) -> None:
     started = time.monotonic()
     server = start_server("--startup-delay", "0.6", wait=False)
-    time.sleep(0.3)
-    assert not is_listening(server.port)
-    wait_listening(server.port)
+    server.wait_listening()
     assert time.monotonic() - started >= 0.6
 
 
-def test_port_in_use_exits_1(server: Server) -> None:
-    clash = Server("--port", str(server.port))  # the later --port wins
+def test_port_in_use_exits_1(start_server: Callable[..., Server]) -> None:
+    server = start_server()
+    clash = start_server("--port", str(server.port), wait=False)  # the later --port wins
     assert clash.process.wait(timeout=10) == 1
     assert "cannot start" in clash.stop()[1]
+    assert httpx.get(f"{server.url}/version").status_code == 200  # the first one is untouched
 
 
 # Stopping ----------------------------------------------------------------------------------------------
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_server: Callable[..., Server]) -> None:
-    server = start_server("--latency", "0.8")
+    server = start_server("--latency", "2")
     result: dict[str, httpx.Response] = {}
     request = threading.Thread(
-        target=lambda: result.setdefault("r", httpx.post(f"{server.url}/predict", json={"text": "nice"}, timeout=5))
+        target=lambda: result.setdefault("r", httpx.post(f"{server.url}/predict", json={"text": "nice"}, timeout=10))
     )
     request.start()
-    time.sleep(0.3)  # the request is now sleeping in the server
+    # Nothing shows that the server has read the request, so give it time to: 0.3 s of its 2 s sleep.
+    time.sleep(0.3)
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.1)
-    assert not is_listening(server.port)  # stopped accepting while the request is still in flight
-    request.join(timeout=5)
+    wait_until(lambda: not is_listening(server.port), timeout=1.2, what="the listening socket is closed")
+    assert request.is_alive()  # stopped accepting while the request is still in flight
+    request.join(timeout=10)
     code, err = server.stop()
     assert result["r"].status_code == 200 and result["r"].json()["label"] == "positive"
     assert result["r"].headers["connection"] == "close"
@@ -303,8 +233,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_server: Calla
 def test_sigterm_closes_idle_keep_alive_connections_at_once(start_server: Callable[..., Server]) -> None:
     server = start_server()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(_raw_request("/healthz"))
-        _read_responses(sock, 1)
+        sock.sendall(raw_request("/healthz"))
+        read_responses(sock, 1)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=5) == 0
@@ -314,7 +244,7 @@ def test_sigterm_closes_idle_keep_alive_connections_at_once(start_server: Callab
 
 def test_sigterm_during_startup_delay_exits_0(start_server: Callable[..., Server]) -> None:
     server = start_server("--startup-delay", "30", wait=False)
-    time.sleep(0.3)
+    wait_until(lambda: catches_sigterm(server.process.pid), timeout=10, what="the server handles SIGTERM")
     code, err = server.stop()
     assert code == 0 and "before listening" in err
 
