@@ -37,8 +37,13 @@ BURSTS = textwrap.dedent(
             time.sleep(0.01)
     """
 )
-# Writes numbered lines without pause until stopped.
-CHATTY = (PY, "-c", "import itertools\nfor n in itertools.count():\n    print(f'line {n:08d} ' + 'y' * 40, flush=True)")
+# Writes numbered lines until stopped (a line every 0.2 ms: chatty, yet kind to a shared machine's disk).
+CHATTY = (
+    PY,
+    "-c",
+    "import itertools, time\nfor n in itertools.count():\n    print(f'line {n:08d} ' + 'y' * 40, flush=True)\n"
+    "    time.sleep(0.0002)",
+)
 
 
 @pytest.fixture

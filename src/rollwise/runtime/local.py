@@ -395,7 +395,7 @@ class LocalRuntime:
     def _pick_port(self) -> int:
         now = time.monotonic()
         self._recent_ports = {p: t for p, t in self._recent_ports.items() if now - t < RECENT_PORT_SECONDS}
-        taken = {route.port for route in self._routes.values()}
+        taken = {port for route in self._routes.values() for port in (route.port, *route.ports.values())}
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         for _ in range(64):
             try:
