@@ -91,14 +91,23 @@ def append_marker(path: Path, message: str) -> None:
         os.close(fd)
 
 
-def make_private(directory: Path, patterns: Iterable[str]) -> None:
-    """Create `directory` (and parents) if needed; set it DIR_MODE and its matching files FILE_MODE."""
+def make_private(directory: Path, patterns: Iterable[str]) -> list[tuple[Path, OSError]]:
+    """Create `directory` (and parents) if needed; set it DIR_MODE and its matching files FILE_MODE.
+
+    Raises OSError for the directory; returns the files it could not fix (one foreign file must not
+    stop the runtime from starting).
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     os.chmod(directory, DIR_MODE)
+    failed = []
     for pattern in patterns:
         for path in directory.glob(pattern):
-            if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != FILE_MODE:
-                os.chmod(path, FILE_MODE)
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != FILE_MODE:
+                    os.chmod(path, FILE_MODE)
+            except OSError as e:
+                failed.append((path, e))
+    return failed
 
 
 # Scanning -------------------------------------------------------------------------------------------

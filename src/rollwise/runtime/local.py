@@ -173,10 +173,12 @@ class LocalRuntime:
         self._registry_dir = self._data_dir / "routes"
         try:
             self._data_dir.mkdir(parents=True, exist_ok=True)
-            _logs.make_private(self._logs_dir, ("*.log", "*.log.*"))
-            _logs.make_private(self._registry_dir, ("*.json", "*.json.tmp"))
+            unfixed = _logs.make_private(self._logs_dir, ("*.log", "*.log.*"))
+            unfixed += _logs.make_private(self._registry_dir, ("*.json", "*.json.tmp"))
         except OSError as e:
             raise RuntimeFailure(f"local runtime: cannot use data directory {self._data_dir}: {e.strerror}") from e
+        for path, error in unfixed:
+            logger.warning("local runtime: cannot make %s private: %s", path, error)
         self._host = host
         self._grace = grace_seconds
         self._kill_wait = kill_wait_seconds
