@@ -17,7 +17,9 @@ model's own rules: its 422 names the field and is shown as `FILE: field: problem
 (pydantic) is not imported here: that import was most of the time `apply` took to start. To tell
 whether the file changes anything, settings the file leaves out are filled from `POLICY_DEFAULTS`,
 `REVISION_DEFAULTS` and `HEALTH_CHECK_DEFAULTS`, copies of the model's defaults
-(tests/cli/test_apply_file.py checks that they match `rollwise.model`).
+(tests/cli/test_apply_file.py checks that they match `rollwise.model`). Their keys are also the known
+fields: a field the model gains and these copies lack is refused loudly ("is not a known field"), never
+silently left out of the comparison.
 
 Writes, in order: a new revision (the server validates it; refused, nothing is written), then the
 replicas and policy patch, then the rollout. A patch the server refuses after the revision was added
@@ -61,7 +63,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
 
 REVISION_DEFAULTS: dict[str, Any] = {
     "env": {}, "health_check": None, "startup_timeout_seconds": 60.0, "drain_seconds": 1.0,
-    "stop_grace_seconds": 5.0, "label": None,
+    "stop_grace_seconds": 5.0, "label": None, "ports": [],
 }
 """rollwise.model.revision.RevisionInput's defaults (`command` is required)."""
 REVISION_FIELDS = ("command", *REVISION_DEFAULTS)
