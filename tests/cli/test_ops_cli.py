@@ -298,3 +298,67 @@ def test_more_mistakes_in_process(server: Server, tmp_path: Path) -> None:
     assert "missing bearer token" in no_token
     assert "not both" in one_red_line(invoke("plan", "x", "--input", "-"), code=2)
     assert "--input: is required" in one_red_line(invoke("plan"), code=2)
+
+
+def test_apply_values_refused_by_the_server_name_the_field_and_write_nothing(server: Server, tmp_path: Path) -> None:
+    def revisions(name: str) -> int:
+        return len(server.api(f"/v1/deployments/{name}/revisions").json())
+
+    bad_check = tmp_path / "bad-check.yaml"
+    bad_check.write_text("name: valid\nreplicas: 1\nrevision:\n  command: [x]\n  health_check: {path: healthz}\n")
+    refused = one_red_line(invoke("apply", "-f", str(bad_check), *server.args()), code=2)
+    assert f"{bad_check}: revision.health_check.path: 'healthz' must start with /" in refused
+    assert server.api("/v1/deployments/valid").status_code == 404
+
+    v1 = deployment_file(tmp_path, "sentiment.yaml", name="valid", version="v1", replicas=1)
+    rollwise("apply", "-f", str(v1), *server.args())
+    server.wait("valid", ready)
+    assert rollwise("apply", "-f", str(v1), *server.args()).stdout == "valid: unchanged\n"
+
+    # A new revision the server refuses, with a replicas change: nothing is written.
+    text = v1.read_text().replace("replicas: 1", "replicas: 2").replace("path: /healthz", "path: healthz")
+    assert text != v1.read_text().replace("replicas: 1", "replicas: 2")
+    bad_revision = tmp_path / "bad-revision.yaml"
+    bad_revision.write_text(text)
+    refused = one_red_line(invoke("apply", "-f", str(bad_revision), *server.args()), code=2)
+    assert f"{bad_revision}: revision.health_check.path: 'healthz' must start with /" in refused
+    dep = server.api("/v1/deployments/valid").json()
+    assert dep["replicas"] == 1 and revisions("valid") == 1
+
+    # A policy value the server refuses (with no new revision): nothing is written.
+    bad_policy = tmp_path / "bad-policy.yaml"
+    bad_policy.write_text(v1.read_text().replace("max_surge: 1", "max_surge: lots"))
+    refused = one_red_line(invoke("apply", "-f", str(bad_policy), *server.args()), code=2)
+    assert f'{bad_policy}: policy.max_surge: "lots" is not an integer or a percentage like "25%"' in refused
+    assert server.api("/v1/deployments/valid").json()["policy"]["max_surge"] == 1
+
+    # A file without a policy is the default policy: applied once it changes it, then it is unchanged.
+    no_policy = tmp_path / "no-policy.yaml"
+    no_policy.write_text("\n".join(line for line in v1.read_text().splitlines()
+                                   if not line.startswith(("policy:", "  strategy:", "  max_", "  progress_"))))
+    assert rollwise("apply", "-f", str(no_policy), *server.args()).stdout.startswith("valid: policy changed (rolling, "
+                                                                                     "max surge 25%")
+    assert rollwise("apply", "-f", str(no_policy), *server.args()).stdout == "valid: unchanged\n"
+
+    # A new revision with a policy the server refuses: the revision is stored, not rolled out, and the
+    # error line says so.
+    v2 = deployment_file(tmp_path, "sentiment.yaml", name="valid", version="v2", replicas=1)
+    half = tmp_path / "half.yaml"
+    half.write_text(v2.read_text().replace("max_surge: 1", "max_surge: lots"))
+    refused = one_red_line(invoke("apply", "-f", str(half), *server.args()), code=2)
+    assert "policy.max_surge" in refused and "(revision 2 was added, not rolled out)" in refused
+    dep = server.api("/v1/deployments/valid").json()
+    assert dep["lifecycle"] == "ready" and dep["current_revision"] == 1 and dep["deploying_revision"] is None
+
+
+def test_apply_then_watch_waits_for_the_new_deployment(server: Server, tmp_path: Path) -> None:
+    spec = deployment_file(tmp_path, "sentiment.yaml", name="fresh", version="v1", replicas=3)
+    rollwise("apply", "-f", str(spec), *server.args())
+    watched = rollwise("rollout", "status", "fresh", "--watch", "--interval", "0.1", *server.args())
+    dep = server.api("/v1/deployments/fresh").json()
+    assert dep["lifecycle"] == "ready" and dep["ready_replicas"] == 3, dep
+    last = watched.stdout.splitlines()[-1]
+    # Followed from pending/scaling to ready, or (on a slow start) found ready already: exit 0 either way.
+    assert last in ("fresh: ready, 3/3 replicas of revision 1 ready",
+                    "fresh: no rollout in progress (ready, 3/3 replicas ready); revision 1 serving"), watched.stdout
+    assert watched.stdout.split()[:2] in (["fresh", "pending"], ["fresh", "scaling"], ["fresh", "ready"])

@@ -1,0 +1,166 @@
+"""The client commands import only what they need (a check on modules, not on time: start-up time is
+measured by benchmarks/cli_start.py).
+
+Each command runs in a fresh interpreter against a real `rollwise server --runtime simulated --no-proxy`
+(free port, tmp data dir), so every import it makes on its way (the request, the table, the error line)
+happens; then the interpreter's `sys.modules` is checked: never the server's packages (fastapi,
+sqlalchemy, uvicorn, ...), rollwise.model (pydantic models) or httpx; yaml only for `apply`; rich only for
+the commands that print a table. `main` imports only the module of the command being run, and every
+command is mapped to its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rollwise.cli import main as cli_main
+
+ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+
+NEVER = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "aiosqlite", "asyncpg", "prometheus_client",
+         "httpx", "rollwise.model", "rollwise.api", "rollwise.control", "rollwise.store", "rollwise.runtime",
+         "rollwise.strategy", "rollwise.traffic")
+"""Never imported by a client command."""
+
+PROBE = """
+import json, sys
+report = sys.argv.pop(1)
+sys.argv[0] = "rollwise"
+from rollwise.cli.main import main
+code = 0
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+with open(report, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+"""Runs `rollwise ARGS...` as the script does, then writes its exit code and sys.modules to a file."""
+
+DEPLOYMENT = """\
+name: imports
+replicas: 1
+revision:
+  command: [python, -m, rollwise.examples.model_server, --port, "{port}"]
+"""
+
+# (arguments, exit code, imports rich, imports yaml)
+COMMANDS: list[tuple[list[str], int, bool, bool]] = [
+    (["apply", "-f", "FILE"], 0, False, True),
+    (["get"], 0, True, False),
+    (["get", "-o", "json"], 0, False, False),
+    (["get", "imports"], 0, True, False),
+    (["describe", "imports"], 0, True, False),
+    (["describe", "imports", "-o", "json"], 0, False, False),
+    (["history", "imports"], 0, True, False),
+    (["history", "imports", "-o", "json"], 0, False, False),
+    (["rollout", "status", "imports"], 0, True, False),
+    (["rollout", "status", "imports", "--watch"], 0, True, False),
+    (["rollout", "pause", "imports"], 1, False, False),
+    (["rollout", "undo", "imports"], 1, False, False),
+    (["delete", "nope"], 1, False, False),
+    (["describe", "nope"], 1, False, False),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {"NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def api_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    data = tmp_path_factory.mktemp("imports-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield ["--server", url, "--data-dir", str(data)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def imported(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:
+    report = tmp_path / "modules.json"
+    done = subprocess.run([sys.executable, "-c", PROBE, str(report), *args], capture_output=True, text=True,
+                          env=clean_env(), timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    result = json.loads(report.read_text())
+    return int(result["code"] or 0), set(result["modules"])
+
+
+def loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+def test_client_commands_import_only_what_they_need(api_args: list[str], tmp_path: Path) -> None:
+    spec = tmp_path / "imports.yaml"
+    spec.write_text(DEPLOYMENT)
+    for args, code, rich, yaml in COMMANDS:
+        argv = [str(spec) if a == "FILE" else a for a in args] + api_args
+        exit_code, modules = imported(argv, tmp_path)
+        assert exit_code == code, (args, exit_code)
+        assert not [p for p in NEVER if loaded(modules, p)], (args, [p for p in NEVER if loaded(modules, p)])
+        assert loaded(modules, "rich") is rich, (args, "rich")
+        assert loaded(modules, "yaml") is yaml, (args, "yaml")
+        others = {m.removeprefix("rollwise.cli.") for m in modules if m.startswith("rollwise.cli.")}
+        assert not others & {"server", "serve", "simulate", "demo", "demo_run", "plan"}, (args, others)
+
+
+def test_main_imports_the_module_of_the_command_only() -> None:
+    assert cli_main.modules_for(["apply", "-f", "x.yaml"]) == ("apply",)
+    assert cli_main.modules_for(["delete", "x"]) == ("apply",)
+    assert cli_main.modules_for(["rollout", "status", "x", "--watch"]) == ("rollout",)
+    for everything in ([], ["--help"], ["nope"]):
+        assert cli_main.modules_for(everything) == cli_main.ALL_MODULES
+
+
+def test_every_command_is_mapped_to_the_module_that_registers_it() -> None:
+    for module in cli_main.ALL_MODULES:
+        importlib.import_module(f"rollwise.cli.{module}")
+    found: dict[str, str] = {}
+    for info in cli_main.app.registered_commands:
+        assert info.callback is not None
+        found[info.name or info.callback.__name__] = info.callback.__module__
+    for group in cli_main.app.registered_groups:
+        assert group.name is not None and group.typer_instance is not None
+        callback = group.typer_instance.registered_commands[0].callback
+        assert callback is not None
+        found[group.name] = callback.__module__
+    assert found == {name: f"rollwise.cli.{module}" for name, module in cli_main.COMMAND_MODULES.items()}
+    assert set(cli_main.COMMAND_MODULES.values()) == set(cli_main.ALL_MODULES)
