@@ -1,12 +1,15 @@
-"""Fixtures of the traffic-layer tests: tiny HTTP backends in threads and a started TraefikLayer.
+"""Fixtures of the traffic-layer tests: tiny HTTP backends in threads, a started TraefikLayer, and a
+finalizer that kills any Traefik a test left behind.
 
-Used by tests/traffic/test_traefik*.py. Backends are real `ThreadingHTTPServer`s on free loopback ports;
-they answer every GET with their name (and, on `/health`, with 200 or 503 as the test sets it) and
-record the paths they received. Nothing here mocks Traefik.
+Used by tests/traffic/test_traefik*.py and test_keepalive.py. Backends are real `ThreadingHTTPServer`s
+on free loopback ports; they answer every GET with their name (and, on `/health`, with 200 or 503 as the
+test sets it) and record the paths they received. Nothing here mocks Traefik.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,9 +79,42 @@ def make_backend() -> Iterator[Callable[[str], TinyBackend]]:
 @pytest.fixture
 async def layer(tmp_path: Path) -> AsyncIterator[TraefikLayer]:
     """A started TraefikLayer on free ports; closed (and its Traefik gone) after the test."""
-    traefik = TraefikLayer(tmp_path / "data", proxy_port=pick_free_port("127.0.0.1"), health_interval="200ms")
+    traefik = TraefikLayer(tmp_path / "data", proxy_port=pick_free_port("127.0.0.1"))
     await traefik.start()
     try:
         yield traefik
     finally:
         await traefik.close()
+
+
+def marked_pids(root: str) -> list[int]:
+    """Pids of this user's processes whose ROLLWISE_DATA_DIR marker is `root` or a directory in it."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(b"ROLLWISE_DATA_DIR="):
+                marker = entry.partition(b"=")[2].decode(errors="replace")
+                if marker == root or marker.startswith(root + "/"):
+                    found.append(int(name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_traefik_left_behind(tmp_path: Path) -> Iterator[None]:
+    """After each test: SIGKILL any process marked with a data directory of this test's tmp_path (a
+    Traefik a failing test did not close). Tests that close everything leave nothing to kill."""
+    yield
+    for pid in marked_pids(str(tmp_path.resolve())):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -2,8 +2,8 @@
 
 Each test starts its own Traefik on free ports (about 0.2 s) and checks one promise of the layer:
 lifecycle, routing under /d/NAME/, weights, removal confirmation, atomic and skipped writes, zero failed
-requests while backends are swapped and drained, 503 without backends, health checks, take-over of a
-stale Traefik, and clear errors.
+requests while backends are swapped and drained, 503 without backends, no health checks of Traefik's
+own, and clear errors. Adoption, supervision, environment and file modes: test_traefik_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -61,12 +61,15 @@ async def test_start_and_close_leave_no_process(tmp_path: Path) -> None:
     await layer.start()
     pid = layer.pid
     assert pid is not None and proc.is_alive(pid)
-    assert layer.pid_file.read_text().strip() == str(pid)
+    assert layer.running and not layer.adopted
+    assert proc.read_pid_file(layer.pid_file) == proc.PidRecord(pid, proc.read_identity(pid))
     assert await proc.is_port_open("127.0.0.1", layer.proxy_port)
     await layer.close()
     assert not proc.is_alive(pid)
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
     assert not layer.pid_file.exists()
     assert not await proc.is_port_open("127.0.0.1", layer.proxy_port)
+    assert not layer.running and layer.pid is None
     await layer.close()  # idempotent
 
 
@@ -201,19 +204,18 @@ async def test_deployment_without_backends_answers_503_at_once(
     assert a.paths == []
 
 
-async def test_health_path_keeps_traffic_off_an_unhealthy_backend(
-    layer: TraefikLayer, make_backend: MakeBackend
-) -> None:
+async def test_traefik_never_drops_a_backend_on_its_own(layer: TraefikLayer, make_backend: MakeBackend) -> None:
+    """No Traefik health checks: a backend whose health endpoint fails keeps its share until rollwise's
+    prober takes it out of the table."""
     good, bad = make_backend("good"), make_backend("bad")
     bad.healthy = False
-    await layer.apply(
-        {"demo": [Backend(good.address, 0.5), Backend(bad.address, 0.5)]},
-        health_paths={"demo": "/health"},
-    )
-    assert await layer.wait_applied(5.0)
-    assert await layer.config_errors() == {}
-    await asyncio.sleep(0.6)  # health interval is 200 ms in the fixture
-    assert (await get_names(layer, "/d/demo/version", 20)) == {"good": 20}
+    await apply_and_wait(layer, {"demo": [Backend(good.address, 0.5), Backend(bad.address, 0.5)]})
+    assert "healthCheck" not in layer.dynamic_file.read_text()
+    assert "healthCheck" not in layer.static_file.read_text()
+    await get_names(layer, "/d/demo/health", 4)
+    assert (await get_names(layer, "/d/demo/version", 20)) == {"good": 10, "bad": 10}
+    # Traefik itself never asked for /health: only the 4 requests this test sent did.
+    assert (good.paths + bad.paths).count("/health") == 4
 
 
 async def test_request_counts_per_deployment(layer: TraefikLayer, make_backend: MakeBackend) -> None:
@@ -224,55 +226,21 @@ async def test_request_counts_per_deployment(layer: TraefikLayer, make_backend: 
     assert counts["demo"][200] == 7
 
 
-async def test_new_layer_stops_the_traefik_a_dead_server_left(
-    tmp_path: Path, make_backend: MakeBackend
-) -> None:
-    port = free_port()
-    first = TraefikLayer(tmp_path, proxy_port=port)
-    await first.start()
-    old_pid = first.pid
-    assert old_pid is not None
-    a = make_backend("a")
-    await first.apply({"demo": [Backend(a.address, 1.0)]})
-    # `first` is abandoned as if its server had been killed -9: `second` must take over.
-    second = TraefikLayer(tmp_path, proxy_port=port)
-    try:
-        await second.start()
-        assert not proc.is_alive(old_pid)
-        assert second.pid not in (None, old_pid)
-        assert second.pid_file.read_text().strip() == str(second.pid)
-        assert await second.wait_applied(5.0)  # the previous table serves until the first apply
-        assert (await get_names(second, "/d/demo/version", 3)) == {"a": 3}
-        await first.close()  # must neither kill second's traefik nor remove its pid file
-        assert second.pid is not None and proc.is_alive(second.pid)
-        assert second.pid_file.exists()
-    finally:
-        await first.close()
-        await second.close()
-
-
-async def test_start_again_after_traefik_died(layer: TraefikLayer, make_backend: MakeBackend) -> None:
-    a = make_backend("a")
-    await apply_and_wait(layer, {"demo": [Backend(a.address, 1.0)]})
-    dead = layer.pid
-    assert dead is not None
-    os.kill(dead, signal.SIGKILL)
-    while layer.pid is not None:
-        await asyncio.sleep(0.01)
-    assert not await layer.confirm_removed("demo", ["127.0.0.1:1"])  # no API: False, no error
-    await layer.start()
-    assert layer.pid not in (None, dead)
-    assert await layer.wait_applied(5.0)
-    assert (await get_names(layer, "/d/demo/version", 2)) == {"a": 2}
-
-
-async def test_pid_file_naming_a_foreign_process_is_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("format", ["legacy", "current"])
+async def test_pid_file_naming_a_foreign_process_is_ignored(tmp_path: Path, format: str) -> None:
     layer = TraefikLayer(tmp_path, proxy_port=free_port())
     layer.dir.mkdir(parents=True)
-    layer.pid_file.write_text(f"{os.getpid()}\n")  # this pytest process, not a traefik
+    me = os.getpid()  # this pytest process, not a traefik
+    identity = proc.read_identity(me)
+    assert identity is not None
+    if format == "legacy":
+        layer.pid_file.write_text(f"{me}\n")
+    else:
+        proc.write_pid_file(layer.pid_file, me, identity)
     await layer.start()
     try:
-        assert layer.pid != os.getpid()
+        assert layer.pid not in (None, me)
+        assert not layer.adopted
     finally:
         await layer.close()
 
@@ -304,12 +272,13 @@ async def test_traefik_refusing_its_configuration_fails_start_with_its_log(tmp_p
 
 async def test_invalid_names_and_weights_are_refused_before_writing(tmp_path: Path) -> None:
     layer = TraefikLayer(tmp_path, proxy_port=free_port())
-    for services in (
+    tables: tuple[dict[str, list[Backend]], ...] = (
         {"bad name": []},
         {"a:b": []},
         {"demo": [Backend("127.0.0.1:1", -1.0)]},
         {"demo": [Backend("127.0.0.1:1", float("nan"))]},
-    ):
+    )
+    for services in tables:
         with pytest.raises(ValidationFailed):
             await layer.apply(services)
     assert not layer.dynamic_file.exists()

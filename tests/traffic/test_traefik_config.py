@@ -16,12 +16,28 @@ def backends(*weights: float) -> list[Backend]:
     return [Backend(f"127.0.0.1:{9000 + i}", w) for i, w in enumerate(weights)]
 
 
-def build(
-    services: dict[str, list[Backend]], health_paths: dict[str, str] | None = None
-) -> dict[str, Any]:
-    return cfg.compute_dynamic_config(
-        services, health_paths=health_paths or {}, health_interval="1s", health_timeout="1s"
-    )
+def build(services: dict[str, list[Backend]]) -> dict[str, Any]:
+    return cfg.compute_dynamic_config(services)
+
+
+def static(**overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "proxy_address": "127.0.0.1:8080",
+        "api_address": "127.0.0.1:8081",
+        "dynamic_file": "/data/traefik/dynamic.yml",
+        "throttle": "50ms",
+        "idle_timeout": "1000ms",
+        "access_log": None,
+    }
+    return cfg.compute_static_config(**{**args, **overrides})
+
+
+def keys_anywhere(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        return set(obj).union(*(keys_anywhere(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(keys_anywhere(v) for v in obj))
+    return set()
 
 
 @pytest.mark.parametrize(
@@ -82,14 +98,29 @@ def test_dynamic_config_shape() -> None:
     }
 
 
-def test_health_check_on_parent_only_together_with_children() -> None:
-    services = {"a": backends(1, 1), "b": backends(1), "c": []}
-    http = build(services, {"a": "/health", "c": "/health"})["http"]["services"]
-    assert http["a"]["weighted"]["healthCheck"] == {}
-    assert http["a:127.0.0.1:9000"]["loadBalancer"]["healthCheck"]["path"] == "/health"
-    assert "healthCheck" not in http["b"]["weighted"]
-    assert "healthCheck" not in http["b:127.0.0.1:9000"]["loadBalancer"]
-    assert http["c"] == {"weighted": {"services": []}}  # no child: nothing to health-check
+@pytest.mark.parametrize(
+    "services",
+    [
+        pytest.param({}, id="empty"),
+        pytest.param({"demo": backends(0.9, 0.1), "idle": [], "zero": backends(0)}, id="mixed"),
+        pytest.param({f"d{i}": backends(1, 2, 3) for i in range(20)}, id="many"),
+    ],
+)
+def test_no_health_check_in_any_generated_config(services: dict[str, list[Backend]]) -> None:
+    """rollwise's prober is the only authority on a route's health: Traefik must never drop a backend
+    on its own (its one-strike 1 s check emptied busy deployments, 503 "no available server")."""
+    text, _ = cfg.render_dynamic_config(build(services))
+    assert "healthcheck" not in text.lower()
+    assert not {k.lower() for k in keys_anywhere(json.loads(text))} & {"healthcheck"}
+    assert "healthcheck" not in json.dumps(static()).lower()
+
+
+def test_retry_covers_network_errors_and_502_of_idempotent_requests() -> None:
+    retry = build({"demo": backends(1)})["http"]["middlewares"]["demo:retry"]["retry"]
+    assert retry == {"attempts": 3, "initialInterval": "10ms", "status": ["502"]}
+    # Never retried on a status for POST (Traefik's rule), and never told to: a model call may not be
+    # idempotent.
+    assert "retryNonIdempotentMethod" not in retry
 
 
 def test_duplicate_addresses_are_merged() -> None:
@@ -157,40 +188,42 @@ def test_parse_request_counts() -> None:
 
 
 def test_static_config_shape() -> None:
-    static = cfg.compute_static_config(
-        proxy_address="127.0.0.1:8080",
-        api_address="127.0.0.1:8081",
-        dynamic_file="/data/traefik/dynamic.yml",
-        throttle="50ms",
-        access_log=None,
-    )
-    assert static["entryPoints"]["web"]["address"] == "127.0.0.1:8080"
-    assert static["entryPoints"]["traefik"]["address"] == "127.0.0.1:8081"
-    assert static["providers"] == {
+    config = static()
+    assert config["entryPoints"]["web"]["address"] == "127.0.0.1:8080"
+    assert config["entryPoints"]["traefik"]["address"] == "127.0.0.1:8081"
+    assert config["providers"] == {
         "providersThrottleDuration": "50ms",
         "file": {"filename": "/data/traefik/dynamic.yml", "watch": True},
     }
-    assert static["api"] == {"insecure": True, "dashboard": False}
-    assert static["metrics"]["prometheus"]["entryPoint"] == "traefik"
-    assert "accessLog" not in static
+    assert config["api"] == {"insecure": True, "dashboard": False}
+    assert config["metrics"]["prometheus"]["entryPoint"] == "traefik"
+    assert config["serversTransport"] == {
+        "forwardingTimeouts": {"dialTimeout": "30s", "idleConnTimeout": "1000ms"}
+    }
+    assert "accessLog" not in config
 
 
-def test_each_backend_is_probed_on_its_own_revision_path() -> None:
-    config = cfg.compute_dynamic_config(
-        {"demo": [Backend("127.0.0.1:9001", 1.0, "/healthz"), Backend("127.0.0.1:9002", 1.0, "/ready")]},
-        health_paths={}, health_interval="1s", health_timeout="1s",
-    )
-    svcs = config["http"]["services"]
-    assert svcs["demo"]["weighted"]["healthCheck"] == {}
-    assert svcs["demo:127.0.0.1:9001"]["loadBalancer"]["healthCheck"]["path"] == "/healthz"
-    assert svcs["demo:127.0.0.1:9002"]["loadBalancer"]["healthCheck"]["path"] == "/ready"
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(1.0, "1000ms"), (0.5, "500ms"), (1.9, "1900ms"), (90, "90000ms")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert cfg.format_duration(seconds) == text
 
 
-def test_no_parent_health_check_while_one_backend_has_none() -> None:
-    config = cfg.compute_dynamic_config(
-        {"demo": [Backend("127.0.0.1:9001", 1.0, "/healthz"), Backend("127.0.0.1:9002", 1.0)]},
-        health_paths={}, health_interval="1s", health_timeout="1s",
-    )
-    svcs = config["http"]["services"]
-    assert "healthCheck" not in svcs["demo"]["weighted"]
-    assert "healthCheck" not in svcs["demo:127.0.0.1:9002"]["loadBalancer"]
+def test_api_port_read_back_from_a_static_config() -> None:
+    assert cfg.api_port_of(static(api_address="127.0.0.1:4321")) == 4321
+    assert cfg.api_port_of(static(api_address="[::1]:4322")) == 4322
+    assert cfg.api_port_of({}) is None
+    assert cfg.api_port_of({"entryPoints": {"traefik": {"address": "nonsense"}}}) is None
+
+
+def test_static_differences_name_what_differs() -> None:
+    assert cfg.static_differences(static(), static()) == []
+    running = static(proxy_address="127.0.0.1:9999", idle_timeout="90000ms")
+    assert cfg.static_differences(running, static()) == [
+        "entryPoints.web.address",
+        "serversTransport.forwardingTimeouts.idleConnTimeout",
+    ]
+    older = {k: v for k, v in static().items() if k != "serversTransport"}  # an older rollwise's file
+    assert cfg.static_differences(older, static()) == ["serversTransport"]
+    assert cfg.static_differences([1], static()) == ["(whole file)"]

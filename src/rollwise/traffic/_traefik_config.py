@@ -19,10 +19,14 @@ Names use ":" as the separator because deployment names may not contain it, so `
 identify a deployment's objects without ambiguity. A deployment with no backend (or only weight-0
 backends) keeps its router and gets an empty weighted service: Traefik answers 503 at once.
 
-When a health path is given for a deployment, every child gets `healthCheck {path, interval, timeout}`
-and the weighted service gets `healthCheck: {}` so it skips unhealthy children. Traefik refuses
-`healthCheck: {}` on a weighted service whose children have no health check (the router is then
-disabled and answers 404), so the parent flag is set only together with the children's.
+There are no Traefik health checks: rollwise's own prober (each revision's interval, timeout and
+thresholds) is the one authority that takes a backend out of the table. The retry middleware retries a
+request that never reached a backend (any method) and, for idempotent methods, one answered 502 (a
+connection that failed after the request was written); see docs/traffic.md.
+
+The static configuration sets the idle timeout of Traefik's connections to backends
+(`serversTransport.forwardingTimeouts.idleConnTimeout`) below the backends' keep-alive, so Traefik closes
+an idle connection before a backend does and never sends a request into one the backend is closing.
 
 Every dynamic file carries one unused middleware, `rollwise:config`, whose header value is a digest of
 the rest of the file. Traefik lists it in `/api/rawdata`, so the digest Traefik reports says exactly which
@@ -31,14 +35,12 @@ file it has loaded.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import hashlib
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -54,6 +56,10 @@ WEIGHT_SCALE = 1000
 """The weights of one deployment's backends are scaled to integers summing to about this."""
 RETRY_ATTEMPTS = 3
 RETRY_INITIAL_INTERVAL = "10ms"
+RETRY_STATUS = ("502",)
+"""Retried for idempotent methods only (Traefik never retries POST, PATCH or LOCK on a status): a 502 is
+Traefik's answer when a connection broke after the request was written, e.g. a backend that crashed."""
+DIAL_TIMEOUT = "30s"  # Traefik's default, written out so the static file says every forwarding timeout
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _REQUESTS_METRIC = "traefik_service_requests"  # the parser drops the `_total` suffix of counters
@@ -101,13 +107,7 @@ def server_url(address: str) -> str:
     return f"http://{address}"
 
 
-def compute_dynamic_config(
-    services: Mapping[str, Sequence[Backend]],
-    *,
-    health_paths: Mapping[str, str],
-    health_interval: str,
-    health_timeout: str,
-) -> dict[str, Any]:
+def compute_dynamic_config(services: Mapping[str, Sequence[Backend]]) -> dict[str, Any]:
     """The whole dynamic configuration (without the marker) for a routing table. Deterministic:
     deployments sorted by name, backends in the caller's order (duplicates merged)."""
     routers: dict[str, Any] = {}
@@ -117,8 +117,6 @@ def compute_dynamic_config(
         validate_deployment_name(name)
         backends = merge_duplicates(services[name])
         weights = compute_weights(backends)
-        default_path = health_paths.get(name)
-        paths = [b.health_path or default_path for b in backends]
         prefix = f"/d/{name}"
         routers[name] = {
             "entryPoints": [ENTRYPOINT_WEB],
@@ -128,27 +126,24 @@ def compute_dynamic_config(
         }
         middlewares[f"{name}:strip"] = {"stripPrefix": {"prefixes": [prefix]}}
         middlewares[f"{name}:retry"] = {
-            "retry": {"attempts": RETRY_ATTEMPTS, "initialInterval": RETRY_INITIAL_INTERVAL}
+            "retry": {
+                "attempts": RETRY_ATTEMPTS,
+                "initialInterval": RETRY_INITIAL_INTERVAL,
+                "status": list(RETRY_STATUS),
+            }
         }
-        weighted: dict[str, Any] = {
-            "services": [
-                {"name": child_service_name(name, b.address), "weight": w}
-                for b, w in zip(backends, weights, strict=True)
-            ]
+        svcs[name] = {
+            "weighted": {
+                "services": [
+                    {"name": child_service_name(name, b.address), "weight": w}
+                    for b, w in zip(backends, weights, strict=True)
+                ]
+            }
         }
-        if backends and all(p is not None for p in paths):
-            # Traefik refuses a weighted health check unless every child has one of its own.
-            weighted["healthCheck"] = {}
-        svcs[name] = {"weighted": weighted}
-        for b, health_path in zip(backends, paths, strict=True):
-            lb: dict[str, Any] = {"servers": [{"url": server_url(b.address)}]}
-            if health_path is not None:
-                lb["healthCheck"] = {
-                    "path": health_path,
-                    "interval": health_interval,
-                    "timeout": health_timeout,
-                }
-            svcs[child_service_name(name, b.address)] = {"loadBalancer": lb}
+        for b in backends:
+            svcs[child_service_name(name, b.address)] = {
+                "loadBalancer": {"servers": [{"url": server_url(b.address)}]}
+            }
     # Traefik rejects the whole file when a section is an empty map ("routers cannot be a standalone
     # element"), so an empty table has no sections at all.
     sections = {"routers": routers, "middlewares": middlewares, "services": svcs}
@@ -181,15 +176,21 @@ def compute_static_config(
     api_address: str,
     dynamic_file: str,
     throttle: str,
+    idle_timeout: str,
     access_log: str | None,
 ) -> dict[str, Any]:
-    """Traefik's static configuration. Logs go to stdout, which the layer redirects to its log file."""
+    """Traefik's static configuration. Logs go to stdout, which the layer redirects to its log file.
+    `idle_timeout` closes Traefik's idle connections to backends (the default serversTransport, used by
+    every service of the dynamic configuration)."""
     lifecycle = {"lifeCycle": {"graceTimeOut": "4s", "requestAcceptGraceTimeout": "0s"}}
     config: dict[str, Any] = {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
         "entryPoints": {
             ENTRYPOINT_WEB: {"address": proxy_address, "transport": lifecycle},
             ENTRYPOINT_API: {"address": api_address, "transport": lifecycle},
+        },
+        "serversTransport": {
+            "forwardingTimeouts": {"dialTimeout": DIAL_TIMEOUT, "idleConnTimeout": idle_timeout}
         },
         "api": {"insecure": True, "dashboard": False},
         "ping": {"entryPoint": ENTRYPOINT_API},
@@ -210,6 +211,36 @@ def compute_static_config(
     if access_log is not None:
         config["accessLog"] = {"filePath": access_log}
     return config
+
+
+def format_duration(seconds: float) -> str:
+    """A Traefik duration in whole milliseconds: 1.0 -> "1000ms"."""
+    return f"{round(seconds * 1000)}ms"
+
+
+def api_port_of(static: Mapping[str, Any]) -> int | None:
+    """The API port a static configuration (as `compute_static_config` writes it) names, or None."""
+    try:
+        address = static["entryPoints"][ENTRYPOINT_API]["address"]
+        return int(str(address).rpartition(":")[2])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def static_differences(running: Any, wanted: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths where the static configuration a Traefik runs differs from the one wanted
+    (for the log line that explains why a running Traefik is not adopted)."""
+    if not isinstance(running, Mapping):
+        return [prefix or "(whole file)"]
+    paths = []
+    for key in sorted(set(running) | set(wanted)):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = running.get(key), wanted.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            paths += static_differences(a, b, path)
+        elif a != b:
+            paths.append(path)
+    return paths
 
 
 @dataclass(frozen=True, slots=True)

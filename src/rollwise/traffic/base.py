@@ -4,7 +4,13 @@
 should receive traffic now (only running, ready, active routes with ratio > 0; the caller filters). It
 returns when the new table is written; `confirm_removed(name, addresses)` returns True once the proxy
 itself reports that none of `addresses` is still a backend of that deployment (used before draining a
-route's process).
+route's process). The table is served as given: the proxy runs no health checks of its own (the route
+controller's prober decides which routes are in the table).
+
+Supervision: while the layer is started, `running` says whether its proxy is alive and
+`ensure_running()` (polled by the server, about every 0.25 s) brings a dead proxy back with the current
+table. `close()` stops the proxy; `detach()` forgets it without stopping it (a server that loses the active
+role leaves the proxy to the next one, which adopts it in `start()`).
 
 Errors (rollwise.model.errors.RollwiseError subclasses):
 
@@ -40,8 +46,6 @@ class Backend:
     address: str
     """host:port"""
     weight: float
-    health_path: str | None = None
-    """Path the proxy probes on this backend (the revision's health check); None: no proxy probe."""
 
 
 @runtime_checkable
@@ -56,7 +60,33 @@ class TrafficLayer(Protocol):
         """Return once the proxy serves the last applied table (False after `timeout` seconds)."""
         ...
 
-    async def close(self) -> None: ...
+    @property
+    def running(self) -> bool:
+        """True while the proxy is alive (always True for a layer without a process)."""
+        ...
+
+    @property
+    def restarts(self) -> int:
+        """How many times `ensure_running` brought the proxy back."""
+        ...
+
+    @property
+    def down_since(self) -> float | None:
+        """time.monotonic() when the proxy was first seen down; None while it runs."""
+        ...
+
+    async def ensure_running(self) -> bool:
+        """Restart a dead proxy with the current table: True when it did, False when it was running
+        (or the layer is not started). Raises TrafficFailure when the restart failed."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the proxy (a clean server stop leaves nothing running)."""
+        ...
+
+    async def detach(self) -> None:
+        """Forget the proxy without stopping it (the next server adopts it)."""
+        ...
 
 
 class NoTraffic:
@@ -64,6 +94,12 @@ class NoTraffic:
 
     def __init__(self) -> None:
         self.services: dict[str, tuple[Backend, ...]] = {}
+        self.restarts = 0
+        self.down_since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return True
 
     async def start(self) -> None:
         return None
@@ -78,5 +114,11 @@ class NoTraffic:
     async def wait_applied(self, timeout: float = 5.0) -> bool:
         return True
 
+    async def ensure_running(self) -> bool:
+        return False
+
     async def close(self) -> None:
+        self.services = {}
+
+    async def detach(self) -> None:
         self.services = {}
