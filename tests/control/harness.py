@@ -22,7 +22,7 @@ from typing import Any
 from rollwise.control.clock import ManualClock
 from rollwise.control.coordinator import Coordinator, Intervals, StepReport
 from rollwise.control.operations import Operations
-from rollwise.model import Health, Lifecycle, RouteStatus, SubStep, Traffic
+from rollwise.model import Health, Lifecycle, RouteStatus, SubStep, Traffic, is_ready_state
 from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
 from rollwise.store import ApplyResult, ChangeSet, HistoryRecord, RouteRecord, Store
 from rollwise.store.records import DeploymentRecord
@@ -80,10 +80,10 @@ def is_alive(r: RouteRecord) -> bool:
 
 
 def is_serving(r: RouteRecord) -> bool:
-    """Receives traffic: running, healthy, active with a weight (all scenario revisions have a check)."""
+    """Receives traffic: running, ready (healthy or degraded), active with a weight (all scenario revisions
+    have a check)."""
     return (
-        r.status is RouteStatus.RUNNING
-        and r.health is Health.HEALTHY
+        is_ready_state(r.status, r.health, has_health_check=True)
         and r.traffic is Traffic.ACTIVE
         and r.traffic_ratio > 0
     )
@@ -134,7 +134,7 @@ class Scenario:
         self.clock = clock
         self.runtime = runtime
         self.coord = coordinator
-        self.ops = Operations(store, clock, coordinator.mark)
+        self.ops = Operations(store, clock, coordinator.mark, route_overlay=coordinator.routes.overlay)
         self.watches: dict[str, Watch] = {}
         self.rounds = 0
 

@@ -28,7 +28,8 @@ async def test_a_crashed_route_is_replaced(sc: Scenario) -> None:
     assert len(alive) == 3 and victim.id not in {r.id for r in alive}
     assert routes[victim.id].failed
     assert sc.watch().max_alive <= 3 + 1
-    assert any("replicas: creating 1" in h.message for h in await sc.history())
+    assert any("replicas: replacing failed routes of revision 1" in h.message for h in await sc.history())
+    assert dep.last_error is not None and "killed by signal 9" in dep.last_error
 
 
 async def test_scale_up_and_down_in_ready(sc: Scenario) -> None:
@@ -116,16 +117,21 @@ async def test_a_destroyed_name_can_be_created_again(sc: Scenario) -> None:
 async def test_ended_routes_are_purged_after_their_retention(tmp_path: Path) -> None:
     sc = await Scenario.open(tmp_path, intervals=Intervals(purge=0.0, retention=60.0))
     try:
-        await sc.ready(replicas=2)
+        await sc.ready(replicas=3)
         victim = (await sc.alive())[0]
         sc.runtime.crash(victim.id)
-        await sc.run_until_sample("svc", lambda s: victim.id not in s.route_ids and s.serving == 2)
-        assert victim.id in {r.id for r in await sc.routes()}, "kept while younger than the retention"
+        await sc.run_until_sample("svc", lambda s: victim.id not in s.route_ids and s.serving == 3)
+        await sc.ops.patch("svc", replicas=2)  # one route ends without failing
+        await sc.run_until_sample("svc", lambda s: s.alive == 2)
+        await sc.steps(3)
+        ended = [r for r in await sc.routes() if r.status is RouteStatus.TERMINATED and not r.failed]
+        assert len(ended) == 1, "kept while younger than the retention"
         sc.clock.advance(61)
         report = await sc.step()
-        assert report.purged >= 1
-        routes = await sc.routes()
-        assert victim.id not in {r.id for r in routes}
-        assert len([r for r in routes if r.status is RouteStatus.RUNNING]) == 2
+        assert report.purged == 1
+        routes = {r.id: r for r in await sc.routes()}
+        assert ended[0].id not in routes
+        assert victim.id in routes, "the newest failures stay: they say why the deployment struggled"
+        assert len([r for r in routes.values() if r.status is RouteStatus.RUNNING]) == 2
     finally:
         await sc.close()

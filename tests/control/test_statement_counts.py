@@ -103,6 +103,7 @@ async def test_replica_cycle_statements_do_not_grow_with_deployments(
             dep = await sc.dep(name)
             sc.runtime.crash((await sc.store.list_routes([dep.id]))[0].id)
         await sc.coord.routes.reconcile()
+        sc.clock.advance(1.0)  # the crash-loop back-off's first second: the replacements are due now
 
         statements, report = await measure(sc, kind)
 

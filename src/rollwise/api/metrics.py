@@ -8,6 +8,10 @@ counters; tests build many).
     rollwise_cycle_errors_total{kind}                  per-deployment evaluation errors in cycles
     rollwise_deployments{lifecycle}                    gauge, computed at scrape time
     rollwise_routes{status}                            gauge, computed at scrape time
+    rollwise_deployment_fail_open{deployment}          1 for each deployment whose serving routes are all
+                                                       unhealthy (the proxy sends to all of them); others absent
+    rollwise_proxy_up                                  1 while the proxy process runs (when supervised)
+    rollwise_proxy_restarts_total                      proxy exits noticed and restarted by the supervisor
     rollwise_proxy_requests_total{deployment,code}     requests the proxy served (when it can say)
 
 Completed / rolled back / cycle durations come from the coordinator's observers (`observe_cycle` is
@@ -29,6 +33,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from rollwise.control.cycles import CycleReport
+from rollwise.control.routing import compute_served
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, RollwiseError, RouteStatus
 
@@ -65,6 +70,12 @@ class ApiMetrics:
         )
         self.deployments = Gauge("rollwise_deployments", "Deployments by lifecycle", ["lifecycle"], registry=r)
         self.routes = Gauge("rollwise_routes", "Routes by status", ["status"], registry=r)
+        self.fail_open = Gauge(
+            "rollwise_deployment_fail_open",
+            "Deployments whose serving routes are all unhealthy: the proxy sends to all of them",
+            ["deployment"],
+            registry=r,
+        )
         self.proxy = _ProxyRequests()
         if request_counts is not None:
             r.register(self.proxy)
@@ -99,11 +110,18 @@ class ApiMetrics:
         by_lifecycle = {lc.value: 0 for lc in Lifecycle if lc is not Lifecycle.DESTROYED}
         by_status = {s.value: 0 for s in RouteStatus if s is not RouteStatus.TERMINATED}
         loaded = await self.ops.routes_and_revisions(deployments)
+        failing_open = []
         for dep in deployments:
             by_lifecycle[dep.lifecycle.value] = by_lifecycle.get(dep.lifecycle.value, 0) + 1
-            for route in loaded[dep.id][0]:
+            routes, revisions = loaded[dep.id]
+            for route in routes:
                 if route.status is not RouteStatus.TERMINATED:
                     by_status[route.status.value] += 1
+            if compute_served(routes, {(dep.id, rev.number): rev.has_health_check for rev in revisions})[1]:
+                failing_open.append(dep.name)
+        self.fail_open.clear()
+        for name in failing_open:
+            self.fail_open.labels(deployment=name).set(1)
         for lifecycle, n in by_lifecycle.items():
             self.deployments.labels(lifecycle=lifecycle).set(n)
         for status, n in by_status.items():

@@ -59,7 +59,8 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
 
     async def show_all(deps: list[DeploymentRecord]) -> list[DeploymentOut]:
         loaded = await ops.routes_and_revisions(deps)
-        return [deployment_out(dep, *loaded[dep.id]) for dep in deps]
+        now = ops.clock.now()
+        return [deployment_out(dep, *loaded[dep.id], now=now) for dep in deps]
 
     async def show(dep: DeploymentRecord) -> DeploymentOut:
         return (await show_all([dep]))[0]

@@ -32,6 +32,7 @@ from rollwise.model import (
     Traffic,
     is_ready_state,
 )
+from rollwise.control.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 
@@ -176,7 +177,18 @@ class DeploymentOut(BaseModel):
     rollback_reason: RollbackReason | None = Field(None, description="Why the rollout is rolling back")
     rollout_started_at: datetime | None = None
     last_progress_at: datetime | None = None
-    last_error: str | None = Field(None, description="Last evaluation error of the rollout, if any")
+    last_error: str | None = Field(
+        None,
+        description="The last error: a rollout's evaluation error, or the newest failed route (what happened, "
+        "its exit code and last output lines); cleared after ten minutes without a failure",
+    )
+    fail_open: bool = Field(
+        False, description="Every serving route is unhealthy: the proxy sends requests to all of them, not to none"
+    )
+    degraded: str | None = Field(None, description="Why the deployment is not at full strength; null when it is")
+    next_restart_at: datetime | None = Field(
+        None, description="When the crash-loop back-off lets the next replacement route start"
+    )
     policy: PolicyBody | None = Field(None, description="Rollout policy (null only if the stored one is unreadable)")
     policy_error: str | None = Field(None, description="Why policy is null")
     routes: list[RouteOut] = Field(default_factory=list, description="Routes not yet terminated")
@@ -269,17 +281,21 @@ def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
 
 
 def deployment_out(
-    dep: DeploymentRecord, routes: Sequence[RouteRecord], revisions: Sequence[RevisionRecord]
+    dep: DeploymentRecord, routes: Sequence[RouteRecord], revisions: Sequence[RevisionRecord], *, now: datetime
 ) -> DeploymentOut:
     by_number = {rev.number: rev for rev in revisions}
     shown = [route_out(r, by_number) for r in routes if r.status is not RouteStatus.TERMINATED]
+    condition = compute_condition(
+        dep, routes, {(dep.id, rev.number): rev.has_health_check for rev in revisions}, now
+    )
     return DeploymentOut(
         name=dep.name, lifecycle=dep.lifecycle, sub_step=dep.sub_step, replicas=dep.replicas,
         ready_replicas=sum(1 for r in shown if r.ready and r.revision == dep.current_revision),
         current_revision=dep.current_revision, deploying_revision=dep.deploying_revision, mode=dep.mode,
         paused=dep.paused, abort_requested=dep.abort_requested, promote_requested=dep.promote_requested,
         rollback_reason=dep.rollback_reason, rollout_started_at=dep.rollout_started_at,
-        last_progress_at=dep.last_progress_at, last_error=dep.last_error,
+        last_progress_at=dep.last_progress_at, last_error=dep.last_error, fail_open=condition.fail_open,
+        degraded=condition.degraded, next_restart_at=condition.next_restart_at,
         policy=dep.policy.to_json() if dep.policy is not None else None,
         policy_error=dep.policy_error, routes=shown, version=dep.version,
         created_at=dep.created_at, updated_at=dep.updated_at,

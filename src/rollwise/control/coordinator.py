@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind, CycleReport, run_cycle
+from rollwise.control.errlog import ErrorLog
 from rollwise.control.routes import RouteController, RoutePassReport
 from rollwise.model import Lifecycle
 from rollwise.runtime.base import Prober, Runtime
@@ -59,6 +60,8 @@ class Intervals:
     """Seconds between route controller passes (probes follow each revision's own interval)."""
     purge: float = 60.0
     """Seconds between purges of routes that ended (terminated, failed to start)."""
+    maintain: float = 5.0
+    """Seconds between the runtime's upkeep (route log rotation)."""
     retention: float = 600.0
     """How long an ended route stays readable (describe, debugging) before a purge deletes it; routes
     of a rollout in progress are kept whatever their age (its failure budget counts them)."""
@@ -82,7 +85,9 @@ class Coordinator:
         clock: Clock,
         intervals: Intervals | None = None,
         is_active: Callable[[], bool] = lambda: True,
+        max_starting: int | None = None,
     ) -> None:
+        """`max_starting`: route processes started but not listening yet, at most (control.routes)."""
         self.store = store
         self.clock = clock
         self.traffic = traffic
@@ -92,12 +97,15 @@ class Coordinator:
         self._needed: set[CycleKind] = set(CYCLE_ORDER)
         self._last_run: dict[CycleKind, float] = {}
         self._last_purge = time.monotonic()
+        self._last_maintain = time.monotonic()
+        self._errors = ErrorLog(log)
         self._due_at: dict[CycleKind, float] = {}
         """Monotonic times at which a cycle must run again although nothing marked it (requeue_after)."""
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.routes = RouteController(
-            store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake
+            store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake,
+            max_starting=max_starting,
         )
 
     # --- marks --------------------------------------------------------------------------------------
@@ -134,6 +142,9 @@ class Coordinator:
             step.purged = await self.store.delete_terminated_routes(
                 self.clock.now() - timedelta(seconds=self.intervals.retention)
             )
+        if time.monotonic() - self._last_maintain >= self.intervals.maintain:
+            self._last_maintain = time.monotonic()
+            await self.routes.maintain()
         if any(c.created_routes or c.terminated_routes for c in step.cycles):
             # Start new processes and withdraw terminated routes from the proxy right away.
             extra = await self._route_pass()
@@ -189,8 +200,9 @@ class Coordinator:
             if self._is_active():
                 try:
                     await self.run_once()
-                except Exception:  # noqa: BLE001 - the loop must survive a failed round; logged
-                    log.exception("coordinator round failed; retrying")
+                except Exception as e:  # noqa: BLE001 - the loop must survive a failed round; logged
+                    # One line per distinct error per minute (a full disk fails every round alike).
+                    self._errors.report("coordinator round failed, retrying", e)
                     await asyncio.sleep(1.0)
             if self._needed:
                 await asyncio.sleep(self.intervals.short)

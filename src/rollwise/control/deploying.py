@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from rollwise.control.outcome import Outcome, terminate_update
+from rollwise.control.restarts import compute_restart_backoff, hold_creates
 from rollwise.control.views import HealthChecks, compute_deployment_view, compute_route_views, revision_key
 from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
@@ -73,6 +74,9 @@ def compute_deploying_outcome(
     # The route views are computed once: the decision and the progress check both read them.
     views = compute_route_views(routes, health_checks)
     decision = decide(compute_deployment_view(dep), views, policy, now)
+    if decision.mode is Mode.ROLLING_BACK:
+        # A rollback has no failure budget: a serving revision that keeps failing backs off instead.
+        decision = hold_creates(decision, compute_restart_backoff(routes, dep.current_revision, now), now)
     _apply_decision(out, decision, views, policy, now)
     return out
 

@@ -4,7 +4,10 @@ replica reconciliation and destroying. Each returns an Outcome for `cycles.run_c
 Replica reconciliation (SCALING and READY) reuses the strategy engine: it is a rolling update towards the
 serving revision, in rollback mode (no failure budget, no deadline), with the default limits (surge 25%,
 unavailable 0). That gives scale-up, scale-down (surplus terminated, unready first, then newest) and the
-replacement of crashed or failed routes from one set of tested rules. Must not do I/O.
+replacement of crashed or failed routes from one set of tested rules. Replacements of failed routes
+wait for the crash-loop back-off (control.restarts); the newest failure is the deployment's
+`last_error` (exit code and last output lines), cleared once the revision ran 10 minutes without one.
+Must not do I/O.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime
 
 from rollwise.control.deploying import ROLLBACK_POLICY
 from rollwise.control.outcome import Outcome, terminate_update
+from rollwise.control.restarts import compute_restart_backoff, failure_cause, hold_creates
 from rollwise.control.views import HealthChecks, compute_route_views, revision_key
 from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
@@ -60,10 +64,17 @@ def compute_replicas_outcome(
 ) -> Outcome:
     """SCALING and READY: keep `replicas` ready routes of the serving revision."""
     out = Outcome(dep)
-    decision = compute_replicas_decision(dep, routes, health_checks, now)
+    backoff = compute_restart_backoff(routes, dep.current_revision, now)
+    decision = hold_creates(compute_replicas_decision(dep, routes, health_checks, now), backoff, now)
     out.apply_route_decision(decision, now)
+    out.requeue_after = decision.requeue_after
     done = decision.sub_step is SubStep.ROLLED_BACK
     created, terminated = len(decision.create), len(decision.terminate)
+    latest = backoff.latest
+    if latest is not None and latest.detail and latest.detail != dep.last_error:
+        out.changes["last_error"] = latest.detail
+    elif backoff.failures == 0 and done and dep.last_error is not None:
+        out.changes["last_error"] = None
     if dep.lifecycle is Lifecycle.SCALING and done:
         out.changes["lifecycle"] = Lifecycle.READY
         out.add_history(
@@ -72,6 +83,16 @@ def compute_replicas_outcome(
             message=f"scaling: {dep.replicas} routes of revision {dep.current_revision} ready",
             lifecycle_to=Lifecycle.READY,
             to_revision=dep.current_revision,
+        )
+    elif created and latest is not None:
+        # The same words for every replacement of one cause: repeated ones merge into one row.
+        out.add_history(
+            now=now,
+            result="failure",
+            message=f"replicas: replacing failed routes of revision {dep.current_revision} "
+            f"(back-off up to 300 s): {failure_cause(latest.detail)}",
+            to_revision=dep.current_revision,
+            error=latest.detail,
         )
     elif created or terminated:
         words = []

@@ -81,11 +81,15 @@ class Operations:
         mark: Callable[..., None] = lambda *kinds: None,
         *,
         is_active: Callable[[], bool] = lambda: True,
+        route_overlay: Callable[[Sequence[RouteRecord]], builtins.list[RouteRecord]] = list,
     ) -> None:
+        """`route_overlay` turns stored route rows into what the route controller knows (changes the
+        database refused are kept in its memory): reads never show a gone process as healthy."""
         self.store = store
         self.clock = clock
         self._mark = mark
         self._is_active = is_active
+        self._overlay = route_overlay
 
     def _check_active(self) -> None:
         """Writes are taken only by the active server (a standby serves reads)."""
@@ -105,13 +109,13 @@ class Operations:
         return [d for d in await self.store.list_deployments(None) if d.lifecycle is not Lifecycle.DESTROYED]
 
     async def routes(self, dep: DeploymentRecord) -> builtins.list[RouteRecord]:
-        return await self.store.list_routes([dep.id])
+        return self._overlay(await self.store.list_routes([dep.id]))
 
     async def routes_and_revisions(
         self, deps: Sequence[DeploymentRecord]
     ) -> dict[int, tuple[builtins.list[RouteRecord], builtins.list[RevisionRecord]]]:
         """Routes of many deployments and the revisions they run, in two queries whatever their number."""
-        routes = await self.store.list_routes([d.id for d in deps]) if deps else []
+        routes = self._overlay(await self.store.list_routes([d.id for d in deps])) if deps else []
         revisions = await self.store.load_revisions({(r.deployment_id, r.revision) for r in routes})
         out: dict[int, tuple[list[RouteRecord], list[RevisionRecord]]] = {d.id: ([], []) for d in deps}
         for r in routes:

@@ -139,7 +139,7 @@ async def _run(store: Store, opts: SimulationOptions) -> SimulationResult:
         jitter=0.25,
     )
     coordinator = Coordinator(store=store, runtime=runtime, prober=runtime, traffic=NoTraffic(), clock=clock)
-    ops = Operations(store, clock, coordinator.mark)
+    ops = Operations(store, clock, coordinator.mark, route_overlay=coordinator.routes.overlay)
     await ops.create(name=NAME, replicas=opts.replicas, policy=opts.policy(), revision=_revision("v1", opts))
     for _ in range(MAX_ROUNDS):
         await coordinator.run_once(force=True)

@@ -1,0 +1,91 @@
+"""The routing table the proxy serves, computed from route rows (pure), and its one exception: fail-open.
+
+rollwise's own prober, with each revision's interval, timeout and thresholds, is the one authority that
+takes a route out of rotation (docs/traffic.md, "Who takes a route out"): the proxy runs no health
+checks of its own. A deployment's table holds its **serving candidates** that are ready:
+
+    candidate  running, started (an address), traffic `active` with a ratio above 0, not failed
+    ready      `model.is_ready_state`: healthy or degraded (or no health check)
+
+**Fail-open.** When a deployment has candidates but none of them is ready because every one failed
+`unhealthy_threshold` probes in a row (health `unhealthy`, process alive), the table holds all of those
+candidates instead of none: when every replica looks unhealthy at once, the cause is most often the
+machine (saturated cores, a slow shared dependency), not the replicas, and sending requests to
+processes that are alive beats answering 503 for all of them (Envoy's "panic threshold" does the same).
+The route controller keeps such routes running rather than terminating them (see control.routes), the
+deployment reports it (`fail_open` in the API) and so does `/metrics`. Routes that were never healthy
+(`not_checked`) are never served: they are still starting.
+
+Called by the route controller (every pass), the API (to show `fail_open`) and the metrics. Must not do
+I/O or read the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rollwise.model import Health, Lifecycle, RouteStatus, Traffic, is_ready_state
+from rollwise.store.records import DeploymentRecord, RouteRecord
+from rollwise.traffic.base import Backend
+
+HasCheck = Mapping[tuple[int, int], bool]
+"""(deployment_id, revision number) -> whether that revision has a health check; missing: no."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    services: dict[str, list[Backend]]
+    """Deployment name -> the backends the proxy sends its requests to (sorted by address)."""
+    fail_open: frozenset[str]
+    """Names of deployments served by unhealthy routes because none of their routes is ready."""
+
+
+def is_candidate(route: RouteRecord) -> bool:
+    """A route the proxy may send requests to, health aside."""
+    return (
+        route.status is RouteStatus.RUNNING
+        and route.address is not None
+        and not route.failed
+        and route.traffic is Traffic.ACTIVE
+        and route.traffic_ratio > 0
+    )
+
+
+def is_route_ready(route: RouteRecord, has_check: HasCheck) -> bool:
+    return is_ready_state(
+        route.status, route.health, has_health_check=has_check.get((route.deployment_id, route.revision), False)
+    )
+
+
+def compute_served(routes: Iterable[RouteRecord], has_check: HasCheck) -> tuple[list[RouteRecord], bool]:
+    """One deployment's served routes and whether it is failing open (see the module docstring)."""
+    candidates = [r for r in routes if is_candidate(r)]
+    ready = [r for r in candidates if is_route_ready(r, has_check)]
+    if ready:
+        return ready, False
+    unhealthy = [r for r in candidates if r.health is Health.UNHEALTHY]
+    return unhealthy, bool(unhealthy)
+
+
+def compute_routing(
+    deployments: Sequence[DeploymentRecord], routes: Iterable[RouteRecord], has_check: HasCheck
+) -> RoutingTable:
+    """The whole table: every live deployment (destroyed ones are left out), weighted by traffic ratio."""
+    names = {d.id: d.name for d in deployments if d.lifecycle is not Lifecycle.DESTROYED}
+    by_deployment: dict[int, list[RouteRecord]] = {dep_id: [] for dep_id in names}
+    for r in routes:
+        if r.deployment_id in by_deployment:
+            by_deployment[r.deployment_id].append(r)
+    services: dict[str, list[Backend]] = {}
+    fail_open: set[str] = set()
+    for dep_id, dep_routes in by_deployment.items():
+        served, failing_open = compute_served(dep_routes, has_check)
+        name = names[dep_id]
+        services[name] = sorted(
+            (Backend(address=r.address, weight=r.traffic_ratio) for r in served if r.address is not None),
+            key=lambda b: b.address,
+        )
+        if failing_open:
+            fail_open.add(name)
+    return RoutingTable(services=services, fail_open=frozenset(fail_open))
