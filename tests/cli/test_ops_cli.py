@@ -297,6 +297,8 @@ def test_more_mistakes_in_process(server: Server, tmp_path: Path) -> None:
     no_token = one_red_line(invoke("get", "--server", server.url, "--data-dir", str(tmp_path)))
     assert "missing bearer token" in no_token
     assert "not both" in one_red_line(invoke("plan", "x", "--input", "-"), code=2)
+    assert "is not an http:// or https:// URL" in one_red_line(invoke("get", "--server", "localhost:8700"), code=2)
+    assert "nonnumeric port" in one_red_line(invoke("get", "--server", "http://localhost:port"), code=2)
     assert "--input: is required" in one_red_line(invoke("plan"), code=2)
 
 
