@@ -117,4 +117,8 @@ def no_traefik_left_behind(tmp_path: Path) -> Iterator[None]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
+            continue
+        try:
+            os.waitpid(pid, 0)  # no zombie when it was a child of this process
+        except ChildProcessError:
             pass
