@@ -175,6 +175,8 @@ def summary(dep: Dep) -> Table:
     if dep.get("rollout_started_at"):
         grid.add_row("Last rollout", f"started {age(dep['rollout_started_at'])} ago, last progress "
                                f"{age(dep.get('last_progress_at'))} ago")
+    if dep.get("degraded"):
+        grid.add_row("Degraded", Text(str(dep["degraded"]), style="yellow"))
     if dep.get("last_error"):
         grid.add_row("Last error", Text(str(dep["last_error"]), style="red"))
     grid.add_row("Created", f"{dep.get('created_at')} ({age(dep.get('created_at'))} ago)")

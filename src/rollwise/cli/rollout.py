@@ -1,9 +1,9 @@
 """`rollwise rollout ...`: follow and steer a deployment's rollout through the API.
 
     rollout status NAME [--watch]   the deployment's state: revisions, routes per status, ready/desired
-                                    replicas, traffic split, sub-step, last error, last events. Without
-                                    --watch: print once, exit 0. With --watch it waits for the
-                                    deployment to settle, like `kubectl rollout status`:
+                                    replicas, traffic split, sub-step, why it is degraded, last error,
+                                    last events. Without --watch: print once, exit 0. With --watch it
+                                    waits for the deployment to settle, like `kubectl rollout status`:
                                     - pending or scaling (a new deployment): until it is ready, exit 0;
                                     - deploying: until the rollout ends, exit 0 when it completed, 1
                                       when it rolled back (like `kubectl argo rollouts status`);
@@ -92,9 +92,12 @@ def status_view(dep: Dep, history: History) -> RenderableType:
         ready = sum(1 for r in mine if r.get("ready"))
         table.add_row(str(number), role, *counts, f"{ready}/{dep['replicas']}", f"{split.get(number, 0.0):.0%}")
     parts: list[RenderableType] = [header, Text(""), table]
+    notes = [Text(f"Degraded: {dep['degraded']}", style="yellow")] if dep.get("degraded") else []
     error = last_error(dep)
     if error:
-        parts += [Text(""), Text(f"Last error: {error}", style="red")]
+        notes.append(Text(f"Last error: {error}", style="red"))
+    if notes:
+        parts += [Text(""), *notes]
     if history:
         parts += [Text(""), events_table(history[-EVENTS_SHOWN:], title="Last events")]
     return Group(*parts)
