@@ -13,8 +13,9 @@ import collections
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -216,6 +217,80 @@ async def test_traefik_never_drops_a_backend_on_its_own(layer: TraefikLayer, mak
     assert (await get_names(layer, "/d/demo/version", 20)) == {"good": 10, "bad": 10}
     # Traefik itself never asked for /health: only the 4 requests this test sent did.
     assert (good.paths + bad.paths).count("/health") == 4
+
+
+class BreakingBackend:
+    """A raw HTTP/1.1 server that reads a request and then drops the connection without an answer,
+    `drops` times; afterwards it answers 200 (Connection: close). Counts the requests it read."""
+
+    def __init__(self) -> None:
+        self.drops = 0
+        self.requests: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    0,
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(head.split(b" ")[0].decode())
+                if self.drops > 0:
+                    self.drops -= 1
+                    continue  # the request was written and read: closing now is a broken connection
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def breaking_backend() -> Iterator[BreakingBackend]:
+    backend = BreakingBackend()
+    yield backend
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "attempts"),
+    [("GET", 200, 2), ("PUT", 200, 2), ("DELETE", 200, 2), ("POST", 502, 1), ("PATCH", 502, 1)],
+)
+async def test_idempotent_requests_are_retried_after_a_broken_connection_others_are_not(
+    layer: TraefikLayer, breaking_backend: BreakingBackend, method: str, status: int, attempts: int
+) -> None:
+    """The retry middleware's `status: [502]`: a request that reached the backend whose connection then
+    broke is sent again when its method is idempotent; a POST or PATCH may have had an effect, so the
+    client gets Traefik's 502 (the idle timeout keeps the keep-alive race from causing this)."""
+    await apply_and_wait(layer, {"demo": [Backend(breaking_backend.address, 1.0)]})
+    breaking_backend.drops = 1
+    async with client() as c:
+        r = await c.request(method, layer.proxy_url + "/d/demo/x", content=b"{}" if method != "GET" else None)
+    assert r.status_code == status
+    assert breaking_backend.requests == [method] * attempts
 
 
 async def test_request_counts_per_deployment(layer: TraefikLayer, make_backend: MakeBackend) -> None:

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from rollwise.traffic.base import TrafficFailure
@@ -129,6 +130,7 @@ class Identity:
     start_ticks: int
 
 
+@cache
 def boot_id() -> str:
     try:
         return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
