@@ -10,7 +10,7 @@ Dynamic configuration for a deployment NAME with backends A (weight 0.9) and B (
     routers:      NAME          rule PathPrefix(`/d/NAME/`) || Path(`/d/NAME`), entrypoint web,
                                 middlewares [NAME:strip, NAME:retry], service NAME
     middlewares:  NAME:strip    stripPrefix /d/NAME        (/d/NAME/version -> /version)
-                  NAME:retry    retry, 3 attempts, 10ms initial interval
+                  NAME:retry    retry, 3 attempts, 10ms initial interval, status 502 (idempotent only)
     services:     NAME          weighted [NAME:A weight 900, NAME:B weight 100]
                   NAME:A        loadBalancer, one server http://A
                   NAME:B        loadBalancer, one server http://B
