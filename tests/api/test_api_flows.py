@@ -250,7 +250,7 @@ async def test_metrics_text(plane: Plane, client: httpx.AsyncClient) -> None:
 async def test_healthz_and_openapi_need_no_token(client: httpx.AsyncClient) -> None:
     anon = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
     health = await anon.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "role": "active"}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "role": "active", "proxy": None}
     schema = (await anon.get("/openapi.json")).json()
     assert (await anon.get("/v1/deployments")).status_code == 401
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

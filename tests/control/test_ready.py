@@ -11,6 +11,9 @@ from rollwise.control.coordinator import Intervals
 from rollwise.control.errors import NotApplicable, NotFound
 from rollwise.model import Lifecycle, RouteStatus
 
+from rollwise.runtime.simulated import SimBehaviour
+
+from .conftest import OpenScenario
 from .harness import Scenario, is_ready
 
 
@@ -51,6 +54,17 @@ async def test_scale_up_and_down_in_ready(sc: Scenario) -> None:
     assert [s.serving for s in sc.watch().samples[-3:]] == [1, 1, 1]
     messages = [h.message for h in await sc.history()]
     assert "changed replicas 2 -> 5" in messages and "changed replicas 5 -> 1" in messages
+
+
+async def test_scaling_down_reaches_routes_that_are_still_starting(open_scenario: OpenScenario) -> None:
+    sc = await open_scenario(behaviours={1: SimBehaviour(startup_seconds=3600.0)})  # they never get ready
+    await sc.create(replicas=6)
+    await sc.run_until_sample("svc", lambda s: s.alive == 6)
+    await sc.ops.patch("svc", replicas=2)
+    await sc.run_until_sample("svc", lambda s: s.alive == 2, max_rounds=10)
+    await sc.ops.patch("svc", replicas=0)
+    await sc.run_until_sample("svc", lambda s: s.alive == 0, max_rounds=10)
+    assert (await sc.dep()).lifecycle is Lifecycle.READY  # 0 of 0 ready
 
 
 async def test_scale_to_zero_and_back(sc: Scenario) -> None:

@@ -81,7 +81,8 @@ class ServerProcess:
 
 
 def route_processes(data_dir: Path) -> set[int]:
-    """Pids of live processes started by rollwise for `data_dir` (marker in their environment)."""
+    """Pids of live route processes started by rollwise for `data_dir` (both markers in their environment;
+    Traefik carries the data directory marker only)."""
     marker = f"ROLLWISE_DATA_DIR={Path(data_dir).resolve()}\0".encode()
     pids = set()
     for entry in os.listdir("/proc"):
@@ -94,6 +95,7 @@ def route_processes(data_dir: Path) -> set[int]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and (env.startswith(marker) or b"\0" + marker in env):
+        is_route = env.startswith(b"ROLLWISE_ROUTE_ID=") or b"\0ROLLWISE_ROUTE_ID=" in env
+        if state != "Z" and is_route and (env.startswith(marker) or b"\0" + marker in env):
             pids.add(int(entry))
     return pids

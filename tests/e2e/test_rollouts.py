@@ -87,9 +87,10 @@ async def test_crashed_route_is_replaced_in_ready(plane: Plane) -> None:
     assert not pid_alive(victim.pid)
 
 
-async def test_the_proxy_probes_routes_on_their_health_path(plane: Plane) -> None:
+async def test_the_proxy_runs_no_health_checks_of_its_own(plane: Plane) -> None:
+    # rollwise's prober, with each revision's interval, timeout and thresholds, is the one authority
+    # that takes a route out of rotation: Traefik's fixed one-strike check emptied whole deployments.
     await start(plane, {"strategy": "rolling"}, replicas=2)
-    services = json.loads((plane.config.data_dir / "traefik" / "dynamic.yml").read_text())["http"]["services"]
-    children = [s["loadBalancer"] for name, s in services.items() if name.startswith(f"{NAME}:")]
-    assert [c["healthCheck"]["path"] for c in children] == ["/healthz", "/healthz"]
-    assert services[NAME]["weighted"]["healthCheck"] == {}
+    text = (plane.config.data_dir / "traefik" / "dynamic.yml").read_text()
+    services = json.loads(text)["http"]["services"]
+    assert len(services) >= 3 and "healthCheck" not in text

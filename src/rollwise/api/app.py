@@ -1,6 +1,6 @@
 """`create_app`: the FastAPI application of one rollwise server.
 
-    GET /healthz        liveness and role, no auth
+    GET /healthz        liveness, role and the proxy's state, no auth ("degraded" while the proxy is down)
     GET /metrics        Prometheus text, no auth (api.metrics)
     GET /openapi.json   the schema of everything below, no auth
     /v1/...             the deployment endpoints (api.routes), bearer token required (api.auth)
@@ -23,7 +23,7 @@ from rollwise import __version__
 from rollwise.api.auth import BearerAuth
 from rollwise.api.errors import install_error_handlers
 from rollwise.api.limits import BodyLimit
-from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, proxy_request_counts
+from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, ProxyProcess, proxy_request_counts
 from rollwise.api.routes import build_router
 from rollwise.api.schemas import HealthOut
 from rollwise.control.coordinator import Coordinator
@@ -44,14 +44,18 @@ def create_app(
     token: str,
     role: Callable[[], str] = lambda: "active",
     coordinator: Coordinator | None = None,
+    proxy: ProxyProcess | None = None,
 ) -> FastAPI:
+    """`proxy`: the traffic layer whose process `/healthz` and the metrics report (None: no proxy)."""
     app = FastAPI(
         title="rollwise",
         version=__version__,
         description=DESCRIPTION,
         redoc_url=None,
     )
-    metrics = ApiMetrics(ops, request_counts=proxy_request_counts(coordinator) if coordinator else None)
+    metrics = ApiMetrics(
+        ops, request_counts=proxy_request_counts(coordinator) if coordinator else None, proxy=proxy
+    )
     if coordinator is not None:
         coordinator.observers.append(metrics.observe_cycle)
     app.state.metrics = metrics
@@ -64,7 +68,10 @@ def create_app(
 
     @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")
     async def healthz() -> HealthOut:
-        return HealthOut(status="ok", role=role())
+        now = role()
+        # Only an active server runs the proxy; a starting one is still adopting or starting it.
+        state = None if proxy is None or now != "active" else ("up" if proxy.running else "down")
+        return HealthOut(status="degraded" if state == "down" else "ok", role=now, proxy=state)
 
     @app.get(
         "/metrics", tags=["server"], summary="Prometheus metrics (no auth)", response_class=Response,

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -45,8 +45,20 @@ CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 RequestCounts = Callable[[], Awaitable[dict[str, dict[int, int]]]]
 
 
+class ProxyProcess(Protocol):
+    """What the API reads of the traffic layer's proxy (rollwise.traffic.base.TrafficLayer has it)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
 class ApiMetrics:
-    def __init__(self, ops: Operations, *, request_counts: RequestCounts | None = None) -> None:
+    def __init__(
+        self, ops: Operations, *, request_counts: RequestCounts | None = None, proxy: ProxyProcess | None = None
+    ) -> None:
         self.ops = ops
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_counts = request_counts
@@ -79,6 +91,8 @@ class ApiMetrics:
         self.proxy = _ProxyRequests()
         if request_counts is not None:
             r.register(self.proxy)
+        if proxy is not None:
+            r.register(_ProxyProcess(proxy))
 
     # --- event sources --------------------------------------------------------------------------------
 
@@ -156,6 +170,25 @@ class _ProxyRequests(Collector):
             for code, n in sorted(by_code.items()):
                 family.add_metric([deployment, str(code)], n)
         return [family]
+
+
+class _ProxyProcess(Collector):
+    """Whether the proxy process runs, and how often the supervisor restarted it (read at each scrape)."""
+
+    def __init__(self, proxy: ProxyProcess) -> None:
+        self._proxy = proxy
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("rollwise_proxy_up", "1 while the proxy process runs")
+        up.add_metric([], 1.0 if self._proxy.running else 0.0)
+        restarts = CounterMetricFamily(
+            "rollwise_proxy_restarts", "Proxy exits noticed and restarted by the supervisor"
+        )
+        restarts.add_metric([], float(self._proxy.restarts))
+        return [up, restarts]
 
 
 def proxy_request_counts(coordinator: Any) -> RequestCounts | None:

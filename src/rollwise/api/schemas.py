@@ -262,8 +262,13 @@ class PlanOut(BaseModel):
 class HealthOut(BaseModel):
     """Liveness of the server."""
 
-    status: str = Field(..., description='"ok"')
-    role: str = Field(..., description='"active" (or "standby" for a server that does not take writes)')
+    status: str = Field(..., description='"ok", or "degraded" while the proxy is down (it is being restarted)')
+    role: str = Field(
+        ...,
+        description='"active"; "starting" while an active server adopts its routes and proxy; "standby" for a '
+        "server that does not take writes",
+    )
+    proxy: str | None = Field(None, description='"up" or "down"; null for a server without a proxy')
 
 
 # --------------------------------------------------------------------------------- record -> response

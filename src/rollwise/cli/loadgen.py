@@ -24,6 +24,8 @@ class LoadStats:
     versions: Counter[str] = field(default_factory=Counter)
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     errors: Counter[str] = field(default_factory=Counter)
+    failure_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    """time.monotonic() when each failed request was sent (the newest 10,000), to place failures in time."""
 
     def snapshot(self) -> tuple[int, int]:
         return self.sent, self.failed
@@ -98,6 +100,7 @@ class LoadGenerator:
 
     async def _one(self, client: httpx.AsyncClient) -> None:
         self.stats.sent += 1
+        sent_at = time.monotonic()
         try:
             resp = await client.post(self.url, json=self._body)
             if resp.status_code == 200:
@@ -108,8 +111,10 @@ class LoadGenerator:
             else:
                 self.stats.failed += 1
                 self.stats.errors[f"HTTP {resp.status_code}"] += 1
+                self.stats.failure_times.append(sent_at)
         except (httpx.HTTPError, ValueError) as e:
             self.stats.failed += 1
             self.stats.errors[type(e).__name__] += 1
+            self.stats.failure_times.append(sent_at)
         finally:
             self._sem.release()

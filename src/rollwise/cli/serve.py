@@ -1,18 +1,32 @@
 """`rollwise server`: the assembly of one server process — store, runtime, traffic layer (Traefik),
-coordinator (route controller and lifecycle cycles) and the REST API (uvicorn) — and its clean stop.
+coordinator (route controller and lifecycle cycles), proxy supervisor and the REST API (uvicorn) — and its
+clean stop.
 
 `build_plane` assembles everything but the API (the demo and end-to-end tests use it in-process);
-`run_server` adds the API and runs until SIGTERM/SIGINT. A clean stop stops the coordinator, every route
-process (the runtime's `close`) and Traefik, in that order.
+`run_server` adds the API and runs until SIGTERM/SIGINT. Start-up order, so that a restart is invisible to
+clients (docs/operations.md, "Faults"):
+
+1. the data directory (0700), the active role (SQLite: a file lock; PostgreSQL: an advisory lock), the
+   store; a standby of the local runtime whose host or data directory differs from the active server's
+   refuses to start;
+2. the API answers at once (`/healthz` role `starting`, writes accepted once the role is held);
+3. activation, in the background: route processes adopted, the routing table computed from the database
+   and written, then the proxy started — or, far more often, the proxy of the previous server adopted
+   (it never stopped serving); then the coordinator and the proxy supervisor run (role `active`).
+
+A clean stop stops the coordinator, every route process (the runtime's `close`) and Traefik, in that order.
+A server that loses the active role leaves route processes and Traefik to the next server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +35,18 @@ from typing import Any
 from rollwise.control.clock import SystemClock
 from rollwise.control.coordinator import Coordinator, Intervals
 from rollwise.control.operations import Operations
-from rollwise.model.errors import RollwiseError
+from rollwise.control.supervisor import ProxySupervisor
+from rollwise.model.errors import RollwiseError, ValidationFailed
 from rollwise.runtime.base import Prober, Runtime
 from rollwise.store import Store
 from rollwise.traffic.base import NoTraffic, TrafficLayer
 
 log = logging.getLogger("rollwise.server")
+
+LOCAL_MAX_STARTING = 64
+"""Local route processes started but not listening yet, at most (a thousand replicas boot in waves)."""
+ACTIVE_SERVER_KEY = "active_server"
+"""`meta` key: where the active server runs ({"host", "data_dir", "runtime"})."""
 
 
 def default_data_dir() -> Path:
@@ -34,6 +54,14 @@ def default_data_dir() -> Path:
     # that names its parent's data directory, never a setting for a rollwise started inside a route.
     configured = None if os.environ.get("ROLLWISE_ROUTE_ID") else os.environ.get("ROLLWISE_DATA_DIR")
     return Path(configured or Path.home() / ".rollwise")
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory readable by its owner only (it holds the token, the database, route logs);
+    an existing one is made so too."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 @dataclass
@@ -49,6 +77,7 @@ class ServerConfig:
     runtime: str = "local"
     """"local" (processes) or "simulated" (no processes; routes become ready after a startup time)."""
     token: str | None = None
+    token_file: Path | None = None
     intervals: Intervals = field(default_factory=Intervals)
 
     @property
@@ -68,20 +97,55 @@ class Plane:
     coordinator: Coordinator
     ops: Operations
     clock: SystemClock
+    supervisor: ProxySupervisor
+    role: str = "standby"
+    """What /healthz says: "standby", "starting" (adopting routes and the proxy) or "active"."""
+    writable: bool = False
+    """True while this server holds the active role: it takes writes (from "starting" on)."""
     active: bool = False
+    """True once activated: the coordinator and the supervisor run."""
     abandon: bool = False
-    """Set when this server lost the active role: leave route processes to the new active server."""
+    """Set when this server lost the active role: leave route processes and the proxy to the next server."""
 
     async def activate(self) -> None:
-        """Take the active role: start the traffic layer, adopt route processes, accept writes."""
-        await self.traffic.start()
+        """Take the active role: adopt route processes, write the routing table, then start (or adopt)
+        the proxy, so a new proxy never serves a partial table and an adopted one never stops."""
+        self.writable = True
+        self.role = "starting"
         adopted, lost = await self.coordinator.start()
         if adopted or lost:
             log.info("adopted %d route processes, %d lost while no server was active", adopted, lost)
+        await self.coordinator.routes.publish_table()
+        await self.traffic.start()
+        await self.record_active_server()
         self.active = True
-        # One round before the API answers: the proxy is configured from the adopted routes, so a
+        # One round before reporting active: the proxy is configured from the adopted routes, so a
         # deployment read as READY is served from the first request on.
         await self.coordinator.run_once()
+        self.role = "active"
+
+    async def record_active_server(self) -> None:
+        where = {"host": socket.gethostname(), "data_dir": str(self.config.data_dir.resolve()),
+                 "runtime": self.config.runtime}
+        await self.store.set_meta(ACTIVE_SERVER_KEY, json.dumps(where, sort_keys=True), self.clock.now())
+
+    async def check_standby_fits(self) -> None:
+        """A standby of the local runtime must share the active server's machine and data directory:
+        it adopts that server's processes, which it can only see there. Raises ServerRefused."""
+        if self.config.runtime != "local":
+            return
+        text = await self.store.get_meta(ACTIVE_SERVER_KEY)
+        if text is None:
+            return
+        active = json.loads(text)
+        here = {"host": socket.gethostname(), "data_dir": str(self.config.data_dir.resolve())}
+        for key, words in (("host", "host"), ("data_dir", "--data-dir")):
+            if active.get(key) != here[key]:
+                raise ServerRefused(
+                    f"the active server runs with {words} {active.get(key)!r}, this one with {here[key]!r}: a "
+                    "standby of the local runtime must share the active server's machine and --data-dir "
+                    "(it adopts that server's route processes)"
+                )
 
 
 @contextlib.asynccontextmanager
@@ -89,12 +153,13 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
     """Open the store and assemble runtime, traffic layer, coordinator and operations; with `activate`
     (the default: a lone server) also take the active role. On exit an active plane stops everything it
     runs (coordinator, every route process, Traefik) unless it was told to `abandon` them."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(config.data_dir)
     clock = SystemClock()
     store = await Store.open(config.database_url)
     runtime: Runtime
     prober: Prober
     closers: list[Any] = []
+    max_starting: int | None = None
     try:
         if config.runtime == "simulated":
             from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
@@ -109,6 +174,7 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
             http = HttpProber()
             prober = http
             closers.append(http.aclose)
+            max_starting = LOCAL_MAX_STARTING
         traffic: TrafficLayer
         if config.proxy:
             from rollwise.traffic.traefik import TraefikLayer
@@ -125,9 +191,15 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
             clock=clock,
             intervals=config.intervals,
             is_active=lambda: bool(holder) and holder[0].active,
+            max_starting=max_starting,
         )
-        ops = Operations(store, clock, coordinator.mark, is_active=lambda: bool(holder) and holder[0].active)
-        plane = Plane(config, store, runtime, prober, traffic, coordinator, ops, clock)
+        ops = Operations(
+            store, clock, coordinator.mark,
+            is_active=lambda: bool(holder) and holder[0].writable,
+            route_overlay=coordinator.routes.overlay,
+        )
+        supervisor = ProxySupervisor(traffic, on_restart=coordinator.wake)
+        plane = Plane(config, store, runtime, prober, traffic, coordinator, ops, clock, supervisor)
         holder.append(plane)
         try:
             if activate:
@@ -135,7 +207,9 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
             yield plane
         finally:
             await coordinator.close()
-            if plane.active and not plane.abandon:
+            if plane.abandon:
+                await traffic.detach()
+            elif plane.active or plane.writable:  # also a server stopped while it was still starting
                 await runtime.close()
                 await traffic.close()
     finally:
@@ -146,15 +220,18 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
 
 @contextlib.asynccontextmanager
 async def running(plane: Plane) -> AsyncIterator[asyncio.Event]:
-    """Run the coordinator loop in the background for the duration of the block."""
+    """Run the coordinator loop and the proxy supervisor in the background for the duration of the block."""
     stop = asyncio.Event()
-    task = asyncio.create_task(plane.coordinator.run_forever(stop))
+    tasks = [
+        asyncio.create_task(plane.coordinator.run_forever(stop)),
+        asyncio.create_task(plane.supervisor.run(stop)),
+    ]
     try:
         yield stop
     finally:
         stop.set()
         plane.coordinator.wake()
-        await task
+        await asyncio.gather(*tasks)
 
 
 class _Uvicorn:
@@ -178,7 +255,8 @@ class _Uvicorn:
 
 
 class ServerRefused(RollwiseError):
-    """This server cannot start (another server uses the same SQLite database file)."""
+    """This server cannot start (another server uses the same SQLite database file, or a standby that
+    does not share the active server's machine and data directory)."""
 
     code = "server.refused"
 
@@ -187,25 +265,46 @@ LEADERSHIP_POLL = 1.0
 """Seconds between a standby's attempts to take the active role, and between the active one's checks."""
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in `--token-file PATH` (surrounding whitespace ignored); ValidationFailed when unusable."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValidationFailed(f"--token-file: cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+    if not token:
+        raise ValidationFailed(f"--token-file: {path} is empty")
+    return token
+
+
 async def run_server(config: ServerConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit status (3 when the active role was lost)."""
     from rollwise.api.app import create_app
-    from rollwise.api.auth import load_or_create_token
+    from rollwise.api.auth import TOKEN_ENV, load_or_create_token
     from rollwise.store.leadership import FileLeadership, leadership_for
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(config.data_dir)
     leadership = leadership_for(config.database_url)
     if isinstance(leadership, FileLeadership) and not await leadership.acquire():
         raise ServerRefused(
             f"database {config.database_url} is in use by another rollwise server (pid {leadership.holder()}); "
             "SQLite allows one server: use PostgreSQL for a standby"
         )
-    token, token_path = load_or_create_token(config.data_dir, config.token)
+    given = read_token_file(config.token_file) if config.token_file is not None else config.token
+    token, token_path = load_or_create_token(config.data_dir, given)
+    os.environ.pop(TOKEN_ENV, None)  # nothing this server starts may inherit it
     status = 0
     try:
         async with build_plane(config, activate=False) as plane:
-            role = {"now": "standby"}
-            app = create_app(plane.ops, token=token, role=lambda: role["now"], coordinator=plane.coordinator)
+            leader = await leadership.acquire()
+            if not leader:
+                await plane.check_standby_fits()
+            app = create_app(plane.ops, token=token, role=lambda: plane.role, coordinator=plane.coordinator,
+                             proxy=plane.traffic if config.proxy else None)
             api = _Uvicorn(app, config.host, config.api_port)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -224,45 +323,57 @@ async def run_server(config: ServerConfig) -> int:
                 + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else ""),
                 flush=True,
             )
-            coordinator_task: asyncio.Task[None] | None = None
-            if await leadership.acquire():
-                # A lone server is active before its API answers: no write is ever refused at start.
-                await plane.activate()
-                role["now"] = "active"
-                coordinator_task = asyncio.create_task(plane.coordinator.run_forever(stop))
+            plane.role = "starting" if leader else "standby"
+            plane.writable = leader
             api_task = asyncio.create_task(api.serve())
+            loops: list[asyncio.Task[None]] = []
+
+            async def become_active() -> None:
+                await plane.activate()
+                loops.append(asyncio.create_task(plane.coordinator.run_forever(stop)))
+                loops.append(asyncio.create_task(plane.supervisor.run(stop)))
+
+            # Long work (adoption, the proxy) runs beside the API, which answers /healthz meanwhile.
+            activation: asyncio.Task[None] | None = asyncio.create_task(become_active()) if leader else None
+            announced = False
             try:
                 while not stop.is_set() and not api_task.done():
-                    if not plane.active:
-                        if await leadership.acquire():
-                            await plane.activate()
-                            role["now"] = "active"
+                    if activation is not None:
+                        if activation.done():
+                            activation.result()  # a failed activation stops the server with its error
                             print("rollwise: active server (running cycles)", flush=True)
-                            coordinator_task = asyncio.create_task(plane.coordinator.run_forever(stop))
-                        elif role["now"] == "standby" and "announced" not in role:
-                            role["announced"] = "yes"
+                            activation = None
+                        await _wait(stop, 0.05)
+                        continue
+                    if not plane.writable:
+                        if await leadership.acquire():
+                            plane.role, plane.writable = "starting", True
+                            activation = asyncio.create_task(become_active())
+                            continue
+                        if not announced:
+                            announced = True
                             print("rollwise: standby (another server is active); serving reads", flush=True)
                     elif not await leadership.check():
                         # Lost the role (database connection gone): stop acting at once, leave the route
-                        # processes to the server that takes over, and exit.
+                        # processes and the proxy to the server that takes over, and exit.
                         log.error("lost the active role; stopping")
                         print("rollwise: lost the active role (database connection lost); exiting", flush=True)
-                        plane.active = False
+                        plane.active = plane.writable = False
                         plane.abandon = True
-                        role["now"] = "standby"
+                        plane.role = "standby"
                         status = 3
                         on_signal()
                         break
-                    try:
-                        await asyncio.wait_for(stop.wait(), timeout=LEADERSHIP_POLL)
-                    except TimeoutError:
-                        pass
+                    await _wait(stop, LEADERSHIP_POLL)
             finally:
                 stop.set()
                 api.stop()
                 plane.coordinator.wake()
-                if coordinator_task is not None:
-                    await coordinator_task
+                if activation is not None:
+                    activation.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await activation
+                await asyncio.gather(*loops)
                 await api_task
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -48,7 +48,11 @@ def server(
     host: Annotated[str, typer.Option("--host", help="Address the API, the proxy and routes listen on")] = "127.0.0.1",
     token: Annotated[str | None, typer.Option(
         "--token", show_default=False,
-        help="API token [env ROLLWISE_TOKEN; default: DATA_DIR/token, generated on first start]")] = None,
+        help="API token (visible in ps: prefer --token-file) [env ROLLWISE_TOKEN; default: DATA_DIR/token, "
+             "generated on first start]")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", dir_okay=False, show_default=False,
+        help="Read the API token from this file")] = None,
     runtime: Annotated[RuntimeName, typer.Option(
         "--runtime", help="local: real processes; simulated: no processes (tests, demos)")] = RuntimeName.local,
     no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Do not run Traefik")] = False,
@@ -68,8 +72,11 @@ def server(
         proxy=not no_proxy,
         runtime=runtime.value,
         token=token,
+        token_file=token_file,
     )
     with cli_errors():
+        if token is not None and token_file is not None:
+            fail("--token and --token-file: give one of them")
         check_port_free(host, api_port, "--api-port")
         status = asyncio.run(run_server(config))
     if status:

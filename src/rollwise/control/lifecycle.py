@@ -13,6 +13,7 @@ Must not do I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from rollwise.control.deploying import ROLLBACK_POLICY
@@ -22,6 +23,7 @@ from rollwise.control.views import HealthChecks, compute_route_views, revision_k
 from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
+from rollwise.strategy.cycle import in_termination_order, is_alive, pick_surplus
 
 
 def compute_pending_outcome(dep: DeploymentRecord, now: datetime) -> Outcome:
@@ -44,7 +46,12 @@ def compute_replicas_decision(
     now: datetime,
 ) -> Decision:
     """The replica reconciler's decision: a rolling update towards the serving revision in rollback mode
-    (its completion is reported as sub-step rolled_back)."""
+    (its completion is reported as sub-step rolled_back), plus the surplus.
+
+    The rolling rules drop surplus target routes only once none is provisioning (their completion rule);
+    a reconciler must also scale down routes that are still starting (`replicas: 0` while a thousand
+    routes start, or a revision whose routes never listen): alive routes beyond D go at once, not-ready
+    ones first (pick_surplus: provisioning, unhealthy, not checked, then ready newest first)."""
     serving = revision_key(dep.current_revision)
     view = DeploymentView(
         desired_replicas=dep.replicas,
@@ -53,7 +60,15 @@ def compute_replicas_decision(
         mode=Mode.ROLLING_BACK,
         last_progress_at=now,
     )
-    return decide(view, compute_route_views(routes, health_checks), ROLLBACK_POLICY, now)
+    views = compute_route_views(routes, health_checks)
+    decision = decide(view, views, ROLLBACK_POLICY, now)
+    alive = in_termination_order(v for v in views if v.revision == serving and is_alive(v))
+    going = set(decision.terminate)
+    staying = [v for v in alive if v.id not in going]
+    surplus = [v.id for v in pick_surplus(staying, len(staying) - dep.replicas)]
+    if not surplus:
+        return decision
+    return replace(decision, terminate=decision.terminate + tuple(surplus))
 
 
 def compute_replicas_outcome(

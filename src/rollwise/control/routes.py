@@ -149,13 +149,16 @@ class RouteController:
             await self._store.update_routes(updates)
         return len(verified), len(updates)
 
-    async def compute_table(self) -> RoutingTable:
-        """The routing table from the stored routes (a server that becomes active writes it to the
-        proxy before the proxy starts, so a new proxy never serves a partial table)."""
+    async def publish_table(self) -> RoutingTable:
+        """Compute the routing table from the stored routes and hand it to the traffic layer, without
+        waiting for a proxy: a server that becomes active does this before it starts (or adopts) the
+        proxy, so a new proxy never serves a partial table."""
         deployments = await self._store.list_deployments(None)
         routes = self.overlay(await self._store.list_routes(None, statuses=LIVE_STATUSES))
         has_check = await self._store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
-        return compute_routing(deployments, routes, has_check)
+        self.table = compute_routing(deployments, routes, has_check)
+        await self._traffic.apply(self.table.services)
+        return self.table
 
     # --- one pass -----------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 - URLs: `sqlite+aiosqlite:///path/to/file.db` and `postgresql+asyncpg://user@host:port/db`; the
   driverless forms `sqlite:///…` and `postgresql://…` are accepted and given the async driver.
-- SQLite: the file's directory is created; every connection runs `PRAGMA foreign_keys=ON`,
+- SQLite: the file's directory is created, and the file itself with mode 0600 (it holds revisions'
+  environment values; SQLite gives its -wal and -shm files the database file's mode); every connection runs `PRAGMA foreign_keys=ON`,
   `journal_mode=WAL` and `busy_timeout=5000`. SQLAlchemy emits BEGIN itself (the driver's implicit
   transaction handling is off): write transactions (connections with the execution option
   `rollwise_write=True`) use `BEGIN IMMEDIATE`, so a transaction that reads and then writes takes the
@@ -15,6 +16,7 @@ Called by: store.repository (`Store.open`). Must not: run queries or migrations.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,15 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+def make_private(path: Path) -> None:
+    """Create the database file readable by its owner only, and take that mode back from an existing
+    file and its -wal/-shm companions (an older version left them 0644). OSError goes to the caller."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
+
+
 def create_engine(url: URL, *, schema: str | None = None) -> AsyncEngine:
     """An AsyncEngine for a normalized URL (see the module docstring for what is set up)."""
     backend = url.get_backend_name()
@@ -81,6 +92,7 @@ def create_engine(url: URL, *, schema: str | None = None) -> AsyncEngine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            make_private(path)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     engine = create_async_engine(url, **kwargs)
     if backend == "sqlite":

@@ -78,7 +78,8 @@ class Store:
         missing. Raises ValidationFailed for an unusable URL, StoreError when the database cannot be
         reached (only noticed here when `migrate` is true: otherwise at the first query).
         """
-        engine = create_engine(normalize_url(url), schema=schema)
+        async with translate_errors():  # the SQLite file is created here (OSError: StoreError)
+            engine = create_engine(normalize_url(url), schema=schema)
         store = cls(engine)
         try:
             if schema is not None and engine.dialect.name == "postgresql":
