@@ -122,7 +122,8 @@ def server(data_dir: Path) -> Iterator[str]:
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
-            return bool(answer.status == 200)
+            # "starting": the API answers before the server has taken its role; writes wait for it.
+            return bool(answer.status == 200) and json.loads(answer.read()).get("role") != "starting"
     except (urllib.error.URLError, OSError):
         return False
 

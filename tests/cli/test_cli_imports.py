@@ -99,7 +99,7 @@ def api_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         while True:
             assert proc.poll() is None, proc.communicate()
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
                     break
             except httpx.HTTPError:
                 pass

@@ -88,7 +88,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     while True:
         assert proc.poll() is None, proc.communicate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
                 break
         except httpx.HTTPError:
             pass

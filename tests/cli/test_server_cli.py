@@ -42,7 +42,7 @@ def start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
                 return proc, url
         except httpx.HTTPError:
             pass

@@ -8,6 +8,7 @@ for it, so a test can prove none is orphaned or duplicated.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,14 +25,19 @@ ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 class ServerProcess:
     def __init__(
         self, data_dir: Path, *, api_port: int, proxy_port: int, token: str = "crash-test-token",
-        database: str | None = None, log_name: str = "server.log",
+        database: str | None = None, log_name: str = "server.log", token_in_env: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`token_in_env`: pass the token as ROLLWISE_TOKEN instead of --token; `env`: more variables for
+        the server's environment (secrets its route processes must not see)."""
         self.data_dir = data_dir
         self.api_port = api_port
         self.proxy_port = proxy_port
         self.token = token
         self.database = database
         self.log_path = data_dir.parent / log_name
+        self.token_in_env = token_in_env
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,11 +46,16 @@ class ServerProcess:
 
     def start(self, *, wait: bool = True, role: str | None = "active") -> None:
         args = [ROLLWISE, "server", "--data-dir", str(self.data_dir), "--api-port", str(self.api_port),
-                "--proxy-port", str(self.proxy_port), "--token", self.token]
+                "--proxy-port", str(self.proxy_port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | self.env
+        if self.token_in_env:
+            env["ROLLWISE_TOKEN"] = self.token
+        else:
+            args += ["--token", self.token]
         if self.database:
             args += ["--database", self.database]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
         if wait:
             self.wait_healthy(role=role)
@@ -57,7 +68,9 @@ class ServerProcess:
                 raise AssertionError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
             try:
                 body = httpx.get(f"{self.url}/healthz", timeout=1).json()
-                if role is None or body.get("role") == role:
+                # role None: any settled role ("starting" answers come from a server still adopting);
+                # "any": the first answer at all.
+                if body.get("role") == role or role == "any" or (role is None and body.get("role") != "starting"):
                     return body
             except httpx.HTTPError:
                 pass
@@ -78,6 +91,19 @@ class ServerProcess:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+
+def traefik_pid(data_dir: Path) -> int | None:
+    """The pid in the data directory's Traefik pid file (JSON {"pid": ...}), or None."""
+    try:
+        return int(json.loads((data_dir / "traefik" / "traefik.pid").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item)
 
 
 def route_processes(data_dir: Path) -> set[int]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollwise.cli.early import EarlyResponder
 from rollwise.control.clock import SystemClock
 from rollwise.control.coordinator import Coordinator, Intervals
 from rollwise.control.operations import Operations
@@ -247,8 +248,9 @@ class _Uvicorn:
 
         self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
 
-    async def serve(self) -> None:
-        await self.server.serve()
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        """Serve on `sock` when given (the early responder's listening socket), else bind host:port."""
+        await self.server.serve(sockets=[sock] if sock is not None else None)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -281,8 +283,10 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-async def run_server(config: ServerConfig) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit status (3 when the active role was lost)."""
+async def run_server(config: ServerConfig, *, early: EarlyResponder | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit status (3 when the active role was lost).
+    `early`: the responder that answered on the API port while this was imported; its socket is taken
+    over by the API."""
     from rollwise.api.app import create_app
     from rollwise.api.auth import TOKEN_ENV, load_or_create_token
     from rollwise.store.leadership import FileLeadership, leadership_for
@@ -325,7 +329,7 @@ async def run_server(config: ServerConfig) -> int:
             )
             plane.role = "starting" if leader else "standby"
             plane.writable = leader
-            api_task = asyncio.create_task(api.serve())
+            api_task = asyncio.create_task(api.serve(early.hand_over() if early is not None else None))
             loops: list[asyncio.Task[None]] = []
 
             async def become_active() -> None:

@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rollwise.cli.early import EarlyResponder
 from rollwise.cli.errors import cli_errors, fail
 from rollwise.cli.main import app
-
-
-def check_port_free(host: str, port: int, option: str) -> None:
-    """Fail with one line when the port is taken (uvicorn would exit with a traceback instead)."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-    except OSError as e:
-        fail(f"{option}: cannot listen on {host}:{port} ({e.strerror or e}); is another server running?")
 
 
 class RuntimeName(str, Enum):
@@ -59,25 +49,33 @@ def server(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the coordinator's work")] = False,
 ) -> None:
     """Run the rollwise server: REST API, coordinator, route processes and the traffic layer."""
-    from rollwise.cli.serve import ServerConfig, default_data_dir, run_server  # heavy: only when serving
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(
-        data_dir=data_dir or default_data_dir(),
-        database=database,
-        host=host,
-        api_port=api_port,
-        proxy_port=proxy_port,
-        proxy=not no_proxy,
-        runtime=runtime.value,
-        token=token,
-        token_file=token_file,
-    )
     with cli_errors():
         if token is not None and token_file is not None:
             fail("--token and --token-file: give one of them")
-        check_port_free(host, api_port, "--api-port")
-        status = asyncio.run(run_server(config))
+        # The API port answers ("starting") before the server's heavy imports: see cli.early.
+        try:
+            early = EarlyResponder.listen(host, api_port)
+        except OSError as e:
+            fail(f"--api-port: cannot listen on {host}:{api_port} ({e.strerror or e}); is another server running?")
+    try:
+        from rollwise.cli.serve import ServerConfig, default_data_dir, run_server  # heavy: only when serving
+
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        config = ServerConfig(
+            data_dir=data_dir or default_data_dir(),
+            database=database,
+            host=host,
+            api_port=api_port,
+            proxy_port=proxy_port,
+            proxy=not no_proxy,
+            runtime=runtime.value,
+            token=token,
+            token_file=token_file,
+        )
+        with cli_errors():
+            status = asyncio.run(run_server(config, early=early))
+    finally:
+        early.close()
     if status:
         raise typer.Exit(status)
