@@ -8,11 +8,13 @@ for it, so a test can prove none is orphaned or duplicated.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,34 @@ class ServerProcess:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+
+class BackgroundLoad:
+    """`LoadGenerator` traffic from a thread of its own, for tests that block on server processes:
+    `with BackgroundLoad(url) as load: ...`, then `load.stats`."""
+
+    def __init__(self, url: str, *, rate: float = 100.0) -> None:
+        self.url = url
+        self.rate = rate
+        self.stats: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        from rollwise.cli.loadgen import LoadGenerator
+
+        async with LoadGenerator(self.url, rate=self.rate) as load:
+            self.stats = load.stats
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
 
 
 def traefik_pid(data_dir: Path) -> int | None:

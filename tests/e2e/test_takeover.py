@@ -19,7 +19,7 @@ import pytest
 
 from rollwise.cli.demo import free_port
 
-from .server_proc import ROLLWISE, ServerProcess, route_processes
+from .server_proc import ROLLWISE, BackgroundLoad, ServerProcess, route_processes, traefik_pid
 from .test_crash import NAME, check_consistent, revision
 
 pytestmark = pytest.mark.e2e
@@ -82,15 +82,20 @@ def test_standby_takes_over_after_kill_9(tmp_path: Path, pg_database: str) -> No
             assert b.get(f"/v1/deployments/{NAME}").json()["current_revision"] == 1
             refused = b.post(f"/v1/deployments/{NAME}/revisions", json=revision("v2"))
             assert refused.status_code == 503 and refused.json()["error"] == "server.standby"
-            number = a.post(f"/v1/deployments/{NAME}/revisions", json=revision("v2")).json()["number"]
-            assert a.post(f"/v1/deployments/{NAME}/rollout", json={"revision": number}).status_code == 202
-            time.sleep(0.8)
-            before = route_processes(data)
-            first.kill()
-            t0 = time.monotonic()
-            second.wait_healthy(timeout=15, role="active")
-            assert time.monotonic() - t0 < 15
-            check_consistent(second, b, 2, 2)
+            proxy = traefik_pid(data)
+            with BackgroundLoad(f"http://127.0.0.1:{proxy_port}/d/{NAME}/predict") as load:
+                number = a.post(f"/v1/deployments/{NAME}/revisions", json=revision("v2")).json()["number"]
+                assert a.post(f"/v1/deployments/{NAME}/rollout", json={"revision": number}).status_code == 202
+                time.sleep(0.8)
+                before = route_processes(data)
+                first.kill()
+                t0 = time.monotonic()
+                second.wait_healthy(timeout=15, role="active")
+                assert time.monotonic() - t0 < 15
+                check_consistent(second, b, 2, 2)
+            # The standby adopted the proxy (same process): no client noticed the takeover.
+            assert traefik_pid(data) == proxy
+            assert load.stats.sent > 100 and load.stats.failed == 0, dict(load.stats.errors)
             # Every route process was verified and adopted: none was given up as lost.
             assert before
             assert asyncio.run(_lost_routes(pg_database)) == 0
@@ -101,6 +106,24 @@ def test_standby_takes_over_after_kill_9(tmp_path: Path, pg_database: str) -> No
     while route_processes(data):
         assert time.monotonic() < deadline, "route processes outlived the servers"
         time.sleep(0.1)
+
+
+def test_a_standby_with_another_data_dir_refuses_to_start(tmp_path: Path, pg_database: str) -> None:
+    first = ServerProcess(tmp_path / "a", api_port=free_port(), proxy_port=free_port(), database=pg_database)
+    first.start()
+    try:
+        other = subprocess.run(
+            [ROLLWISE, "server", "--data-dir", str(tmp_path / "b"), "--api-port", str(free_port()),
+             "--proxy-port", str(first.proxy_port), "--token", "t", "--database", pg_database],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert other.returncode != 0
+        lines = [line for line in other.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "--data-dir" in lines[0] and str(tmp_path / "a") in lines[0], other.stderr
+        assert "Traceback" not in other.stderr
+        assert httpx.get(f"{first.url}/healthz").json()["role"] == "active"
+    finally:
+        assert first.stop() == 0
 
 
 def test_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
