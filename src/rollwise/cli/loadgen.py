@@ -2,6 +2,8 @@
 to one URL on this machine and counts answers by status and by the model version that answered.
 
 It stops by itself (`stop()` or its duration) and never has more than `max_in_flight` requests open.
+`version_key` names the field of a 200 answer's JSON that says which model version answered ("version"
+for rollwise's example server, "model_version" for a KServe V2 server such as MLServer).
 Called by `rollwise demo` and `benchmarks/`; not used by the server.
 """
 
@@ -26,6 +28,10 @@ class LoadStats:
     errors: Counter[str] = field(default_factory=Counter)
     failure_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     """time.monotonic() when each failed request was sent (the newest 10,000), to place failures in time."""
+    failure_kinds: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
+    """What each failure in `failure_times` was (same order): "HTTP 502", "ReadTimeout"..."""
+    slowest: float = 0.0
+    """Seconds of the slowest answered request (any status)."""
 
     def snapshot(self) -> tuple[int, int]:
         return self.sent, self.failed
@@ -46,6 +52,7 @@ class LoadGenerator:
         max_in_flight: int = 50,
         timeout: float = 10.0,
         body: dict[str, Any] | None = None,
+        version_key: str = "version",
     ) -> None:
         if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
             raise ValueError("the load generator only sends traffic to this machine")
@@ -55,6 +62,7 @@ class LoadGenerator:
         self._sem = asyncio.Semaphore(max_in_flight)
         self._timeout = timeout
         self._body = body or {"text": "what a great and helpful model"}
+        self._version_key = version_key
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -103,18 +111,21 @@ class LoadGenerator:
         sent_at = time.monotonic()
         try:
             resp = await client.post(self.url, json=self._body)
+            self.stats.slowest = max(self.stats.slowest, time.monotonic() - sent_at)
             if resp.status_code == 200:
-                version = str(resp.json().get("version", "?"))
+                version = str(resp.json().get(self._version_key, "?"))
                 self.stats.ok += 1
                 self.stats.versions[version] += 1
                 self.stats.recent.append(version)
             else:
-                self.stats.failed += 1
-                self.stats.errors[f"HTTP {resp.status_code}"] += 1
-                self.stats.failure_times.append(sent_at)
+                self._failed(sent_at, f"HTTP {resp.status_code}")
         except (httpx.HTTPError, ValueError) as e:
-            self.stats.failed += 1
-            self.stats.errors[type(e).__name__] += 1
-            self.stats.failure_times.append(sent_at)
+            self._failed(sent_at, type(e).__name__)
         finally:
             self._sem.release()
+
+    def _failed(self, sent_at: float, kind: str) -> None:
+        self.stats.failed += 1
+        self.stats.errors[kind] += 1
+        self.stats.failure_times.append(sent_at)
+        self.stats.failure_kinds.append(kind)
