@@ -1,6 +1,6 @@
 """rollwise: zero-downtime rollouts for model-serving deployments.
 
-Layers (see DESIGN.md): cli/api -> control -> strategy | store | runtime | traffic -> model.
+Layers (see docs/architecture.md): cli/api -> control -> strategy | store | runtime | traffic -> model.
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """How every `rollwise` command fails: one red line on stderr (`error: …`) and an exit code.
 
-The one place where the CLI maps rollwise errors to exit codes (STYLE.md, "Errors by reaction"):
+The one place where the CLI maps rollwise errors to exit codes (docs/architecture.md, "Code habits"):
 
     exit 1  EXIT_ERROR     an operation failed (default for any error code not listed)
     exit 2  EXIT_INVALID   bad input: code "invalid" (ValidationFailed, the API's 422, a malformed file)

@@ -1,7 +1,7 @@
 """`rollwise plan --input FILE|-` or `rollwise plan NAME`: the decision the next evaluation cycle would
 take, as JSON.
 
-Reads one deployment's state (spec/plan-format.md) from a file or standard input, runs the strategy
+Reads one deployment's state (format: docs/strategies.md) from a file or standard input, runs the strategy
 engine (`rollwise.strategy.planio`, the same `decide` the controller calls) and prints the decision as
 JSON (indent 2) on stdout, exit 0. Bad input prints one line on stderr, `error: <field>: <problem>`,
 nothing on stdout, and exits 2 (see `errors.py`). With --input it touches no database, process or
@@ -43,7 +43,7 @@ def plan_command(
         "--input",
         "-i",
         metavar="FILE|-",
-        help="State of one deployment as JSON (spec/plan-format.md); '-' reads standard input. "
+        help="State of one deployment as JSON (format: docs/strategies.md); '-' reads standard input. "
         "Required unless NAME is given.",
         show_default=False,
     ),

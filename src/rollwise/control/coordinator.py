@@ -1,5 +1,5 @@
 """The coordinator: runs the route controller and the lifecycle cycles, each when marked needed (on a
-short interval) and on a long interval regardless (DESIGN.md, "Scheduling").
+short interval) and on a long interval regardless (docs/architecture.md, "Scheduling").
 
 Everything runs in one sequence (route pass, then the due cycles), so a cycle's read-decide-write never
 interleaves with the route controller's. A route becoming ready marks the deploying cycle needed and the

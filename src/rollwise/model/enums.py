@@ -1,4 +1,4 @@
-"""Enumerations of DESIGN.md: lifecycle, sub-steps, route status, health, traffic, strategies.
+"""Enumerations of docs/architecture.md: lifecycle, sub-steps, route status, health, traffic, strategies.
 
 Values are the lower-case strings used in JSON (plan format, REST API) and in the database.
 """

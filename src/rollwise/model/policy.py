@@ -60,7 +60,7 @@ def is_zero_as_written(value: IntOrPercent) -> bool:
 
 
 class Policy(BaseModel):
-    """How a deployment rolls out a new revision. Immutable; defaults from spec/strategies.md."""
+    """How a deployment rolls out a new revision. Immutable; defaults from docs/strategies.md."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
 

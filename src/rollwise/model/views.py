@@ -75,7 +75,7 @@ class TrafficChange:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One cycle's decision for one deployment (spec/plan-format.md, "Output")."""
+    """One cycle's decision for one deployment (as JSON: docs/strategies.md, `rollwise plan` "Output")."""
 
     sub_step: SubStep
     mode: Mode

@@ -1,4 +1,4 @@
-"""The strategy engine: pure cycle rules, state in, decision out (spec/strategies.md).
+"""The strategy engine: pure cycle rules, state in, decision out (docs/strategies.md).
 
 Public API:
 

@@ -1,4 +1,4 @@
-"""Blue-green (`strategy: blue_green`): one cycle's rules, spec/strategies.md "Blue-green".
+"""Blue-green (`strategy: blue_green`): one cycle's rules, docs/strategies.md "Blue-green".
 
 Called by the engine (through the registry) after the checks before the strategy. Green = target
 routes, blue = every other route. Must not read the clock (`view.now` is the cycle's time), do I/O,

@@ -2,7 +2,7 @@
 
 `build_view` reads the routes of one deployment once: it drops the routes that no longer count
 (`terminating`, `terminated`), sorts the rest into the termination order once, and splits them into the
-groups of spec/strategies.md ("Words"): target routes (provisioning, unready, ready, counted failures)
+groups of docs/strategies.md ("Words"): target routes (provisioning, unready, ready, counted failures)
 and other routes (provisioning, unready, ready). Every group keeps the termination order, so a rule
 that terminates k routes of a group takes its first k. The strategy modules (`rolling`, `blue_green`,
 `recreate`) and the engine read `CycleView`; nothing else builds one.
@@ -26,7 +26,7 @@ from rollwise.model import DeploymentView, Health, Mode, RouteStatus, RouteView,
 from rollwise.model.policy import IntOrPercent
 
 # --------------------------------------------------------------------------------------------------
-# Route predicates (spec/strategies.md, "Words")
+# Route predicates (docs/strategies.md, "Words, as implemented")
 
 
 def is_failed(route: RouteView) -> bool:

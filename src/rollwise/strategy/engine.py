@@ -3,7 +3,7 @@
 Called by the control layer's evaluation cycles (DEPLOYING, and READY replica reconciliation in
 rollback mode), by `rollwise plan` (through `planio`) and by the API's dry run: all through the very
 same function. It wraps the strategy rules (looked up in `registry`) with the checks every strategy
-shares, spec/strategies.md "Checks before and after the strategy":
+shares, docs/strategies.md "Checks before and after the strategy":
 
 forward mode
     1. failed target routes (created at/after rollout_started_at) >= failure_threshold

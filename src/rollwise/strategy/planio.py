@@ -1,14 +1,14 @@
-"""`rollwise plan` input and output (spec/plan-format.md): JSON values <-> strategy engine values. Pure.
+"""`rollwise plan` input and output (docs/strategies.md): JSON values <-> strategy engine values. Pure.
 
     parse_plan_input(obj)        parsed JSON -> PlanInput (frozen: now, deployment, routes, policy)
-    decision_to_json(decision)   Decision -> the output object of plan-format.md
+    decision_to_json(decision)   Decision -> the plan output object
     compute_plan_output(obj)     both, with `decide` in between
 
 Called by the `rollwise plan` command and by the API's dry run. Bad input raises
 `rollwise.model.ValidationFailed` whose message is ONE line naming the field and the problem:
 `routes[2].status: "runing" is not one of provisioning, running, terminating, terminated,
 failed_to_start`. The first problem found wins, in document order (now, deployment, policy, routes).
-Unknown keys are ignored. Defaults are those of plan-format.md (route: health not_checked, traffic
+Unknown keys are ignored. Defaults are those of docs/strategies.md (route: health not_checked, traffic
 active, ratio 1.0, health check true, not failed, timestamps = now; deployment: mode forward, flags
 false, last_progress_at = now, rollout_started_at null).
 
@@ -70,7 +70,7 @@ def parse_plan_input(obj: Any) -> PlanInput:
 
 
 def decision_to_json(decision: Decision) -> dict[str, Any]:
-    """The output object of plan-format.md; `rollback_reason` / `set_paused` only when they apply."""
+    """The plan output object (docs/strategies.md); `rollback_reason` / `set_paused` only when they apply."""
     out: dict[str, Any] = {
         "sub_step": decision.sub_step.value,
         "create": [

@@ -1,4 +1,4 @@
-"""Recreate (`strategy: recreate`): one cycle's rules, spec/strategies.md "Recreate".
+"""Recreate (`strategy: recreate`): one cycle's rules, docs/strategies.md "Recreate".
 
 For deployments that cannot afford two revisions at once. It has downtime by design: every route of
 the old revision is terminated in the first cycle, and the deployment serves nothing until the new

@@ -1,4 +1,4 @@
-"""Rolling update (`strategy: rolling`): one cycle's rules, spec/strategies.md "Rolling update".
+"""Rolling update (`strategy: rolling`): one cycle's rules, docs/strategies.md "Rolling update".
 
 Called by the engine (through the registry) after the checks before the strategy, with a `CycleView`
 for the cycle's mode: in forward mode T is the deploying revision; while rolling back T is the current

@@ -2,5 +2,5 @@
 `TrafficLayer` seam in `base` with a real in-package alternative (`base.NoTraffic`) for runs without a
 proxy (the simulated runtime).
 
-May import only rollwise.model (DESIGN.md, "Layers").
+May import only rollwise.model (docs/architecture.md, "Layers").
 """

@@ -15,7 +15,7 @@ count only if the pidfd still reports the process alive afterwards: then they de
 process, and signals sent through the pidfd cannot reach another one. Without pidfd support (kernels
 before 5.3) the identity is re-read right before each signal, which leaves a tiny reuse window.
 
-This module must not import rollwise.runtime (DESIGN.md, "Layers": traffic and runtime are siblings).
+This module must not import rollwise.runtime (docs/architecture.md, "Layers": traffic and runtime are siblings).
 """
 
 from __future__ import annotations

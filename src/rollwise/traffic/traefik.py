@@ -16,7 +16,7 @@ is verifiably ours and runs the static configuration this layer would write; oth
 and starts a new one. `ensure_running()` restarts a dead Traefik with the current table. `close()` stops
 Traefik; `detach()` leaves it running for the next server.
 
-This module must not import rollwise.runtime, store or control (DESIGN.md, "Layers"), must not leave a
+This module must not import rollwise.runtime, store or control (docs/architecture.md, "Layers"), must not leave a
 Traefik running after `close()`, must not pass the server's environment (tokens) to Traefik, and
 translates OS and HTTP errors into TrafficFailure at its boundary; `confirm_removed` and `wait_applied`
 never raise for an unreachable API (they answer False).
