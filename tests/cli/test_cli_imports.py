@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from cli_server import clean_env, rollwise_server
 
 from rollwise.cli import main as cli_main
 
-ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 
 NEVER = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "aiosqlite", "asyncpg", "prometheus_client",
          "httpx", "rollwise.model", "rollwise.api", "rollwise.control", "rollwise.store", "rollwise.runtime",
@@ -75,44 +70,11 @@ COMMANDS: list[tuple[list[str], int, bool, bool]] = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {"NO_COLOR": "1"}
-
-
 @pytest.fixture(scope="module")
 def api_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     data = tmp_path_factory.mktemp("imports-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port), "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with rollwise_server(data) as (url, _):
         yield ["--server", url, "--data-dir", str(data)]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def imported(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:

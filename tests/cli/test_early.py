@@ -9,12 +9,7 @@ import socket
 import httpx
 
 from rollwise.cli.early import EarlyResponder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from cli_server import free_port
 
 
 def test_starting_answers_then_hand_over_keeps_connections() -> None:

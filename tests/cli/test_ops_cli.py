@@ -12,12 +12,8 @@ with httpx against the API (scaffolding, not what is tested).
 from __future__ import annotations
 
 import json
-import os
 import select
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,8 +32,8 @@ import rollwise.cli.history
 import rollwise.cli.plan
 import rollwise.cli.rollout  # noqa: F401  (the imports register the commands, as rollwise.cli.main does)
 from rollwise.cli.main import app
+from cli_server import ROLLWISE, clean_env, free_port, rollwise_server
 
-ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -64,41 +60,11 @@ class Server:
             time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {
-        "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("cli-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port), "--data-dir", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
-    try:
+    with rollwise_server(data) as (url, proc):
         yield Server(url, data, (data / "token").read_text().strip(), proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
 
 
 def rollwise(*args: str, check: int | None = 0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,29 +5,17 @@ it, SIGTERM stops it cleanly (exit 0), `--token` replaces the file, and a busy p
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+from cli_server import ROLLWISE, clean_env, free_port
 
-ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {"PYTHONUNBUFFERED": "1"}
 
 
 def start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:

@@ -10,10 +10,7 @@ here is stopped when the module ends (the server stops its route processes itsel
 
 from __future__ import annotations
 
-import os
 import select
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_server import ROLLWISE, clean_env, rollwise_server
 
-ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 
 GATED_SERVER = """
 import http.server, os, sys, time
@@ -64,45 +61,11 @@ class Server:
             time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | {
-        "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("watch-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [ROLLWISE, "server", "--runtime", "local", "--no-proxy", "--api-port", str(port), "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with rollwise_server(data, runtime="local") as (url, _):
         yield Server(url, data, (data / "token").read_text().strip())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def rollwise(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from typing import Any
 from rollwise.control.clock import ManualClock
 from rollwise.control.coordinator import Coordinator, Intervals, StepReport
 from rollwise.control.operations import Operations
-from rollwise.model import Health, Lifecycle, RouteStatus, SubStep, Traffic, is_ready_state
+from rollwise.model import Lifecycle, RouteStatus, SubStep, Traffic, is_ready_state
 from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
 from rollwise.store import ApplyResult, ChangeSet, HistoryRecord, RouteRecord, Store
 from rollwise.store.records import DeploymentRecord

@@ -17,7 +17,7 @@ import pytest
 
 from rollwise.model.errors import RollwiseError
 from rollwise.runtime import _proc
-from rollwise.runtime.base import LaunchSpec, RouteHandle, Runtime, RuntimeFailure
+from rollwise.runtime.base import RouteHandle, Runtime, RuntimeFailure
 from rollwise.runtime.local import LocalRuntime, RegistryEntry
 
 from .support import MODEL_SERVER, PY, SLEEPER, STUBBORN, has_stopped, is_gone, serves, spec, wait_for, wait_ready

@@ -1,4 +1,4 @@
-"""Plan I/O (spec/plan-format.md): parsing with defaults, one-line errors naming the field, and the
+"""Plan I/O (docs/strategies.md ("rollwise plan")): parsing with defaults, one-line errors naming the field, and the
 output object."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from rollwise.model.errors import RollwiseError
 from rollwise.runtime.base import LaunchSpec, Prober, RouteHandle, Runtime
 from rollwise.store import Store
 from rollwise.store.errors import StoreError
-from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord, RouteUpdate
+from rollwise.store.records import RevisionRecord, RouteRecord, RouteUpdate
 from rollwise.traffic.base import TrafficLayer
 
 log = logging.getLogger(__name__)
