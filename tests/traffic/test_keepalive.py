@@ -161,8 +161,10 @@ async def test_no_502_when_backends_close_idle_keep_alive_connections(
             await asyncio.sleep(KEEP_ALIVE_SECONDS + rng.uniform(-0.08, 0.0))
 
     assert statuses == {"200": BURSTS * CONCURRENCY}, statuses
-    # Traefik closed every idle connection itself before the next burst (TIME_WAIT on its side keeps a
-    # closed connection's port from coming back within the test): no connection served two bursts.
-    # With Traefik's default idle timeout the same connections would carry burst after burst.
+    # Traefik closes idle connections itself before the next burst (TIME_WAIT on its side keeps a closed
+    # connection's port from coming back within the test), so connections do not serve two bursts. With
+    # Traefik's default idle timeout the same connections carry burst after burst (16-37 ports reused per
+    # run); on a saturated machine a timer may fire late now and then (2 seen with busy loops on every
+    # core), which is why a handful is tolerated: the statuses above are what clients see.
     reused = {port: sorted(b) for port, b in bursts_of_port.items() if len(b) > 1}
-    assert not reused, reused
+    assert len(reused) <= 5, reused
