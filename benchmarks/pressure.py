@@ -4,16 +4,21 @@ default) while `rollwise demo`'s work runs, once with the example model server a
 
     .venv/bin/python benchmarks/pressure.py [--server example|mlserver|both] [--busy-per-core 3]
         [--rate 100] [--replicas 3] [--setup-mlserver] [--rollout-timeout 300]
+        [--shared-session] [--history]
 
 Each run is the demo's (cli.demo_run.run_demo, an in-process plane with Traefik and real route
 processes): the model at v1 x replicas, traffic through the proxy, v2 rolling, v3 blue-green with
 auto-promotion, a broken v4 that the failure budget rolls back. Per run it prints the per-rollout table,
-where failed requests fell (if any), one JSON line of figures, then the demo's line `demo: 3 rollouts,
+where failed requests fell (if any; then also the deployment's history and the kept data directory with
+the route logs), one JSON line of figures (requests, failed, the rate achieved, latency percentiles,
+load average and CPU busy share over the run, per-rollout seconds), then the demo's line `demo: 3 rollouts,
 N requests, F failed`; the last line printed is that line of the last run. Exit status 0 only when every
 run had no failed request and every rollout ended as planned.
 
-Busy loops are `sys.executable -c` spinners at normal priority, started before the first run and
-stopped at the end (also on an error or Ctrl-C; a spinner whose parent is gone stops by itself).
+Busy loops are `sys.executable -c` spinners at normal priority, each in a session of its own (like
+unrelated busy programs; `--shared-session` keeps them in the benchmark's, see `busy_loops`), started
+before the first run and stopped at the end (also on an error or Ctrl-C; a spinner whose parent is gone
+stops by itself).
 
 MLServer lives in its own virtualenv, benchmarks/.venv-mlserver, built from
 benchmarks/mlserver-requirements.txt by `--setup-mlserver` (when missing or when the requirements
@@ -84,13 +89,27 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def autogroup() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 @contextmanager
-def busy_loops(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """n CPU spinners at normal priority for the duration of the block; all stopped on the way out."""
+def busy_loops(n: int, *, own_sessions: bool) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """n CPU spinners at normal priority for the duration of the block; all stopped on the way out.
+
+    With `own_sessions` each spinner leads a session of its own, like an unrelated busy program: with the
+    kernel's autogroup scheduling (sched_autogroup_enabled) CPU time is shared between sessions first,
+    and route processes (which rollwise starts with setsid) compete with each spinner as equals. Without
+    it the spinners share the benchmark's session, hence its share, and mostly slow down the benchmark
+    process itself (the rollwise plane and the load generator), not the routes."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.DEVNULL,
+                                          start_new_session=own_sessions))
         yield procs
     finally:
         for p in procs:
@@ -206,6 +225,17 @@ def place_failures(report: DemoReport) -> list[str]:
             for (phase, kind), ts in sorted(groups.items())]
 
 
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 3)}
+
+
 def one_run(console: Console, server: str, workload: Workload, args: argparse.Namespace, busy: int) -> bool:
     data_dir = Path(tempfile.mkdtemp(prefix=f"rollwise-pressure-{server}-"))
     load0 = os.getloadavg()[0]
@@ -229,7 +259,7 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         console.print(f"pressure: {server}: failed requests by rollout and kind:")
         for line in place_failures(report):
             console.print(line)
-    if not report.ok:
+    if not report.ok or args.history:
         console.print(f"pressure: {server}: deployment history:")
         for line in report.history:
             console.print(f"  {line}")
@@ -240,6 +270,8 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         "server": server,
         "cores": cores(),
         "busy_loops": busy,
+        "busy_sessions": "shared" if args.shared_session else "own",
+        "autogroup": autogroup(),
         "rate": args.rate,
         "replicas": args.replicas,
         "loadavg_start": round(load0, 2),
@@ -249,7 +281,8 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         "requests": report.requests,
         "failed": report.failed,
         "failures_by_kind": report.errors,
-        "slowest_answer_seconds": round(report.slowest, 3),
+        "achieved_rate": round(report.requests / report.load_seconds, 1) if report.load_seconds else None,
+        "latency_seconds": percentiles(report.latencies),
         "rollouts": {r.label: {"strategy": r.strategy, "outcome": r.outcome, "planned": r.expected,
                                "seconds": round(r.seconds, 1), "requests": r.requests, "failed": r.failed}
                      for r in report.rollouts},
@@ -271,6 +304,10 @@ def main() -> int:
                    help=f"build {MLSERVER_VENV.relative_to(HERE.parent)} when missing or out of date")
     p.add_argument("--rollout-timeout", type=float, default=300.0,
                    help="seconds each phase may take before the run is given up (the demo's own: 60)")
+    p.add_argument("--shared-session", action="store_true",
+                   help="spinners stay in the benchmark's session (see busy_loops: with autogroup they then "
+                        "starve the plane and the load generator rather than the routes)")
+    p.add_argument("--history", action="store_true", help="print each run's deployment history (always on failure)")
     args = p.parse_args()
     console = Console()
 
@@ -288,7 +325,7 @@ def main() -> int:
 
     busy = cores() * args.busy_per_core
     ok: list[bool] = []
-    with tempfile.TemporaryDirectory(prefix="rollwise-pressure-models-") as models_dir, busy_loops(busy):
+    with tempfile.TemporaryDirectory(prefix="rollwise-pressure-models-") as models_dir, busy_loops(busy, own_sessions=not args.shared_session):
         workloads: dict[str, Callable[[], Workload]] = {
             "example": lambda: dataclasses.replace(EXAMPLE, rollout_timeout=args.rollout_timeout),
             "mlserver": lambda: mlserver_workload(Path(models_dir), args.rollout_timeout),

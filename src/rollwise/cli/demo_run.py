@@ -101,8 +101,10 @@ class DemoReport:
     """Failed requests by kind ("HTTP 502", "ReadTimeout"...)."""
     failures: list[tuple[float, str]] = field(default_factory=list)
     """(time.monotonic() when sent, kind) of each failed request (the newest 10,000)."""
-    slowest: float = 0.0
-    """Seconds of the slowest answered request."""
+    latencies: list[float] = field(default_factory=list)
+    """Seconds each answered request took (the newest 100,000)."""
+    load_seconds: float = 0.0
+    """How long the traffic ran (requests / load_seconds is the rate achieved)."""
     history: list[str] = field(default_factory=list)
     """The deployment's history at the end, oldest first ("HH:MM:SS.mmm message")."""
     error: str | None = None
@@ -216,6 +218,7 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
             try:
                 await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up", workload)
                 url = f"http://127.0.0.1:{config.proxy_port}/d/{name}{workload.path}"
+                load_started = time.monotonic()
                 async with LoadGenerator(url, rate=rate, body=workload.body, version_key=workload.version_key) as load:
                     await asyncio.sleep(1.0)
                     for step in STEPS:
@@ -237,6 +240,8 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
                         await asyncio.sleep(1.0)
             except TimeoutError as e:
                 report.error = str(e)
+            if load is not None:
+                report.load_seconds = time.monotonic() - load_started
         if report.error is None:
             console.print(await render(ops, load, "final state", name))
         report.history = [f"{h.created_at:%H:%M:%S.%f}"[:-3] + f" {h.message}"
@@ -246,7 +251,7 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
         totals = load.stats
         report.requests, report.failed, report.errors = totals.sent, totals.failed, dict(totals.errors)
         report.failures = list(zip(totals.failure_times, totals.failure_kinds, strict=True))
-        report.slowest = totals.slowest
+        report.latencies = list(totals.latencies)
     if report.errors and report.error is None:
         console.print(f"failures by kind: {report.errors}")
     return report

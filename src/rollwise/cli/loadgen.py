@@ -30,8 +30,8 @@ class LoadStats:
     """time.monotonic() when each failed request was sent (the newest 10,000), to place failures in time."""
     failure_kinds: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
     """What each failure in `failure_times` was (same order): "HTTP 502", "ReadTimeout"..."""
-    slowest: float = 0.0
-    """Seconds of the slowest answered request (any status)."""
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    """Seconds from sending to the answer of each answered request, any status (the newest 100,000)."""
 
     def snapshot(self) -> tuple[int, int]:
         return self.sent, self.failed
@@ -111,7 +111,7 @@ class LoadGenerator:
         sent_at = time.monotonic()
         try:
             resp = await client.post(self.url, json=self._body)
-            self.stats.slowest = max(self.stats.slowest, time.monotonic() - sent_at)
+            self.stats.latencies.append(time.monotonic() - sent_at)
             if resp.status_code == 200:
                 version = str(resp.json().get(self._version_key, "?"))
                 self.stats.ok += 1
