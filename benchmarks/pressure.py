@@ -11,7 +11,8 @@ processes): the model at v1 x replicas, traffic through the proxy, v2 rolling, v
 auto-promotion, a broken v4 that the failure budget rolls back. Per run it prints the per-rollout table,
 where failed requests fell (if any; then also the deployment's history and the kept data directory with
 the route logs), one JSON line of figures (requests, failed, the rate achieved, latency percentiles,
-load average and CPU busy share over the run, per-rollout seconds), then the demo's line `demo: 3 rollouts,
+load average and CPU busy share over the run, the event loop's lag, per-rollout seconds as the demo
+measures them (activate -> seen ready) and by the deployment's history), then the demo's line `demo: 3 rollouts,
 N requests, F failed`; the last line printed is that line of the last run. Exit status 0 only when every
 run had no failed request and every rollout ended as planned.
 
@@ -40,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -236,15 +237,36 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 3)}
 
 
+def rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+async def with_lag_probe(run: Coroutine[Any, Any, DemoReport], lags: list[float]) -> DemoReport:
+    """Run `run` while sampling the event loop's lag (how late a 0.1 s sleep wakes) into `lags`: the
+    plane, the load generator and the live view share this loop, as in `rollwise demo`."""
+    async def probe() -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.1)
+            lags.append(time.monotonic() - t - 0.1)
+
+    task = asyncio.create_task(probe())
+    try:
+        return await run
+    finally:
+        task.cancel()
+
+
 def one_run(console: Console, server: str, workload: Workload, args: argparse.Namespace, busy: int) -> bool:
     data_dir = Path(tempfile.mkdtemp(prefix=f"rollwise-pressure-{server}-"))
     load0 = os.getloadavg()[0]
     idle0, total0 = cpu_times()
     t0 = time.monotonic()
+    lags: list[float] = []
     console.rule(f"{server}: {busy} busy loops on {cores()} cores, {args.rate:g} req/s, {args.replicas} replicas")
     try:
-        report = asyncio.run(run_demo(console, rate=args.rate, replicas=args.replicas, data_dir=data_dir,
-                                      workload=workload))
+        report = asyncio.run(with_lag_probe(run_demo(console, rate=args.rate, replicas=args.replicas,
+                                                     data_dir=data_dir, workload=workload), lags))
     except BaseException:
         console.print(f"pressure: {server}: data kept in {data_dir} (route logs in logs/)")
         raise
@@ -261,8 +283,9 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
             console.print(line)
     if not report.ok or args.history:
         console.print(f"pressure: {server}: deployment history:")
-        for line in report.history:
+        for line in report.history_lines():
             console.print(f"  {line}")
+    if not report.ok:
         console.print(f"pressure: {server}: data kept in {data_dir} (route logs in logs/)")
     else:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -283,8 +306,10 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         "failures_by_kind": report.errors,
         "achieved_rate": round(report.requests / report.load_seconds, 1) if report.load_seconds else None,
         "latency_seconds": percentiles(report.latencies),
+        "loop_lag_seconds": percentiles(lags),
         "rollouts": {r.label: {"strategy": r.strategy, "outcome": r.outcome, "planned": r.expected,
-                               "seconds": round(r.seconds, 1), "requests": r.requests, "failed": r.failed}
+                               "seconds": round(r.seconds, 1), "rollwise_seconds": rounded(report.rollout_seconds(r)),
+                               "requests": r.requests, "failed": r.failed}
                      for r in report.rollouts},
         "error": report.error,
         "ok": report.ok,

@@ -34,7 +34,7 @@ from rollwise.cli.serve import ServerConfig, build_plane, running
 from rollwise.control.coordinator import Intervals
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, RouteStatus, SubStep, is_ready_state
-from rollwise.store.records import RouteRecord
+from rollwise.store.records import HistoryRecord, RouteRecord
 
 NAME = "sentiment"
 ROLLOUT_TIMEOUT = 60.0
@@ -84,6 +84,8 @@ class Result:
     failed: int
     started: float = 0.0
     """time.monotonic() when the rollout was activated."""
+    revision: int = 0
+    """The revision number rolled out."""
 
     @property
     def as_planned(self) -> bool:
@@ -105,8 +107,8 @@ class DemoReport:
     """Seconds each answered request took (the newest 100,000)."""
     load_seconds: float = 0.0
     """How long the traffic ran (requests / load_seconds is the rate achieved)."""
-    history: list[str] = field(default_factory=list)
-    """The deployment's history at the end, oldest first ("HH:MM:SS.mmm message")."""
+    history: list[HistoryRecord] = field(default_factory=list)
+    """The deployment's history at the end, oldest first."""
     error: str | None = None
     """Set when a phase did not finish within the workload's rollout timeout."""
 
@@ -116,6 +118,21 @@ class DemoReport:
 
     def line(self) -> str:
         return f"demo: {len(self.rollouts)} rollouts, {self.requests} requests, {self.failed} failed"
+
+    def history_lines(self) -> list[str]:
+        return [f"{h.created_at:%H:%M:%S.%f}"[:-3] + f" {h.message}"
+                + (f" (x{h.attempts}, last {h.updated_at:%H:%M:%S})" if h.attempts > 1 else "")
+                for h in self.history]
+
+    def rollout_seconds(self, r: Result) -> float | None:
+        """The rollout's own duration by its history: from "rollout started" (the deploying cycle that
+        took it up) to the row that made the deployment ready again; None when not found."""
+        rows = iter(self.history)
+        start = next((h for h in rows if h.to_revision == r.revision and h.lifecycle_to is Lifecycle.DEPLOYING), None)
+        end = next((h for h in rows if h.lifecycle_to is Lifecycle.READY), None)
+        if start is None or end is None:
+            return None
+        return (end.created_at - start.created_at).total_seconds()
 
 
 def revision(label: str, misbehave: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -234,7 +251,7 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
                         outcome = "completed" if dep.sub_step is SubStep.COMPLETED else "rolled_back"
                         report.rollouts.append(
                             Result(step.label, step.policy["strategy"], step.expected, outcome,
-                                   time.monotonic() - t0, sent1 - sent0, failed1 - failed0, t0)
+                                   time.monotonic() - t0, sent1 - sent0, failed1 - failed0, t0, rev.number)
                         )
                         console.print(f"{title}: {outcome} in {time.monotonic() - t0:.1f}s")
                         await asyncio.sleep(1.0)
@@ -244,9 +261,7 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
                 report.load_seconds = time.monotonic() - load_started
         if report.error is None:
             console.print(await render(ops, load, "final state", name))
-        report.history = [f"{h.created_at:%H:%M:%S.%f}"[:-3] + f" {h.message}"
-                          + (f" (x{h.attempts}, last {h.updated_at:%H:%M:%S})" if h.attempts > 1 else "")
-                          for h in await ops.history(name)]
+        report.history = list(await ops.history(name))
     if load is not None:
         totals = load.stats
         report.requests, report.failed, report.errors = totals.sent, totals.failed, dict(totals.errors)
