@@ -4,14 +4,15 @@ default) while `rollwise demo`'s work runs, once with the example model server a
 
     .venv/bin/python benchmarks/pressure.py [--server example|mlserver|both] [--busy-per-core 3]
         [--rate 100] [--replicas 3] [--setup-mlserver] [--rollout-timeout 300]
-        [--shared-session] [--history]
+        [--shared-session] [--history] [--keep]
 
 Each run is the demo's (cli.demo_run.run_demo, an in-process plane with Traefik and real route
 processes): the model at v1 x replicas, traffic through the proxy, v2 rolling, v3 blue-green with
 auto-promotion, a broken v4 that the failure budget rolls back. Per run it prints the per-rollout table,
 where failed requests fell (if any; then also the deployment's history and the kept data directory with
 the route logs), one JSON line of figures (requests, failed, the rate achieved, latency percentiles,
-load average and CPU busy share over the run, the event loop's lag, per-rollout seconds as the demo
+load average and CPU busy share over the run, the event loop's lag, the time between the coordinator's
+route passes and its cycles' durations, per-rollout seconds as the demo
 measures them (activate -> seen ready) and by the deployment's history), then the demo's line `demo: 3 rollouts,
 N requests, F failed`; the last line printed is that line of the last run. Exit status 0 only when every
 run had no failed request and every rollout ended as planned.
@@ -49,6 +50,9 @@ from typing import Any
 from rich.console import Console
 
 from rollwise.cli.demo_run import EXAMPLE, DemoReport, Workload, print_rollouts, run_demo
+from rollwise.cli.serve import Plane
+from rollwise.control.cycles import CycleReport
+from rollwise.control.routes import RoutePassReport
 
 HERE = Path(__file__).resolve().parent
 MLSERVER_VENV = HERE / ".venv-mlserver"
@@ -257,16 +261,39 @@ async def with_lag_probe(run: Coroutine[Any, Any, DemoReport], lags: list[float]
         task.cancel()
 
 
+class PlaneTimes:
+    """When the coordinator's route passes ended and how long its lifecycle cycles took."""
+
+    def __init__(self) -> None:
+        self.pass_ends: list[float] = []
+        self.cycles: list[float] = []
+
+    def attach(self, plane: Plane) -> None:
+        plane.coordinator.route_observers.append(self._on_pass)
+        plane.coordinator.observers.append(self._on_cycle)
+
+    def _on_pass(self, report: RoutePassReport) -> None:
+        self.pass_ends.append(time.monotonic())
+
+    def _on_cycle(self, report: CycleReport, seconds: float) -> None:
+        self.cycles.append(seconds)
+
+    def pass_gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.pass_ends, self.pass_ends[1:], strict=False)]
+
+
 def one_run(console: Console, server: str, workload: Workload, args: argparse.Namespace, busy: int) -> bool:
     data_dir = Path(tempfile.mkdtemp(prefix=f"rollwise-pressure-{server}-"))
     load0 = os.getloadavg()[0]
     idle0, total0 = cpu_times()
     t0 = time.monotonic()
     lags: list[float] = []
+    plane_times = PlaneTimes()
     console.rule(f"{server}: {busy} busy loops on {cores()} cores, {args.rate:g} req/s, {args.replicas} replicas")
     try:
         report = asyncio.run(with_lag_probe(run_demo(console, rate=args.rate, replicas=args.replicas,
-                                                     data_dir=data_dir, workload=workload), lags))
+                                                     data_dir=data_dir, workload=workload,
+                                                     on_plane=plane_times.attach), lags))
     except BaseException:
         console.print(f"pressure: {server}: data kept in {data_dir} (route logs in logs/)")
         raise
@@ -285,7 +312,7 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         console.print(f"pressure: {server}: deployment history:")
         for line in report.history_lines():
             console.print(f"  {line}")
-    if not report.ok:
+    if not report.ok or args.keep:
         console.print(f"pressure: {server}: data kept in {data_dir} (route logs in logs/)")
     else:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -307,6 +334,8 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         "achieved_rate": round(report.requests / report.load_seconds, 1) if report.load_seconds else None,
         "latency_seconds": percentiles(report.latencies),
         "loop_lag_seconds": percentiles(lags),
+        "route_pass_gap_seconds": percentiles(plane_times.pass_gaps()),
+        "cycle_seconds": percentiles(plane_times.cycles),
         "rollouts": {r.label: {"strategy": r.strategy, "outcome": r.outcome, "planned": r.expected,
                                "seconds": round(r.seconds, 1), "rollwise_seconds": rounded(report.rollout_seconds(r)),
                                "requests": r.requests, "failed": r.failed}
@@ -332,6 +361,7 @@ def main() -> int:
     p.add_argument("--shared-session", action="store_true",
                    help="spinners stay in the benchmark's session (see busy_loops: with autogroup they then "
                         "starve the plane and the load generator rather than the routes)")
+    p.add_argument("--keep", action="store_true", help="keep each run's data directory (kept anyway on failure)")
     p.add_argument("--history", action="store_true", help="print each run's deployment history (always on failure)")
     args = p.parse_args()
     console = Console()

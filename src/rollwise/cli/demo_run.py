@@ -30,7 +30,7 @@ from rich.table import Table
 
 from rollwise.cli.demo import free_port
 from rollwise.cli.loadgen import LoadGenerator
-from rollwise.cli.serve import ServerConfig, build_plane, running
+from rollwise.cli.serve import Plane, ServerConfig, build_plane, running
 from rollwise.control.coordinator import Intervals
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, RouteStatus, SubStep, is_ready_state
@@ -215,9 +215,10 @@ async def wait_for(ops: Operations, pred: Any, live: Live | None, load: LoadGene
 
 
 async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Path,
-                   workload: Workload = EXAMPLE) -> DemoReport:
+                   workload: Workload = EXAMPLE, on_plane: Callable[[Plane], None] | None = None) -> DemoReport:
     """The three rollouts under traffic. A phase that outlasts the workload's rollout timeout ends the
-    run early: the report then has the rollouts done so far and `error` says which phase."""
+    run early: the report then has the rollouts done so far and `error` says which phase. `on_plane`
+    sees the plane before it runs (benchmarks attach coordinator observers there)."""
     config = ServerConfig(
         data_dir=data_dir,
         proxy_port=free_port(),
@@ -227,41 +228,47 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
     name = workload.name
     report = DemoReport([])
     load: LoadGenerator | None = None
-    async with build_plane(config) as plane, running(plane):
-        ops = plane.ops
-        console.print(f"[bold]rollwise demo[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}")
-        await ops.create(name=name, replicas=replicas, policy=STEPS[0].policy, revision=workload.revision("v1", False))
-        with Live(console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
-            try:
-                await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up", workload)
-                url = f"http://127.0.0.1:{config.proxy_port}/d/{name}{workload.path}"
-                load_started = time.monotonic()
-                async with LoadGenerator(url, rate=rate, body=workload.body, version_key=workload.version_key) as load:
-                    await asyncio.sleep(1.0)
-                    for step in STEPS:
-                        await ops.patch(name, policy=step.policy)
-                        rev = await ops.add_revision(name, workload.revision(step.label, step.broken))
-                        sent0, failed0 = load.stats.snapshot()
-                        t0 = time.monotonic()
-                        await ops.activate(name, rev.number)
-                        title = f"{step.label}: {step.policy['strategy'].replace('_', '-')} rollout"
-                        dep = await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, load, title,
-                                             workload)
-                        sent1, failed1 = load.stats.snapshot()
-                        outcome = "completed" if dep.sub_step is SubStep.COMPLETED else "rolled_back"
-                        report.rollouts.append(
-                            Result(step.label, step.policy["strategy"], step.expected, outcome,
-                                   time.monotonic() - t0, sent1 - sent0, failed1 - failed0, t0, rev.number)
-                        )
-                        console.print(f"{title}: {outcome} in {time.monotonic() - t0:.1f}s")
+    async with build_plane(config) as plane:
+        if on_plane is not None:
+            on_plane(plane)
+        async with running(plane):
+            ops = plane.ops
+            console.print(f"[bold]rollwise demo[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}")
+            await ops.create(name=name, replicas=replicas, policy=STEPS[0].policy,
+                             revision=workload.revision("v1", False))
+            with Live(console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
+                try:
+                    await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up",
+                                   workload)
+                    url = f"http://127.0.0.1:{config.proxy_port}/d/{name}{workload.path}"
+                    load_started = time.monotonic()
+                    async with LoadGenerator(url, rate=rate, body=workload.body,
+                                             version_key=workload.version_key) as load:
                         await asyncio.sleep(1.0)
-            except TimeoutError as e:
-                report.error = str(e)
-            if load is not None:
-                report.load_seconds = time.monotonic() - load_started
-        if report.error is None:
-            console.print(await render(ops, load, "final state", name))
-        report.history = list(await ops.history(name))
+                        for step in STEPS:
+                            await ops.patch(name, policy=step.policy)
+                            rev = await ops.add_revision(name, workload.revision(step.label, step.broken))
+                            sent0, failed0 = load.stats.snapshot()
+                            t0 = time.monotonic()
+                            await ops.activate(name, rev.number)
+                            title = f"{step.label}: {step.policy['strategy'].replace('_', '-')} rollout"
+                            dep = await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, load, title,
+                                                 workload)
+                            sent1, failed1 = load.stats.snapshot()
+                            outcome = "completed" if dep.sub_step is SubStep.COMPLETED else "rolled_back"
+                            report.rollouts.append(
+                                Result(step.label, step.policy["strategy"], step.expected, outcome,
+                                       time.monotonic() - t0, sent1 - sent0, failed1 - failed0, t0, rev.number)
+                            )
+                            console.print(f"{title}: {outcome} in {time.monotonic() - t0:.1f}s")
+                            await asyncio.sleep(1.0)
+                except TimeoutError as e:
+                    report.error = str(e)
+                if load is not None:
+                    report.load_seconds = time.monotonic() - load_started
+            if report.error is None:
+                console.print(await render(ops, load, "final state", name))
+            report.history = list(await ops.history(name))
     if load is not None:
         totals = load.stats
         report.requests, report.failed, report.errors = totals.sent, totals.failed, dict(totals.errors)
