@@ -11,7 +11,8 @@ processes): the model at v1 x replicas, traffic through the proxy, v2 rolling, v
 auto-promotion, a broken v4 that the failure budget rolls back. Per run it prints the per-rollout table,
 where failed requests fell (if any; then also the deployment's history and the kept data directory with
 the route logs), one JSON line of figures (requests, failed, the rate achieved, latency percentiles,
-load average and CPU busy share over the run, the event loop's lag, the time between the coordinator's
+load average and CPU busy share over the run, the CPU the benchmark process itself got (plane, load
+generator and live view: cores' worth), the event loop's lag, the time between the coordinator's
 route passes and its cycles' durations, per-rollout seconds as the demo
 measures them (activate -> seen ready) and by the deployment's history), then the demo's line `demo: 3 rollouts,
 N requests, F failed`; the last line printed is that line of the last run. Exit status 0 only when every
@@ -143,7 +144,8 @@ def requirements_digest() -> str:
 
 
 def mlserver_installed() -> bool:
-    return (MLSERVER_VENV / "bin" / "mlserver").exists() and STAMP.exists() and STAMP.read_text().strip() == requirements_digest()
+    mlserver = MLSERVER_VENV / "bin" / "mlserver"
+    return mlserver.exists() and STAMP.exists() and STAMP.read_text().strip() == requirements_digest()
 
 
 def setup_mlserver(console: Console) -> None:
@@ -153,10 +155,10 @@ def setup_mlserver(console: Console) -> None:
     if MLSERVER_VENV.exists():
         shutil.rmtree(MLSERVER_VENV)
     subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
-    subprocess.run([str(MLSERVER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS)], check=True)
+    subprocess.run([str(MLSERVER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", "-r", str(REQUIREMENTS)], check=True)
     STAMP.write_text(requirements_digest() + "\n")
-    console.print(f"pressure: MLServer installed in {time.monotonic() - t0:.0f}s ({mlserver_versions()})")
+    console.print(f"pressure: MLServer installed in {time.monotonic() - t0:.0f}s")
 
 
 def mlserver_versions() -> str:
@@ -287,6 +289,7 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
     load0 = os.getloadavg()[0]
     idle0, total0 = cpu_times()
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     lags: list[float] = []
     plane_times = PlaneTimes()
     console.rule(f"{server}: {busy} busy loops on {cores()} cores, {args.rate:g} req/s, {args.replicas} replicas")
@@ -294,10 +297,15 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         report = asyncio.run(with_lag_probe(run_demo(console, rate=args.rate, replicas=args.replicas,
                                                      data_dir=data_dir, workload=workload,
                                                      on_plane=plane_times.attach), lags))
+    except KeyboardInterrupt:
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     except BaseException:
         console.print(f"pressure: {server}: data kept in {data_dir} (route logs in logs/)")
         raise
     wall = time.monotonic() - t0
+    own_cpu = time.process_time() - cpu0
     idle1, total1 = cpu_times()
     load1 = os.getloadavg()[0]
     busy_share = 1 - (idle1 - idle0) / max(1, total1 - total0)
@@ -328,6 +336,7 @@ def one_run(console: Console, server: str, workload: Workload, args: argparse.Na
         "loadavg_end": round(load1, 2),
         "cpu_busy_share": round(busy_share, 3),
         "seconds": round(wall, 1),
+        "benchmark_process_cpu_share": round(own_cpu / wall, 3),
         "requests": report.requests,
         "failed": report.failed,
         "failures_by_kind": report.errors,
@@ -379,19 +388,26 @@ def main() -> int:
         console.print(f"pressure: {mlserver_versions()}")
 
     busy = cores() * args.busy_per_core
-    ok: list[bool] = []
-    with tempfile.TemporaryDirectory(prefix="rollwise-pressure-models-") as models_dir, busy_loops(busy, own_sessions=not args.shared_session):
+    with tempfile.TemporaryDirectory(prefix="rollwise-pressure-models-") as models_dir:
         workloads: dict[str, Callable[[], Workload]] = {
             "example": lambda: dataclasses.replace(EXAMPLE, rollout_timeout=args.rollout_timeout),
             "mlserver": lambda: mlserver_workload(Path(models_dir), args.rollout_timeout),
         }
         if "mlserver" in servers:
             make_models(Path(models_dir))
-        if busy:
-            time.sleep(3.0)  # let the spinners take the cores before the first run
-        for server in servers:
-            ok.append(one_run(console, server, workloads[server](), args, busy))
+        with busy_loops(busy, own_sessions=not args.shared_session):
+            ok = run_all(console, servers, workloads, args, busy)
     return 0 if all(ok) else 1
+
+
+def run_all(console: Console, servers: list[str], workloads: dict[str, Callable[[], Workload]],
+            args: argparse.Namespace, busy: int) -> list[bool]:
+    ok: list[bool] = []
+    if busy:
+        time.sleep(3.0)  # let the spinners take the cores before the first run
+    for server in servers:
+        ok.append(one_run(console, server, workloads[server](), args, busy))
+    return ok
 
 
 if __name__ == "__main__":
