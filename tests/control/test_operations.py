@@ -40,7 +40,7 @@ async def test_activate_refusals(sc: Scenario) -> None:
         await sc.ops.activate("nope", 1)
     with pytest.raises(ValidationFailed, match="^revision: "):
         await sc.ops.activate("svc", "2")  # type: ignore[arg-type]
-    dep = await sc.ops.activate("svc", 1)  # the serving revision: nothing to do
+    dep = (await sc.ops.activate("svc", 1)).deployment  # the serving revision: nothing to do
     assert (dep.lifecycle, dep.deploying_revision) == (Lifecycle.READY, None)
     assert await sc.history() == history
 
@@ -55,7 +55,7 @@ async def test_activating_the_deploying_revision_again_is_a_no_op(sc: Scenario) 
     await sc.ready(replicas=1)
     number = await sc.start_rollout()
     before = await sc.dep()
-    after = await sc.ops.activate("svc", number)
+    after = (await sc.ops.activate("svc", number)).deployment
     assert after.version == before.version
 
 

@@ -22,11 +22,11 @@ from sqlalchemy import event, update
 
 from rollwise.control.coordinator import Intervals
 from rollwise.control.cycles import CycleKind, run_cycle
-from rollwise.control.deploying import MAX_EVALUATION_ERRORS
+from rollwise.control.transitions import MAX_EVALUATION_ERRORS
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, Mode, RollbackReason, RouteStatus, SubStep
 from rollwise.runtime.simulated import SimBehaviour, SimFailure
-from rollwise.store import ChangeSet, DeploymentUpdate, NewHistory, StoreError
+from rollwise.store import ChangeSet, DeploymentChange, DeploymentUpdate, NewHistory, StoreError
 from rollwise.store.errors import IntegrityFailed
 from rollwise.store.schema import deployments, policies
 
@@ -392,7 +392,7 @@ async def test_completion_applied_twice_keeps_the_new_revision(sc: Scenario) -> 
 
     assert again.skipped == {dep.id} and not again.applied
     # Even without the version guard, the swap guard refuses: deploying_revision is no longer 2.
-    swap_only = DeploymentUpdate(deployment_id=dep.id, expected_version=None, changes={"lifecycle": Lifecycle.READY},
+    swap_only = DeploymentUpdate(deployment_id=dep.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.READY),
                                  swap_expected=2)
     assert (await sc.store.apply(ChangeSet(deployments=[swap_only]), sc.clock.now())).skipped == {dep.id}
     after = await sc.dep()

@@ -13,6 +13,7 @@ from rollwise.store import (
     ChangeSet,
     Conflict,
     DeploymentRecord,
+    DeploymentChange,
     DeploymentUpdate,
     IntegrityFailed,
     NewHistory,
@@ -41,7 +42,7 @@ async def start_rollout(store: Store, dep: DeploymentRecord) -> DeploymentRecord
     up = await store.update_deployment(
         DeploymentUpdate(
             deployment_id=dep.id, expected_version=dep.version,
-            changes={"lifecycle": Lifecycle.DEPLOYING, "deploying_revision": 2, "sub_step": SubStep.PROVISIONING},
+            change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, deploying_revision=2, sub_step=SubStep.PROVISIONING),
         ),
         NOW,
     )
@@ -139,13 +140,13 @@ async def test_guard_skips_a_changed_deployment_whole(store: Store) -> None:
     a, b = await make_deployments(store, 2)
     read_a, read_b = a, b  # what the cycle read
     # An operator writes between the cycle's read and its apply.
-    await store.update_deployment(DeploymentUpdate(deployment_id=a.id, expected_version=None, changes={"paused": True}), NOW)
+    await store.update_deployment(DeploymentUpdate(deployment_id=a.id, expected_version=None, change=DeploymentChange(paused=True)), NOW)
     await store.apply(ChangeSet(new_routes=[NewRoute(id="keep", deployment_id=a.id, revision=1, created_at=NOW)]), NOW)
     before_a = await store.get_deployment_by_id(a.id)
 
     changes = ChangeSet(
         deployments=[
-            DeploymentUpdate(deployment_id=d.id, expected_version=d.version, changes={"lifecycle": Lifecycle.SCALING})
+            DeploymentUpdate(deployment_id=d.id, expected_version=d.version, change=DeploymentChange(lifecycle=Lifecycle.SCALING))
             for d in (read_a, read_b)
         ],
         new_routes=[NewRoute(deployment_id=d.id, revision=1, created_at=LATER) for d in (read_a, read_b)],
@@ -180,7 +181,7 @@ async def test_pure_guard_without_changes(store: Store) -> None:
 
 async def test_missing_deployment_is_skipped(store: Store) -> None:
     result = await store.apply(
-        ChangeSet(deployments=[DeploymentUpdate(deployment_id=4242, expected_version=None, changes={"paused": True})],
+        ChangeSet(deployments=[DeploymentUpdate(deployment_id=4242, expected_version=None, change=DeploymentChange(paused=True))],
                   new_routes=[NewRoute(deployment_id=4242, revision=1, created_at=NOW)]),
         NOW,
     )
@@ -195,8 +196,7 @@ async def test_revision_swap_applied_twice_never_nulls(store: Store) -> None:
         deployments=[
             DeploymentUpdate(
                 deployment_id=dep.id, expected_version=dep.version, swap_expected=2,
-                changes={"lifecycle": Lifecycle.READY, "sub_step": SubStep.COMPLETED, "deploying_revision": None,
-                         "mode": Mode.FORWARD},
+                change=DeploymentChange(lifecycle=Lifecycle.READY, sub_step=SubStep.COMPLETED, deploying_revision=None, mode=Mode.FORWARD),
             )
         ],
         history=[hist(dep, "completed", lifecycle_to=Lifecycle.READY, sub_step=SubStep.COMPLETED, result="success")],
@@ -214,7 +214,7 @@ async def test_revision_swap_applied_twice_never_nulls(store: Store) -> None:
     # Even without the version guard, the swap guard holds: deploying_revision is no longer 2.
     unguarded = ChangeSet(
         deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=None, swap_expected=2,
-                                      changes={"lifecycle": Lifecycle.READY})]
+                                      change=DeploymentChange(lifecycle=Lifecycle.READY))]
     )
     third = await store.apply(unguarded, LATER)
     assert third.skipped == {dep.id}
@@ -231,8 +231,8 @@ async def test_swap_mixed_with_plain_updates_in_one_statement(store: Store) -> N
         ChangeSet(
             deployments=[
                 DeploymentUpdate(deployment_id=a.id, expected_version=a.version, swap_expected=2,
-                                 changes={"lifecycle": Lifecycle.READY}),
-                DeploymentUpdate(deployment_id=b.id, expected_version=b.version, changes={"sub_step": SubStep.PROGRESSING}),
+                                 change=DeploymentChange(lifecycle=Lifecycle.READY)),
+                DeploymentUpdate(deployment_id=b.id, expected_version=b.version, change=DeploymentChange(sub_step=SubStep.PROGRESSING)),
             ]
         ),
         LATER,
@@ -250,7 +250,7 @@ async def test_apply_is_atomic_on_foreign_key_failure(store: Store) -> None:
     await store.apply(ChangeSet(new_routes=[NewRoute(id="r", deployment_id=a.id, revision=1, created_at=NOW)]), NOW)
     before = await snapshot(store)
     bad = ChangeSet(
-        deployments=[DeploymentUpdate(deployment_id=a.id, expected_version=a.version, changes={"replicas": 9})],
+        deployments=[DeploymentUpdate(deployment_id=a.id, expected_version=a.version, change=DeploymentChange(replicas=9))],
         route_updates=[RouteUpdate(id="r", deployment_id=a.id, status=RouteStatus.RUNNING)],
         history=[hist(a), hist(b)],
         # a route of a deployment that does not exist (and has no DeploymentUpdate): the FK fails
@@ -268,7 +268,7 @@ async def test_apply_is_atomic_on_a_late_failure(store: Store) -> None:
     await store.apply(ChangeSet(new_routes=[NewRoute(id="dup", deployment_id=a.id, revision=1, created_at=NOW)]), NOW)
     before = await snapshot(store)
     bad = ChangeSet(
-        deployments=[DeploymentUpdate(deployment_id=d.id, expected_version=d.version, changes={"replicas": 7}) for d in (a, b)],
+        deployments=[DeploymentUpdate(deployment_id=d.id, expected_version=d.version, change=DeploymentChange(replicas=7)) for d in (a, b)],
         new_routes=[NewRoute(id="dup", deployment_id=b.id, revision=1, created_at=NOW)],  # primary key taken
         history=[hist(a)],
     )
@@ -295,7 +295,7 @@ def _cycle_changes(deps: list[DeploymentRecord], routes_by_dep: dict[int, list[s
     cs = ChangeSet()
     for d in deps:
         cs.deployments.append(DeploymentUpdate(deployment_id=d.id, expected_version=d.version,
-                                               changes={"sub_step": SubStep.PROGRESSING, "last_progress_at": LATER}))
+                                               change=DeploymentChange(sub_step=SubStep.PROGRESSING, last_progress_at=LATER)))
         cs.new_routes += [NewRoute(deployment_id=d.id, revision=1, created_at=LATER) for _ in range(2)]
         first, second = routes_by_dep[d.id]
         cs.route_updates.append(RouteUpdate(id=first, deployment_id=d.id, traffic_ratio=0.5))
@@ -344,7 +344,7 @@ async def test_concurrent_applies_with_the_same_guard_apply_once(store: Store) -
     def changes(tag: str) -> ChangeSet:
         return ChangeSet(
             deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=dep.version,
-                                          changes={"last_error": tag})],
+                                          change=DeploymentChange(last_error=tag))],
             new_routes=[NewRoute(id=tag, deployment_id=dep.id, revision=1, created_at=NOW)],
         )
 

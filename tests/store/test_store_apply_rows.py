@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from rollwise.model import Health, Lifecycle, Mode, RollbackReason, RouteStatus, SubStep, Traffic
-from rollwise.store import ChangeSet, DeploymentUpdate, NewHistory, NewRoute, RouteUpdate, Store
+from rollwise.store import ChangeSet, DeploymentChange, DeploymentUpdate, NewHistory, NewRoute, RouteUpdate, Store
 from rollwise.store.apply import merge_route_updates
 
 from .helpers import NOW, count_statements, make_deployments, spec
@@ -88,16 +88,14 @@ async def test_mixed_changeset_leaves_the_same_state_on_both_backends(store: Sto
     await store.add_revision(a.id, spec("v2"), NOW)
     started = await store.update_deployment(
         DeploymentUpdate(deployment_id=a.id, expected_version=a.version,
-                         changes={"lifecycle": Lifecycle.DEPLOYING, "deploying_revision": 2,
-                                  "sub_step": SubStep.PROVISIONING, "rollback_reason": RollbackReason.ABORTED,
-                                  "last_error": "old", "rollout_started_at": NOW}),
+                         change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, deploying_revision=2, sub_step=SubStep.PROVISIONING, rollback_reason=RollbackReason.ABORTED, last_error="old", rollout_started_at=NOW)),
         NOW,
     )
     assert started is not None
     a = started
     progressed = await store.update_deployment(
         DeploymentUpdate(deployment_id=b.id, expected_version=b.version,
-                         changes={"last_progress_at": NOW, "last_error": "kept"}),
+                         change=DeploymentChange(last_progress_at=NOW, last_error="kept")),
         NOW,
     )
     assert progressed is not None
@@ -122,14 +120,12 @@ async def test_mixed_changeset_leaves_the_same_state_on_both_backends(store: Sto
         deployments=[
             # the swap, NULLs written over values, a column others change left alone (last_progress_at)
             DeploymentUpdate(deployment_id=a.id, expected_version=a.version, swap_expected=2,
-                             changes={"lifecycle": Lifecycle.READY, "sub_step": None, "rollback_reason": None,
-                                      "last_error": None, "deploying_revision": None, "mode": Mode.FORWARD}),
+                             change=DeploymentChange(lifecycle=Lifecycle.READY, sub_step=None, rollback_reason=None, last_error=None, deploying_revision=None, mode=Mode.FORWARD)),
             # values over NULLs; sub_step / rollback_reason / mode not named: kept
             DeploymentUpdate(deployment_id=b.id, expected_version=b.version,
-                             changes={"last_progress_at": None, "rollout_started_at": LATER, "paused": True,
-                                      "error_count": 2, "replicas": 5}),
+                             change=DeploymentChange(last_progress_at=None, rollout_started_at=LATER, paused=True, error_count=2, replicas=5)),
             # stale guard: skipped whole, with its route, route update and history
-            DeploymentUpdate(deployment_id=c.id, expected_version=c.version + 1, changes={"replicas": 9}),
+            DeploymentUpdate(deployment_id=c.id, expected_version=c.version + 1, change=DeploymentChange(replicas=9)),
         ],
         new_routes=[
             NewRoute(id="a2", deployment_id=a.id, revision=2, status=RouteStatus.PROVISIONING,

@@ -14,6 +14,7 @@ from rollwise.model.errors import RollwiseError, ValidationFailed
 from rollwise.store import (
     ChangeSet,
     Conflict,
+    DeploymentChange,
     DeploymentUpdate,
     NewHistory,
     NewRoute,
@@ -46,7 +47,7 @@ async def test_create_get_list_deployments(store: Store) -> None:
 
     others = await make_deployments(store, 2)
     await store.update_deployment(
-        DeploymentUpdate(deployment_id=others[0].id, expected_version=1, changes={"lifecycle": Lifecycle.READY}), NOW
+        DeploymentUpdate(deployment_id=others[0].id, expected_version=1, change=DeploymentChange(lifecycle=Lifecycle.READY)), NOW
     )
     assert [d.name for d in await store.list_deployments()] == ["llm", "d0", "d1"]
     assert [d.name for d in await store.list_deployments([Lifecycle.READY])] == ["d0"]
@@ -122,15 +123,7 @@ async def test_update_deployment_bumps_version_and_guards(store: Store) -> None:
         DeploymentUpdate(
             deployment_id=dep.id,
             expected_version=1,
-            changes={
-                "lifecycle": Lifecycle.DEPLOYING,
-                "sub_step": SubStep.PROVISIONING,
-                "deploying_revision": 2,
-                "rollout_started_at": LATER,
-                "rollback_reason": RollbackReason.ABORTED,
-                "paused": True,
-                "last_error": "boom",
-            },
+            change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, sub_step=SubStep.PROVISIONING, deploying_revision=2, rollout_started_at=LATER, rollback_reason=RollbackReason.ABORTED, paused=True, last_error="boom"),
         ),
         LATER,
     )
@@ -140,42 +133,51 @@ async def test_update_deployment_bumps_version_and_guards(store: Store) -> None:
     assert up.deploying_revision == 2 and up.current_revision == 1 and up.rollout_started_at == LATER
     assert up.rollback_reason is RollbackReason.ABORTED and up.paused and up.last_error == "boom"
 
-    stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, changes={"paused": False})
+    stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, change=DeploymentChange(paused=False))
     assert await store.update_deployment(stale, LATER) is None
     assert (await store.get_deployment_by_id(dep.id)) == up  # untouched
 
-    unguarded = DeploymentUpdate(deployment_id=dep.id, expected_version=None, changes={"replicas": 5})
+    unguarded = DeploymentUpdate(deployment_id=dep.id, expected_version=None, change=DeploymentChange(replicas=5))
     after = await store.update_deployment(unguarded, LATER)
     assert after is not None and after.replicas == 5 and after.version == 3
 
     pure_guard = DeploymentUpdate(deployment_id=dep.id, expected_version=3)
     same = await store.update_deployment(pure_guard, LATER)
     assert same == after  # nothing to write: no version bump
-    assert await store.update_deployment(DeploymentUpdate(deployment_id=999, expected_version=None, changes={"paused": True}), LATER) is None
+    assert await store.update_deployment(DeploymentUpdate(deployment_id=999, expected_version=None, change=DeploymentChange(paused=True)), LATER) is None
 
 
-def test_deployment_update_checks_its_changes() -> None:
-    with pytest.raises(ValueError, match="version"):
-        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"version": 3})
-    with pytest.raises(ValueError, match="lifecycle"):
-        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"lifecycle": "sideways"})
-    with pytest.raises(ValueError, match="paused"):
-        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"paused": "yes"})
+def test_deployment_update_and_change_rules() -> None:
+    # The columns a change may write are its typed fields (mypy checks them); no version, no current_revision.
+    with pytest.raises(TypeError):
+        DeploymentChange(version=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        DeploymentChange(current_revision=2)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="swap"):
-        DeploymentUpdate(deployment_id=1, expected_version=1, changes={"current_revision": 2}, swap_expected=2)
-    # A swap may name deploying_revision=None (what the swap writes anyway); strings become enums.
-    u = DeploymentUpdate(deployment_id=1, expected_version=1, changes={"deploying_revision": None, "lifecycle": "ready"}, swap_expected=2)
+        DeploymentUpdate(deployment_id=1, expected_version=1, change=DeploymentChange(deploying_revision=3),
+                         swap_expected=2)
+    # A swap may name deploying_revision=None (what the swap writes anyway).
+    u = DeploymentUpdate(deployment_id=1, expected_version=1,
+                         change=DeploymentChange(deploying_revision=None, lifecycle=Lifecycle.READY), swap_expected=2)
     assert u.changes == {"lifecycle": Lifecycle.READY}
+    later = DeploymentChange(paused=True, last_error=None)
+    assert DeploymentChange(paused=False, replicas=2).then(later) == DeploymentChange(
+        paused=True, replicas=2, last_error=None)
+    assert DeploymentChange().is_empty and not later.is_empty
 
 
-async def test_update_policy(store: Store) -> None:
+async def test_policy_travels_in_the_change_set(store: Store) -> None:
     [dep] = await make_deployments(store, 1)
     new = Policy(strategy=StrategyName.RECREATE)
-    up = await store.update_policy(dep.id, new, LATER)
-    assert up is not None and up.policy == new and up.version == 2 and up.updated_at == LATER
-    assert await store.update_policy(dep.id, Policy(), LATER, expected_version=1) is None
+    change = DeploymentChange(policy=new, replicas=4)
+    result = await store.apply(ChangeSet(deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=1,
+                                                                       change=change)]), LATER)
+    assert result.versions == {dep.id: 2}
+    up = await store.get_deployment_by_id(dep.id)
+    assert up is not None and up.policy == new and up.replicas == 4 and up.version == 2 and up.updated_at == LATER
+    stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, change=DeploymentChange(policy=Policy()))
+    assert (await store.apply(ChangeSet(deployments=[stale]), LATER)).skipped == {dep.id}
     assert (await store.get_deployment_by_id(dep.id)).policy == new  # type: ignore[union-attr]
-    assert await store.update_policy(dep.id + 99, new, LATER) is None
 
 
 async def test_stored_policy_that_no_longer_validates_gives_none(store: Store) -> None:
@@ -254,7 +256,7 @@ async def test_delete_and_purge(store: Store) -> None:
     assert await store.list_history(a.id) == [] and await store.list_revisions(a.id) == []
     assert {r.deployment_id for r in await store.list_routes()} == {b.id}
 
-    await store.update_deployment(DeploymentUpdate(deployment_id=b.id, expected_version=None, changes={"lifecycle": Lifecycle.DESTROYED}), NOW)
+    await store.update_deployment(DeploymentUpdate(deployment_id=b.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DESTROYED)), NOW)
     assert await store.purge_destroyed() == 1
     assert [d.id for d in await store.list_deployments()] == [c.id]
     assert await store.list_routes() == []
@@ -262,7 +264,7 @@ async def test_delete_and_purge(store: Store) -> None:
 
 async def test_delete_terminated_routes(store: Store) -> None:
     ready, deploying = await make_deployments(store, 2)
-    await store.update_deployment(DeploymentUpdate(deployment_id=deploying.id, expected_version=None, changes={"lifecycle": Lifecycle.DEPLOYING}), NOW)
+    await store.update_deployment(DeploymentUpdate(deployment_id=deploying.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING)), NOW)
     routes = [
         NewRoute(id="old", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=NOW),
         NewRoute(id="new", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=LATER),

@@ -20,6 +20,7 @@ from rollwise.model.errors import RollwiseError, ValidationFailed
 from rollwise.store import (
     ChangeSet,
     Conflict,
+    DeploymentChange,
     DeploymentUpdate,
     IntegrityFailed,
     NewHistory,
@@ -88,8 +89,7 @@ async def test_every_method_translates_errors_when_the_schema_is_gone(db: Databa
         lambda: store.create_deployment(name="x", replicas=1, policy=Policy(), revision=spec(), now=NOW),
         lambda: store.add_revision(dep.id, spec(), NOW),
         lambda: store.update_deployment(DeploymentUpdate(deployment_id=dep.id, expected_version=None,
-                                                         changes={"paused": True}), NOW),
-        lambda: store.update_policy(dep.id, Policy(), NOW),
+                                                         change=DeploymentChange(paused=True)), NOW),
         lambda: store.record_history(NewHistory(deployment_id=dep.id, lifecycle_from=Lifecycle.READY,
                                                 lifecycle_to=Lifecycle.READY, result="x", message="m", at=NOW)),
         lambda: store.apply(ChangeSet(new_routes=[NewRoute(deployment_id=dep.id, revision=1, created_at=NOW)]), NOW),

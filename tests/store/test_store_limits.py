@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import insert
 
 from rollwise.model import Lifecycle, Policy, RouteStatus, SubStep, Traffic
-from rollwise.store import ChangeSet, DeploymentUpdate, NewHistory, NewRoute, RouteUpdate, Store
+from rollwise.store import ChangeSet, DeploymentChange, DeploymentUpdate, NewHistory, NewRoute, RouteUpdate, Store
 from rollwise.store.schema import deployments, policies, revisions
 
 from .helpers import NOW, count_statements
@@ -47,8 +47,7 @@ async def test_twelve_thousand_of_everything(store: Store) -> None:
     # A cycle over 12,000 deployments: the guard SELECT with 12,000 ids, 12,000 row updates, 12,000 inserts.
     created = await store.apply(
         ChangeSet(
-            deployments=[DeploymentUpdate(deployment_id=i, expected_version=1, changes={"lifecycle": Lifecycle.DEPLOYING,
-                                                                                     "sub_step": SubStep.PROVISIONING})
+            deployments=[DeploymentUpdate(deployment_id=i, expected_version=1, change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, sub_step=SubStep.PROVISIONING))
                          for i in ids],
             new_routes=[NewRoute(id=f"route{i}", deployment_id=i, revision=1, created_at=NOW) for i in ids],
         ),

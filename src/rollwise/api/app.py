@@ -58,13 +58,14 @@ def create_app(
     )
     if coordinator is not None:
         coordinator.observers.append(metrics.observe_cycle)
+    ops.rollout_observers.append(metrics.observe_rollout_started)
     app.state.metrics = metrics
     app.state.ops = ops
 
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=token)
     app.add_middleware(BodyLimit)  # added last: outermost, before auth reads anything
-    app.include_router(build_router(ops, metrics))
+    app.include_router(build_router(ops))
 
     @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")
     async def healthz() -> HealthOut:

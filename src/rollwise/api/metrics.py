@@ -15,9 +15,10 @@ counters; tests build many).
     rollwise_proxy_requests_total{deployment,code}     requests the proxy served (when it can say)
 
 Completed / rolled back / cycle durations come from the coordinator's observers (`observe_cycle` is
-appended to `coordinator.observers`); started is counted by the API endpoints that start rollouts.
+appended to `coordinator.observers`); started from the operations' (`observe_rollout_started` in
+`ops.rollout_observers`), called by every request that started a rollout.
 
-Called by `api.app` (construction, /metrics) and `api.routes` (rollout_started). Must not: write anything
+Called by `api.app` (construction, /metrics, the observers). Must not: write anything
 but its own metrics; a failure to read the proxy's counts leaves that family out of one scrape.
 """
 
@@ -35,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from rollwise.control.cycles import CycleReport
 from rollwise.control.routing import compute_served
 from rollwise.control.operations import Operations
+from rollwise.store.records import DeploymentRecord
 from rollwise.model import Lifecycle, RollwiseError, RouteStatus
 
 log = logging.getLogger("rollwise.api")
@@ -96,8 +98,9 @@ class ApiMetrics:
 
     # --- event sources --------------------------------------------------------------------------------
 
-    def rollout_started(self, strategy: str) -> None:
-        self.started.labels(strategy=strategy).inc()
+    def observe_rollout_started(self, dep: DeploymentRecord) -> None:
+        """An Operations observer: a request started a rollout (rollout, undo, supersede)."""
+        self.started.labels(strategy=dep.policy.strategy.value if dep.policy is not None else "unknown").inc()
 
     def observe_cycle(self, report: CycleReport, seconds: float) -> None:
         """A coordinator observer: cycle durations and the rollouts a cycle ended."""

@@ -27,7 +27,6 @@ from fastapi import APIRouter, Path, Query, Security
 from fastapi.security import HTTPBearer
 
 from rollwise.api.errors import responses
-from rollwise.api.metrics import ApiMetrics
 from rollwise.api.schemas import (
     DeploymentCreate,
     DeploymentOut,
@@ -41,8 +40,8 @@ from rollwise.api.schemas import (
     revision_out,
 )
 from rollwise.control.errors import NotApplicable
-from rollwise.control.operations import Operations
-from rollwise.model import Lifecycle, ValidationFailed
+from rollwise.control.operations import DeploymentState, Operations
+from rollwise.model import ValidationFailed
 from rollwise.model.revision import RevisionInput
 from rollwise.store.records import DeploymentRecord
 from rollwise.strategy.planio import decision_to_json
@@ -54,7 +53,7 @@ bearer = HTTPBearer(auto_error=False, description="The server's API token (see `
 Name = Annotated[str, Path(description="Deployment name")]
 
 
-def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
+def build_router(ops: Operations) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Security(bearer)])
 
     async def show_all(deps: list[DeploymentRecord]) -> list[DeploymentOut]:
@@ -64,6 +63,10 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
 
     async def show(dep: DeploymentRecord) -> DeploymentOut:
         return (await show_all([dep]))[0]
+
+    def reply(state: DeploymentState) -> DeploymentOut:
+        """The body of a write's answer, from what the one Operations call returned (no more reads)."""
+        return deployment_out(state.deployment, state.routes, state.revisions, now=ops.clock.now())
 
     # --- deployments ----------------------------------------------------------------------------------
 
@@ -92,18 +95,13 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
         summary="Change replicas and/or policy fields",
     )
     async def patch_deployment(name: Name, body: DeploymentPatch) -> DeploymentOut:
-        policy: dict[str, Any] | None = None
-        if body.policy is not None:
-            current = await ops.get(name)
-            base = current.policy.to_json() if current.policy is not None else {}
-            policy = {**base, **body.policy.model_dump(mode="json", exclude_unset=True)}
-        dep = await ops.patch(name, replicas=body.replicas, policy=policy)
-        return await show(dep)
+        fields = body.policy.model_dump(mode="json", exclude_unset=True) if body.policy is not None else None
+        return reply(await ops.patch(name, replicas=body.replicas, policy=fields))
 
     @router.delete("/deployments/{name}", status_code=202, response_model=DeploymentOut,
                    responses=responses(401, 404, 422, 503), summary="Destroy: routes drain and stop, then it is gone")
     async def delete_deployment(name: Name) -> DeploymentOut:
-        return await show(await ops.destroy(name))
+        return reply(await ops.destroy(name))
 
     # --- revisions and rollouts -----------------------------------------------------------------------
 
@@ -125,14 +123,11 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
         summary="Activate a revision: start a rollout to it (a no-op for the revision already serving)",
     )
     async def rollout(name: Name, body: RolloutRequest) -> DeploymentOut:
-        return await show(
-            await _counting_starts(ops, metrics, name, lambda: ops.activate(name, body.revision,
-                                                                             supersede=body.supersede))
-        )
+        return reply(await ops.activate(name, body.revision, supersede=body.supersede))
 
-    def verb(path: str, summary: str, call: Callable[[str], Awaitable[DeploymentRecord]]) -> None:
+    def verb(path: str, summary: str, call: Callable[[str], Awaitable[DeploymentState]]) -> None:
         async def endpoint(name: Name) -> DeploymentOut:
-            return await show(await call(name))
+            return reply(await call(name))
 
         endpoint.__name__ = path
         router.add_api_route(
@@ -144,8 +139,7 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
     verb("pause", "Pause the rollout in progress", ops.pause)
     verb("resume", "Resume a paused rollout", ops.resume)
     verb("abort", "Abort the rollout in progress: roll back now", ops.abort)
-    verb("undo", "Roll out the revision that served before the current one",
-         lambda name: _counting_starts(ops, metrics, name, lambda: ops.undo(name)))
+    verb("undo", "Roll out the revision that served before the current one", ops.undo)
 
     # --- history and plan -----------------------------------------------------------------------------
 
@@ -170,14 +164,3 @@ def build_router(ops: Operations, metrics: ApiMetrics) -> APIRouter:
         return decision_to_json(decision)
 
     return router
-
-
-async def _counting_starts(
-    ops: Operations, metrics: ApiMetrics, name: str, start: Callable[[], Awaitable[DeploymentRecord]]
-) -> DeploymentRecord:
-    """Run an operation that may start a rollout; count it when it did (a new rollout_started_at)."""
-    before = await ops.get(name)
-    after = await start()
-    if after.lifecycle is Lifecycle.DEPLOYING and after.rollout_started_at != before.rollout_started_at:
-        metrics.rollout_started(after.policy.strategy.value if after.policy is not None else "unknown")
-    return after

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from rollwise.control import transitions
 from rollwise.control.deploying import compute_deploying_outcome, compute_error_outcome
 from rollwise.control.lifecycle import (
     compute_destroying_outcome,
@@ -28,7 +29,7 @@ from rollwise.control.views import HealthChecks, group_by_deployment
 from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
 from rollwise.store.bulk import gc_paused
-from rollwise.store.records import DeploymentRecord, RouteRecord
+from rollwise.store.records import UNSET, DeploymentRecord, RouteRecord
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def _evaluate(
         if kind is CycleKind.DEPLOYING:
             return compute_error_outcome(dep, dep_routes, exc, now)
         outcome = Outcome(dep)
-        outcome.add_history(now=now, result="error", message=f"{kind.value}: {exc}", error=report.errors[dep.id])
+        outcome.apply(transitions.record(dep, now, result="error", message=f"{kind.value}: {exc}",
+                                         error=report.errors[dep.id]))
         return outcome
 
 
@@ -141,8 +143,8 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
         report.created_routes += len(o.new_routes)
         # Traffic-only updates (blue-green promotion) leave `status` UNSET: they terminate nothing.
         report.terminated_routes += sum(1 for u in o.route_updates if u.status is RouteStatus.TERMINATING)
-        if "lifecycle" in o.changes:
-            report.lifecycle_changes[o.deployment.id] = o.changes["lifecycle"]
+        if o.change.lifecycle is not UNSET:
+            report.lifecycle_changes[o.deployment.id] = o.change.lifecycle
             if kind is CycleKind.DEPLOYING:
                 # A rollout whose policy no longer validates still ends (rolled back) and is counted.
                 policy = o.deployment.policy

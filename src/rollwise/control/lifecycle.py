@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from rollwise.control import transitions
 from rollwise.control.deploying import ROLLBACK_POLICY
 from rollwise.control.outcome import Outcome, terminate_update
 from rollwise.control.restarts import compute_restart_backoff, failure_cause, hold_creates
 from rollwise.control.views import HealthChecks, compute_route_views, revision_key
-from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, SubStep
+from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, RouteStatus, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
 from rollwise.strategy.cycle import in_termination_order, is_alive, pick_surplus
@@ -28,14 +29,7 @@ from rollwise.strategy.cycle import in_termination_order, is_alive, pick_surplus
 
 def compute_pending_outcome(dep: DeploymentRecord, now: datetime) -> Outcome:
     out = Outcome(dep)
-    out.changes["lifecycle"] = Lifecycle.SCALING
-    out.add_history(
-        now=now,
-        result="progress",
-        message=f"scaling: bringing up {dep.replicas} routes of revision {dep.current_revision}",
-        lifecycle_to=Lifecycle.SCALING,
-        to_revision=dep.current_revision,
-    )
+    out.apply(transitions.begin_scaling(dep, now))
     return out
 
 
@@ -86,41 +80,31 @@ def compute_replicas_outcome(
     done = decision.sub_step is SubStep.ROLLED_BACK
     created, terminated = len(decision.create), len(decision.terminate)
     latest = backoff.latest
-    if latest is not None and latest.detail and latest.detail != dep.last_error:
-        out.changes["last_error"] = latest.detail
-    elif backoff.failures == 0 and done and dep.last_error is not None:
-        out.changes["last_error"] = None
+    if latest is not None and latest.detail:
+        out.apply(transitions.note_route_failure(dep, latest.detail))
+    elif backoff.failures == 0 and done:
+        out.apply(transitions.note_route_failure(dep, None))
     if dep.lifecycle is Lifecycle.SCALING and done:
-        out.changes["lifecycle"] = Lifecycle.READY
-        out.add_history(
-            now=now,
-            result="success",
-            message=f"scaling: {dep.replicas} routes of revision {dep.current_revision} ready",
-            lifecycle_to=Lifecycle.READY,
-            to_revision=dep.current_revision,
-        )
+        out.apply(transitions.finish_scaling(dep, now))
     elif created and latest is not None:
         # The same words for every replacement of one cause: repeated ones merge into one row.
-        out.add_history(
-            now=now,
-            result="failure",
+        out.apply(transitions.record(
+            dep, now, result="failure",
             message=f"replicas: replacing failed routes of revision {dep.current_revision} "
             f"(back-off up to 300 s): {failure_cause(latest.detail)}",
-            to_revision=dep.current_revision,
-            error=latest.detail,
-        )
+            to_revision=dep.current_revision, error=latest.detail,
+        ))
     elif created or terminated:
         words = []
         if created:
             words.append(f"creating {created}")
         if terminated:
             words.append(f"terminating {terminated}")
-        out.add_history(
-            now=now,
-            result="progress",
+        out.apply(transitions.record(
+            dep, now, result="progress",
             message=f"replicas: {', '.join(words)} (desired {dep.replicas} of revision {dep.current_revision})",
             to_revision=dep.current_revision,
-        )
+        ))
     return out
 
 
@@ -130,10 +114,8 @@ def compute_destroying_outcome(dep: DeploymentRecord, routes: Sequence[RouteReco
         if r.status.is_alive:
             out.route_updates.append(terminate_update(dep.id, r.id, now))
     if out.route_updates:
-        out.add_history(now=now, result="progress", message=f"destroying: terminating {len(out.route_updates)} routes")
-    elif not any(r.status.value == "terminating" for r in routes):
-        out.changes["lifecycle"] = Lifecycle.DESTROYED
-        out.add_history(
-            now=now, result="success", message="destroyed: every route stopped", lifecycle_to=Lifecycle.DESTROYED
-        )
+        out.apply(transitions.record(dep, now, result="progress",
+                                     message=f"destroying: terminating {len(out.route_updates)} routes"))
+    elif not any(r.status is RouteStatus.TERMINATING for r in routes):
+        out.apply(transitions.destroyed(dep, now))
     return out

@@ -2,10 +2,17 @@
 request applies now. The REST API and the CLI call these; nothing else writes deployments on behalf of
 people.
 
-Each write is one guarded transaction (`Store.apply`: the deployment's version must still be the one
-read, and the write bumps it, so a cycle that read the old state skips that deployment); the history row
-that records the request is part of the same transaction. Refusals raise the typed errors of
-`control.errors` with a one-line message. After a write, the cycles that must act are marked needed.
+One request is one guarded transaction: the deployment is read once, the change is decided by
+control.transitions (the one owner of lifecycle and rollout changes), and one ChangeSet is written —
+the deployment's columns, its policy and the history row together (`Store.apply`: the version must
+still be the one read, and the write bumps it). When another writer got there first (a cycle, a
+concurrent request), the request is decided again on what that writer left, so concurrent requests
+end as if they had been sent one after the other. Writes return a `DeploymentState`: the deployment as
+the write left it, with the routes and revisions a reply shows (`POST /rollout` and `PATCH` read three
+times in all and write once; tests/control/test_request_statements.py counts them).
+
+Refusals raise the typed errors of `control.errors` with a one-line message. After a write, the cycles
+that must act are marked needed.
 """
 
 from __future__ import annotations
@@ -13,25 +20,26 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from rollwise.control import transitions
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind
-from rollwise.control.deploying import strategy_words
 from rollwise.control.lifecycle import compute_replicas_decision
 from rollwise.control.views import compute_deployment_view, compute_route_views
-from rollwise.model import Decision, Lifecycle, Mode, Policy, SubStep, StrategyName, ValidationFailed
+from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
 from rollwise.store.records import (
+    UNSET,
     ChangeSet,
     DeploymentRecord,
     DeploymentUpdate,
     HistoryRecord,
-    NewHistory,
     RevisionRecord,
     RevisionSpec,
     RouteRecord,
@@ -40,7 +48,17 @@ from rollwise.strategy import decide
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_REPLICAS = 1000
-_RETRIES = 5
+MAX_ATTEMPTS = 200
+"""Decide-and-write attempts of one request; each failed attempt means another writer made progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentState:
+    """A deployment as a request left it, with what a reply shows: its routes and the revisions."""
+
+    deployment: DeploymentRecord
+    routes: builtins.list[RouteRecord]
+    revisions: builtins.list[RevisionRecord]
 
 
 def check_name(name: Any, *, field: str = "name") -> str:
@@ -90,6 +108,8 @@ class Operations:
         self._mark = mark
         self._is_active = is_active
         self._overlay = route_overlay
+        self.rollout_observers: builtins.list[Callable[[DeploymentRecord], None]] = []
+        """Called with the deployment after each request that started a rollout (metrics count them)."""
 
     def _check_active(self) -> None:
         """Writes are taken only by the active server (a standby serves reads)."""
@@ -161,147 +181,73 @@ class Operations:
         return await self.store.add_revision(dep.id, to_revision_spec(rev), self.clock.now())
 
     async def patch(
-        self, name: str, *, replicas: int | None = None, policy: Mapping[str, Any] | Policy | None = None
-    ) -> DeploymentRecord:
+        self,
+        name: str,
+        *,
+        replicas: int | None = None,
+        policy: Mapping[str, Any] | Policy | None = None,
+    ) -> DeploymentState:
+        """Change the replica count and/or the policy. A mapping `policy` is merged into the current
+        policy (fields left out keep their values) and the result validated as a whole, in the same
+        read as the write, so concurrent patches of different fields never lose one another."""
         if replicas is not None:
             check_replicas(replicas)
-        pol = None
-        if policy is not None:
-            pol = policy if isinstance(policy, Policy) else parse_policy(dict(policy))
+        fields = None if policy is None or isinstance(policy, Policy) else dict(policy)
 
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            self._refuse_gone(dep)
-            ch: dict[str, Any] = {}
-            words = []
-            if replicas is not None and replicas != dep.replicas:
-                ch["replicas"] = replicas
-                words.append(f"replicas {dep.replicas} -> {replicas}")
-            if pol is not None and pol != dep.policy:
-                ch["policy"] = pol
-                words.append(f"policy: {strategy_words(pol)}")
-            return ch, ("changed " + ", ".join(words)) if words else None
+        def decide_patch(dep: DeploymentRecord, now: datetime) -> transitions.Transition:
+            merged = policy if isinstance(policy, Policy) else None
+            if fields is not None:
+                base = dep.policy.to_json() if dep.policy is not None else {}
+                merged = parse_policy({**base, **fields})
+            return transitions.patch(dep, replicas=replicas, policy=merged, now=now)
 
-        dep = await self._write(name, change)
+        dep = await self._write(name, decide_patch)
         self._mark(CycleKind.CHECK_REPLICAS, CycleKind.SCALING, CycleKind.DEPLOYING)
-        return dep
+        return await self._state(dep)
 
     # --- rollouts -----------------------------------------------------------------------------------
 
-    async def activate(self, name: str, number: int, *, supersede: bool = False) -> DeploymentRecord:
+    async def activate(self, name: str, number: int, *, supersede: bool = False) -> DeploymentState:
         """Start a rollout to revision `number` (a no-op for the revision already serving or deploying)."""
         if isinstance(number, bool) or not isinstance(number, int):
             raise ValidationFailed(f"revision: {number!r} is not a revision number")
-        dep = await self.get(name)
-        if await self.store.get_revision(dep.id, number) is None:
-            raise NotFound(f"deployment {name!r} has no revision {number}")
-        now = self.clock.now()
-
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            self._refuse_gone(dep)
-            if dep.lifecycle in (Lifecycle.PENDING, Lifecycle.SCALING):
-                raise NotApplicable(
-                    f"deployment {name!r} is still {dep.lifecycle.value}: activate a revision once it is ready"
-                )
-            if dep.lifecycle is Lifecycle.DEPLOYING:
-                if number == dep.deploying_revision and dep.mode is Mode.FORWARD:
-                    return {}, None
-                if not supersede:
-                    raise RolloutInProgress(
-                        f"deployment {name!r}: rollout of revision {dep.deploying_revision} in progress "
-                        "(pass supersede to replace it)"
-                    )
-                if number == dep.current_revision:
-                    if dep.mode is Mode.ROLLING_BACK:
-                        return {}, None
-                    return {"abort_requested": True}, (
-                        f"revision {number} activated while rolling out {dep.deploying_revision}: aborting"
-                    )
-                return _rollout_fields(number, now), (
-                    f"{strategy_words(dep.policy)}: rollout of revision {number} started, "
-                    f"superseding revision {dep.deploying_revision}"
-                )
-            if number == dep.current_revision:
-                return {}, None
-            return _rollout_fields(number, now), (
-                f"{strategy_words(dep.policy)}: rollout of revision {number} started "
-                f"(revision {dep.current_revision} serving)"
-            )
-
-        dep = await self._write(name, change, to_revision=number)
-        self._mark(CycleKind.DEPLOYING)
-        return dep
-
-    async def undo(self, name: str) -> DeploymentRecord:
-        """Activate the revision that served before the current one, as a new rollout."""
         self._check_active()
         dep = await self.get(name)
-        if dep.lifecycle is Lifecycle.DEPLOYING:
-            raise RolloutInProgress(f"deployment {name!r}: a rollout is in progress; abort it instead")
-        previous = None
-        for h in reversed(await self.store.list_history(dep.id)):
-            if h.result == "success" and h.to_revision == dep.current_revision and h.from_revision is not None:
-                if h.lifecycle_to is Lifecycle.READY and h.from_revision != dep.current_revision:
-                    previous = h.from_revision
-                    break
-        if previous is None:
-            raise NotApplicable(f"deployment {name!r}: no earlier revision has served, nothing to undo")
-        return await self.activate(name, previous)
+        revisions = await self.store.list_revisions(dep.id)
+        if not any(r.number == number for r in revisions):
+            raise NotFound(f"deployment {name!r} has no revision {number}")
+        dep = await self._write(
+            name, lambda d, now: transitions.activate(d, number, supersede=supersede, now=now), read=dep
+        )
+        self._mark(CycleKind.DEPLOYING)
+        return DeploymentState(dep, self._overlay(await self.store.list_routes([dep.id])), revisions)
 
-    async def promote(self, name: str) -> DeploymentRecord:
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            self._refuse_not_deploying(dep, "promote")
-            if dep.policy is None or dep.policy.strategy is not StrategyName.BLUE_GREEN:
-                raise NotApplicable(f"deployment {name!r}: promote applies to blue-green rollouts only")
-            if dep.sub_step is not SubStep.AWAITING_PROMOTION:
-                state = dep.sub_step.value if dep.sub_step else "starting"
-                raise NotApplicable(f"deployment {name!r}: nothing awaits promotion (rollout is {state})")
-            return {"promote_requested": True}, "blue-green: promotion requested by an operator"
+    async def undo(self, name: str) -> DeploymentState:
+        """Activate the revision that served before the current one, as a new rollout (decided on the
+        same read as the write: concurrent undos start one rollout, the others are refused)."""
+        self._check_active()
+        dep = await self.get(name)
+        history = await self.store.list_history(dep.id)
+        dep = await self._write(name, lambda d, now: transitions.undo(d, history, now), read=dep)
+        self._mark(CycleKind.DEPLOYING)
+        return await self._state(dep)
 
-        return await self._verb(name, change)
+    async def promote(self, name: str) -> DeploymentState:
+        return await self._verb(name, transitions.promote)
 
-    async def pause(self, name: str) -> DeploymentRecord:
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            self._refuse_not_deploying(dep, "pause")
-            if dep.paused:
-                raise NotApplicable(f"deployment {name!r}: the rollout is already paused")
-            return {"paused": True}, f"{strategy_words(dep.policy)}: paused by an operator"
+    async def pause(self, name: str) -> DeploymentState:
+        return await self._verb(name, transitions.pause)
 
-        return await self._verb(name, change)
+    async def resume(self, name: str) -> DeploymentState:
+        return await self._verb(name, transitions.resume)
 
-    async def resume(self, name: str) -> DeploymentRecord:
-        now = self.clock.now()
+    async def abort(self, name: str) -> DeploymentState:
+        return await self._verb(name, transitions.abort)
 
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            if dep.lifecycle is not Lifecycle.DEPLOYING or not dep.paused:
-                raise NotApplicable(f"deployment {name!r}: no paused rollout to resume")
-            return (
-                {"paused": False, "last_progress_at": now},
-                f"{strategy_words(dep.policy)}: resumed by an operator",
-            )
-
-        return await self._verb(name, change)
-
-    async def abort(self, name: str) -> DeploymentRecord:
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            self._refuse_not_deploying(dep, "abort")
-            if dep.abort_requested:
-                return {}, None
-            return {"abort_requested": True}, f"{strategy_words(dep.policy)}: abort requested by an operator"
-
-        return await self._verb(name, change)
-
-    async def destroy(self, name: str) -> DeploymentRecord:
-        def change(dep: DeploymentRecord) -> tuple[dict[str, Any], str | None]:
-            if dep.lifecycle is Lifecycle.DESTROYING:
-                return {}, None
-            return (
-                {"lifecycle": Lifecycle.DESTROYING, "deploying_revision": None, "mode": Mode.FORWARD},
-                "destroy requested: routes will drain and stop",
-            )
-
-        dep = await self._write(name, change, lifecycle_change=Lifecycle.DESTROYING)
+    async def destroy(self, name: str) -> DeploymentState:
+        dep = await self._write(name, transitions.destroy)
         self._mark(CycleKind.DESTROYING)
-        return dep
+        return await self._state(dep)
 
     # --- dry run --------------------------------------------------------------------------------------
 
@@ -322,91 +268,44 @@ class Operations:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _refuse_gone(self, dep: DeploymentRecord) -> None:
-        if dep.lifecycle in (Lifecycle.DESTROYING, Lifecycle.DESTROYED):
-            raise NotApplicable(f"deployment {dep.name!r} is being destroyed")
-
-    def _refuse_not_deploying(self, dep: DeploymentRecord, verb: str) -> None:
-        if dep.lifecycle is not Lifecycle.DEPLOYING:
-            raise NotApplicable(f"deployment {dep.name!r}: no rollout in progress to {verb}")
-        if dep.mode is Mode.ROLLING_BACK:
-            raise NotApplicable(f"deployment {dep.name!r}: the rollout is already rolling back")
-
     async def _verb(
-        self, name: str, change: Callable[[DeploymentRecord], tuple[dict[str, Any], str | None]]
-    ) -> DeploymentRecord:
-        dep = await self._write(name, change)
+        self, name: str, decide: Callable[[DeploymentRecord, datetime], transitions.Transition]
+    ) -> DeploymentState:
+        dep = await self._write(name, decide)
         self._mark(CycleKind.DEPLOYING)
-        return dep
+        return await self._state(dep)
+
+    async def _state(self, dep: DeploymentRecord) -> DeploymentState:
+        """`dep` with its routes and the revisions they run (two reads)."""
+        routes, revisions = (await self.routes_and_revisions([dep]))[dep.id]
+        return DeploymentState(dep, routes, revisions)
 
     async def _write(
         self,
         name: str,
-        change: Callable[[DeploymentRecord], tuple[dict[str, Any], str | None]],
+        decide: Callable[[DeploymentRecord, datetime], transitions.Transition],
         *,
-        to_revision: int | None = None,
-        lifecycle_change: Lifecycle | None = None,
+        read: DeploymentRecord | None = None,
     ) -> DeploymentRecord:
-        """Read, compute the change, write it guarded by the version read; retry on a race."""
+        """Decide on the deployment as read and write the transition in one guarded transaction; when
+        another writer got there first, read again and decide again. Returns the deployment as the
+        write left it (or as read, when the transition changes nothing). `read`: the first attempt's
+        read, when the caller has it already."""
         self._check_active()
-        for _ in range(_RETRIES):
-            dep = await self.get(name)
-            changes, message = change(dep)
-            if not changes:
-                return dep
+        for _ in range(MAX_ATTEMPTS):
+            dep = read if read is not None else await self.get(name)
+            read = None
             now = self.clock.now()
-            changes = dict(changes)
-            policy = changes.pop("policy", None)
-            expected = dep.version
-            if policy is not None:
-                # The policy lives in its own table: written first, guarded by the same version.
-                updated = await self.store.update_policy(dep.id, policy, now, expected_version=expected)
-                if updated is None:
-                    continue
-                expected = updated.version
-            history = []
-            if message:
-                history.append(
-                    NewHistory(
-                        deployment_id=dep.id,
-                        lifecycle_from=dep.lifecycle,
-                        lifecycle_to=changes.get("lifecycle", dep.lifecycle),
-                        sub_step=changes.get("sub_step", dep.sub_step),
-                        result="operator",
-                        message=message,
-                        strategy=str(dep.policy.strategy) if dep.policy else None,
-                        from_revision=dep.current_revision,
-                        to_revision=to_revision if to_revision is not None else dep.deploying_revision,
-                        error=None,
-                        at=now,
-                    )
-                )
-            result = await self.store.apply(
-                ChangeSet(
-                    deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=expected, changes=changes)],
-                    new_routes=[],
-                    route_updates=[],
-                    history=history,
-                ),
-                now,
-            )
-            if dep.id not in result.skipped:
-                return await self.get(name) if lifecycle_change is not Lifecycle.DESTROYED else dep
+            transition = decide(dep, now)
+            if transition.is_empty:
+                return dep
+            update = DeploymentUpdate(deployment_id=dep.id, expected_version=dep.version, change=transition.change)
+            result = await self.store.apply(ChangeSet(deployments=[update], history=list(transition.history)), now)
+            if dep.id in result.skipped:
+                continue
+            written = replace(transition.change.applied_to(dep), version=result.versions[dep.id], updated_at=now)
+            if transition.change.rollout_started_at is not UNSET:
+                for observer in self.rollout_observers:
+                    observer(written)
+            return written
         raise RolloutInProgress(f"deployment {name!r} keeps changing; try again")
-
-
-def _rollout_fields(number: int, now: datetime) -> dict[str, Any]:
-    return {
-        "lifecycle": Lifecycle.DEPLOYING,
-        "deploying_revision": number,
-        "sub_step": SubStep.PROVISIONING,
-        "mode": Mode.FORWARD,
-        "paused": False,
-        "abort_requested": False,
-        "promote_requested": False,
-        "rollout_started_at": now,
-        "last_progress_at": now,
-        "rollback_reason": None,
-        "error_count": 0,
-        "last_error": None,
-    }

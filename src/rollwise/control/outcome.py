@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from rollwise.control.transitions import Transition
 from rollwise.control.views import revision_number
-from rollwise.model import Decision, Health, Lifecycle, RouteStatus, SubStep, Traffic
+from rollwise.model import Decision, Health, RouteStatus, Traffic
 from rollwise.store.records import (
+    NO_CHANGE,
     ChangeSet,
+    DeploymentChange,
     DeploymentRecord,
     DeploymentUpdate,
     NewHistory,
@@ -27,7 +29,7 @@ from rollwise.store.records import (
 @dataclass
 class Outcome:
     deployment: DeploymentRecord
-    changes: dict[str, Any] = field(default_factory=dict)
+    change: DeploymentChange = NO_CHANGE
     swap: bool = False
     requeue_after: float | None = None
     """From the decision: look at this deployment again after so many seconds even if nothing happens."""
@@ -37,37 +39,13 @@ class Outcome:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.changes or self.swap or self.new_routes or self.route_updates or self.history)
+        return self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history)
 
-    def add_history(
-        self,
-        *,
-        now: datetime,
-        result: str,
-        message: str,
-        lifecycle_to: Lifecycle | None = None,
-        sub_step: SubStep | None = None,
-        strategy: str | None = None,
-        from_revision: int | None = None,
-        to_revision: int | None = None,
-        error: str | None = None,
-    ) -> None:
-        dep = self.deployment
-        self.history.append(
-            NewHistory(
-                deployment_id=dep.id,
-                lifecycle_from=dep.lifecycle,
-                lifecycle_to=lifecycle_to or self.changes.get("lifecycle", dep.lifecycle),
-                sub_step=sub_step,
-                result=result,
-                message=message,
-                strategy=strategy,
-                from_revision=from_revision,
-                to_revision=to_revision,
-                error=error,
-                at=now,
-            )
-        )
+    def apply(self, transition: Transition) -> None:
+        """Add a transition of the deployment (control.transitions): its change, history and swap."""
+        self.change = self.change.then(transition.change)
+        self.history.extend(transition.history)
+        self.swap = self.swap or transition.swap
 
     def apply_route_decision(self, decision: Decision, now: datetime) -> None:
         """Route creations, terminations and traffic changes of a strategy decision."""
@@ -113,7 +91,7 @@ def gather(outcomes: Iterable[Outcome]) -> ChangeSet:
             DeploymentUpdate(
                 deployment_id=o.deployment.id,
                 expected_version=o.deployment.version,
-                changes=dict(o.changes),
+                change=o.change,
                 swap_expected=o.deployment.deploying_revision if o.swap else None,
             )
         )

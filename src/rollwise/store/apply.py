@@ -13,6 +13,8 @@ array or JSON parameter, never chunked):
    are written back with the value read. The swap is SQL:
    `current_revision = CASE WHEN :swap THEN COALESCE(deploying_revision, current_revision) …`,
    `deploying_revision = CASE WHEN :swap THEN NULL …`: it can never write NULL over a serving revision.
+   2b. The policy row of each update that carries a policy (operator requests only; a cycle never
+   changes a policy, so its statement count does not move).
 3. One INSERT of the new routes (ids generated when not given).
 4. One UPDATE of the routes: `col = CASE WHEN :set_col THEN :col ELSE col END` for the union of columns
    the updates name (a plain `col = :col` when all name it) `WHERE id = :id AND deployment_id =
@@ -49,6 +51,7 @@ from sqlalchemy.types import TypeEngine
 
 from rollwise.store import queries
 from rollwise.store.records import (
+    UNSET,
     ApplyResult,
     ChangeSet,
     DeploymentUpdate,
@@ -61,9 +64,10 @@ from rollwise.store.records import (
     history_values,
     new_route_id,
     new_route_values,
+    policy_values,
     route_update_values,
 )
-from rollwise.store.schema import deployments, history, routes
+from rollwise.store.schema import deployments, history, policies, routes
 
 
 def check_changes(changes: ChangeSet) -> None:
@@ -86,6 +90,7 @@ async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime
     skipped, read = await _guard(conn, dialect, changes.deployments, read_back)
 
     applied, versions = await _update_deployments(conn, changes.deployments, skipped, read, columns, now)
+    await _write_policies(conn, [u for u in changes.deployments if u.deployment_id not in skipped], now)
 
     route_ids = await _insert_routes(conn, [r for r in changes.new_routes if r.deployment_id not in skipped])
     updates = [u for u in changes.route_updates if u.deployment_id not in skipped]
@@ -222,6 +227,19 @@ async def _update_deployments(
     else:
         await conn.execute(stmt, params)
     return {u.deployment_id for u in writing}, versions
+
+
+async def _write_policies(conn: AsyncConnection, kept: Sequence[DeploymentUpdate], now: datetime) -> None:
+    """2b. Replace the policy rows of the kept updates that carry a policy (operator requests: a few at a
+    time, never a cycle), each UPDATE then INSERT when the row is missing."""
+    for u in kept:
+        policy = u.change.policy
+        if policy is UNSET:
+            continue
+        values = policy_values(u.deployment_id, policy, now)
+        changed = await conn.execute(update(policies).where(policies.c.deployment_id == u.deployment_id).values(values))
+        if changed.rowcount == 0:
+            await conn.execute(insert(policies).values(values))
 
 
 # ------------------------------------------------------------------------------ 3./4. routes

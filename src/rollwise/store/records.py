@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
 from functools import lru_cache
@@ -57,6 +57,9 @@ __all__ = [
     "UNSET",
     "ApplyResult",
     "ChangeSet",
+    "DEPLOYMENT_CHANGE_COLUMNS",
+    "NO_CHANGE",
+    "DeploymentChange",
     "DeploymentRecord",
     "DeploymentUpdate",
     "HistoryRecord",
@@ -279,99 +282,92 @@ class RouteUpdate:
         return {name: value for name in ROUTE_UPDATE_COLUMNS if (value := getattr(self, name)) is not UNSET}
 
 
-def _opt(enum: type[Enum]) -> Any:
-    return lambda v: None if v is None else enum(v)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentChange:
+    """Typed changes of one deployment's columns: fields left UNSET are not written (None writes NULL).
+
+    `policy` replaces the deployment's policy row in the same transaction. `current_revision` is never
+    set directly: the revision swap of `DeploymentUpdate.swap_expected` moves it. Built by the
+    transition functions of rollwise.control (the one owner of lifecycle and rollout changes).
+    """
+
+    replicas: int | _Unset = UNSET
+    lifecycle: Lifecycle | _Unset = UNSET
+    sub_step: SubStep | None | _Unset = UNSET
+    mode: Mode | _Unset = UNSET
+    deploying_revision: int | None | _Unset = UNSET
+    paused: bool | _Unset = UNSET
+    abort_requested: bool | _Unset = UNSET
+    promote_requested: bool | _Unset = UNSET
+    rollout_started_at: datetime | None | _Unset = UNSET
+    last_progress_at: datetime | None | _Unset = UNSET
+    rollback_reason: RollbackReason | None | _Unset = UNSET
+    error_count: int | _Unset = UNSET
+    last_error: str | None | _Unset = UNSET
+    policy: Policy | _Unset = UNSET
+
+    def columns(self) -> dict[str, Any]:
+        """The `deployments` columns this change writes, as model values (the policy is not one)."""
+        return {name: value for name in DEPLOYMENT_CHANGE_COLUMNS if (value := getattr(self, name)) is not UNSET}
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.columns() and self.policy is UNSET
+
+    def then(self, later: DeploymentChange) -> DeploymentChange:
+        """This change followed by `later`: the fields `later` sets win."""
+        return replace(self, **{f: v for f in _CHANGE_FIELDS if (v := getattr(later, f)) is not UNSET})
+
+    def applied_to(self, dep: DeploymentRecord) -> DeploymentRecord:
+        """`dep` with this change's fields (version and timestamps are the caller's business)."""
+        fields_ = {f: v for f in _CHANGE_FIELDS if (v := getattr(self, f)) is not UNSET}
+        if "policy" in fields_:
+            fields_["policy_error"] = None
+        return replace(dep, **fields_)
 
 
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"expected an int, got {v!r}")
-    return v
-
-
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else _int(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError(f"expected a bool, got {v!r}")
-    return v
-
-
-def _opt_dt(v: Any) -> datetime | None:
-    if v is not None and not isinstance(v, datetime):
-        raise TypeError(f"expected a datetime or None, got {v!r}")
-    return v
-
-
-def _opt_str(v: Any) -> str | None:
-    if v is not None and not isinstance(v, str):
-        raise TypeError(f"expected a str or None, got {v!r}")
-    return v
-
-
-DEPLOYMENT_CHANGE_COLUMNS: Final[dict[str, Any]] = {
-    "replicas": _int,
-    "lifecycle": Lifecycle,
-    "sub_step": _opt(SubStep),
-    "mode": Mode,
-    "current_revision": _opt_int,
-    "deploying_revision": _opt_int,
-    "paused": _bool,
-    "abort_requested": _bool,
-    "promote_requested": _bool,
-    "rollout_started_at": _opt_dt,
-    "last_progress_at": _opt_dt,
-    "rollback_reason": _opt(RollbackReason),
-    "error_count": _int,
-    "last_error": _opt_str,
-}
-"""Columns a DeploymentUpdate may change, with their checks (id, name, version, timestamps: never)."""
+_CHANGE_FIELDS: Final = tuple(f.name for f in fields(DeploymentChange))
+DEPLOYMENT_CHANGE_COLUMNS: Final = tuple(name for name in _CHANGE_FIELDS if name != "policy")
+"""Columns a DeploymentChange may write (id, name, version, timestamps, current_revision: never)."""
+NO_CHANGE: Final = DeploymentChange()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeploymentUpdate:
-    """Column changes of one deployment, applied only while its row is as the caller read it.
+    """A change of one deployment, applied only while its row is as the caller read it.
 
     - `expected_version`: apply only if the row's `version` still equals it (None: no version guard).
       Every write that changes the row bumps `version` (and sets `updated_at`).
-    - `changes`: column -> model value, keys from DEPLOYMENT_CHANGE_COLUMNS (checked here).
+    - `change`: the typed column changes (and the policy, written in the same transaction).
     - `swap_expected`: also perform the revision swap `current_revision = deploying_revision,
       deploying_revision = NULL`, and only if `deploying_revision` still equals this number; otherwise
-      the whole update is skipped like a failed version guard. `changes` may then not name
-      `current_revision`, and may name `deploying_revision` only as None.
-    Empty `changes` without a swap is a pure guard: nothing is written, but the deployment's routes
+      the whole update is skipped like a failed version guard. The change may then name
+      `deploying_revision` only as None.
+    An empty change without a swap is a pure guard: nothing is written, but the deployment's routes
     and history in the same ChangeSet are applied only if the guard holds.
     """
 
     deployment_id: int
     expected_version: int | None
-    changes: Mapping[str, Any] = field(default_factory=dict)
+    change: DeploymentChange = NO_CHANGE
     swap_expected: int | None = None
 
     def __post_init__(self) -> None:
-        checked: dict[str, Any] = {}
-        for key, value in self.changes.items():
-            check = DEPLOYMENT_CHANGE_COLUMNS.get(key)
-            if check is None:
-                raise ValueError(f"DeploymentUpdate: {key!r} is not a column a deployment update may change")
-            try:
-                checked[key] = check(value)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"DeploymentUpdate: {key}: {e}") from e
+        if self.swap_expected is not None and self.change.deploying_revision not in (UNSET, None):
+            raise ValueError("DeploymentUpdate: the revision swap sets deploying_revision to NULL")
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """The `deployments` columns the update writes (the swap's columns aside)."""
+        columns = self.change.columns()
         if self.swap_expected is not None:
-            if "current_revision" in checked:
-                raise ValueError("DeploymentUpdate: the revision swap sets current_revision itself")
-            if checked.get("deploying_revision") is not None:
-                raise ValueError("DeploymentUpdate: the revision swap sets deploying_revision to NULL")
-            checked.pop("deploying_revision", None)
-        object.__setattr__(self, "changes", checked)
+            columns.pop("deploying_revision", None)
+        return columns
 
     @property
     def writes(self) -> bool:
         """True when applying it changes the row (so it bumps `version`)."""
-        return bool(self.changes) or self.swap_expected is not None
+        return not self.change.is_empty or self.swap_expected is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -597,6 +593,15 @@ def revision_values(deployment_id: int, number: int, spec: RevisionSpec, now: da
         "label": spec.label,
         "created_at": now,
         "ports": list(spec.ports) or None,
+    }
+
+
+def policy_values(deployment_id: int, policy: Policy, now: datetime) -> dict[str, Any]:
+    return {
+        "deployment_id": deployment_id,
+        "strategy": policy.strategy.value,
+        "document": policy.to_json(),
+        "updated_at": now,
     }
 
 

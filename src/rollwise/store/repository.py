@@ -6,7 +6,7 @@ guard cycles and operator verbs use, see records.DeploymentUpdate). Reads issue 
 queries whatever the number of deployments (id lists are one array or JSON parameter).
 
 Callers:
-- operations (control): create_deployment, add_revision, update_deployment, update_policy,
+- operations (control): create_deployment, add_revision, apply (one guarded ChangeSet per request),
   record_history, delete_deployment / purge_destroyed, and the reads;
 - cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
 - the route controller: list_routes / get_routes, update_routes, delete_terminated_routes.
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,6 +47,7 @@ from rollwise.store.records import (
     RouteRecord,
     RouteUpdate,
     deployment_from_row,
+    policy_values,
     history_from_row,
     revision_from_row,
     revision_values,
@@ -172,7 +173,7 @@ class Store:
                 pk = result.inserted_primary_key
                 assert pk is not None  # None only for executemany / non-INSERT statements
                 deployment_id: int = pk[0]
-                await conn.execute(insert(policies).values(_policy_values(deployment_id, policy, now)))
+                await conn.execute(insert(policies).values(policy_values(deployment_id, policy, now)))
                 await conn.execute(insert(revisions).values(revision_values(deployment_id, 1, revision, now)))
                 return await _get_deployment(conn, deployment_id)
         except Conflict as e:
@@ -207,28 +208,6 @@ class Store:
             if update.deployment_id in result.skipped:
                 return None
             return await _get_deployment(conn, update.deployment_id)
-
-    async def update_policy(
-        self, deployment_id: int, policy: Policy, now: datetime, *, expected_version: int | None = None
-    ) -> DeploymentRecord | None:
-        """Replace the deployment's policy (bumps `version`); None when the deployment does not exist
-        or its version is not `expected_version`."""
-        async with self._write() as conn:
-            current = await _lock_deployment(conn, deployment_id)
-            if current is None or (expected_version is not None and current != expected_version):
-                return None
-            values = _policy_values(deployment_id, policy, now)
-            changed = await conn.execute(
-                update(policies).where(policies.c.deployment_id == deployment_id).values(values)
-            )
-            if changed.rowcount == 0:
-                await conn.execute(insert(policies).values(values))
-            await conn.execute(
-                update(deployments)
-                .where(deployments.c.id == deployment_id)
-                .values(version=deployments.c.version + 1, updated_at=now)
-            )
-            return await _get_deployment(conn, deployment_id)
 
     async def record_history(self, entry: NewHistory) -> None:
         """Add one history row (merged into the deployment's last row when identical)."""
@@ -416,15 +395,6 @@ class Store:
             rows = [history_from_row(row) for row in (await conn.execute(stmt)).mappings()]
         rows.reverse()
         return rows
-
-
-def _policy_values(deployment_id: int, policy: Policy, now: datetime) -> dict[str, Any]:
-    return {
-        "deployment_id": deployment_id,
-        "strategy": policy.strategy.value,
-        "document": policy.to_json(),
-        "updated_at": now,
-    }
 
 
 async def _lock_deployment(conn: AsyncConnection, deployment_id: int) -> int | None:
