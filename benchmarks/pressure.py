@@ -53,7 +53,7 @@ from rich.console import Console
 from rollwise.cli.demo_run import EXAMPLE, DemoReport, Workload, print_rollouts, run_demo
 from rollwise.cli.serve import Plane
 from rollwise.control.cycles import CycleReport
-from rollwise.control.routes import RoutePassReport
+from rollwise.control.route_controller import RoutePassReport
 
 HERE = Path(__file__).resolve().parent
 MLSERVER_VENV = HERE / ".venv-mlserver"

@@ -28,7 +28,7 @@ from rollwise.cli.demo import free_port
 from rollwise.cli.serve import ServerConfig, build_plane, running
 from rollwise.control.coordinator import Intervals
 from rollwise.control.cycles import CycleKind, CycleReport
-from rollwise.control.routes import RoutePassReport
+from rollwise.control.route_controller import RoutePassReport
 from rollwise.model import (
     DeploymentView, Health, Lifecycle, Mode, Policy, RouteStatus, RouteView, SubStep, Traffic,
 )

@@ -31,7 +31,7 @@ import rollwise.cli.get
 import rollwise.cli.history
 import rollwise.cli.plan
 import rollwise.cli.rollout  # noqa: F401  (the imports register the commands, as rollwise.cli.main does)
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 from cli_server import ROLLWISE, clean_env, free_port, rollwise_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -15,7 +15,7 @@ import typer
 from click.testing import CliRunner
 
 import rollwise.cli.plan  # noqa: F401  (registers the command, as rollwise.cli.main does)
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 # The real app has several commands; build it as a group whatever else is registered in this process.
 COMMAND: click.Command = typer.main.get_group(app)

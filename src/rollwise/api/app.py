@@ -3,7 +3,7 @@
     GET /healthz        liveness, role and the proxy's state, no auth ("degraded" while the proxy is down)
     GET /metrics        Prometheus text, no auth (api.metrics)
     GET /openapi.json   the schema of everything below, no auth
-    /v1/...             the deployment endpoints (api.routes), bearer token required (api.auth)
+    /v1/...             the deployment endpoints (api.endpoints), bearer token required (api.auth)
 
 The app holds no state of its own beyond its metrics: every request goes through the `Operations` it is
 given. Errors leave as `{"error", "message"}` (api.errors, the one status table).
@@ -24,7 +24,7 @@ from rollwise.api.auth import BearerAuth
 from rollwise.api.errors import install_error_handlers
 from rollwise.api.limits import BodyLimit
 from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, ProxyProcess, proxy_request_counts
-from rollwise.api.routes import build_router
+from rollwise.api.endpoints import build_router
 from rollwise.api.schemas import HealthOut
 from rollwise.control.coordinator import Coordinator
 from rollwise.control.operations import Operations

@@ -6,7 +6,7 @@ policy is `rollwise.model.Policy` (as `PolicyBody`, which refuses unknown fields
 forbids unknown fields, so a typo is a 422 naming the field rather than a setting silently ignored.
 Responses use lower-case enum values (the plan format's and the database's).
 
-Called by `api.routes`. Must not: talk to the store or the operations layer.
+Called by `api.endpoints`. Must not: talk to the store or the operations layer.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from rollwise.cli.client import (
 )
 from rollwise.cli.describe import policy_words
 from rollwise.cli.errors import CliError, InvalidInput, cli_errors, fail
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 FILE_KEYS = ("name", "replicas", "policy", "revision")
 REQUIRED_KEYS = ("name", "replicas", "revision")

@@ -9,7 +9,7 @@ import socket
 
 import typer
 
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 
 def free_port() -> int:

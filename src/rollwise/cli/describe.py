@@ -24,7 +24,7 @@ import typer
 
 from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.errors import cli_errors
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 if TYPE_CHECKING:
     from rich.console import Console, Group, RenderableType

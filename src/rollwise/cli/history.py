@@ -13,7 +13,7 @@ import typer
 from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.describe import Output, OutputOption, events_table, print_json, stdout
 from rollwise.cli.errors import cli_errors
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 
 @app.command()

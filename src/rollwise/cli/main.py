@@ -2,11 +2,11 @@
 
 Every command turns rollwise errors into one red line on stderr and an exit code (see `errors.py`).
 
-A command module registers its commands on `app` when it is imported. `main` imports only the module of
+A command module registers its commands on `app` (cli.app) when it is imported. `main` imports only the module of
 the command being run (`COMMAND_MODULES`), so `rollwise apply` does not pay for the imports of
 `rollwise server` or `rollwise simulate` (start-up time is mostly imports: benchmarks/cli_start.py);
 with no command, `--help` or a name it does not know, it imports them all so that help and "No such
-command" are complete. Must not: import anything but typer at module level.
+command" are complete. Must not: import anything but typer and cli.app at module level.
 """
 
 from __future__ import annotations
@@ -15,24 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-import typer
-
-app = typer.Typer(
-    name="rollwise",
-    help="Zero-downtime rollouts for model-serving deployments.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-
-@app.callback()
-def _root() -> None:
-    # Makes `app` a group even when one command module is imported: a Typer app with one command and no
-    # callback runs that command directly, and `rollwise get` would read "get" as the NAME argument.
-    pass
-
+from rollwise.cli.app import app
 
 COMMAND_MODULES: dict[str, str] = {
     "server": "server",

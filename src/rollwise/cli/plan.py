@@ -26,7 +26,7 @@ import typer
 
 from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.errors import EXIT_INVALID, cli_errors, fail
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 from rollwise.strategy.planio import compute_plan_output
 
 STDIN = "-"

@@ -41,7 +41,7 @@ from rollwise.cli.describe import (
     traffic_split,
 )
 from rollwise.cli.errors import EXIT_ERROR, cli_errors, fail
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

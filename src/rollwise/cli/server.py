@@ -17,7 +17,7 @@ import typer
 
 from rollwise.cli.early import EarlyResponder
 from rollwise.cli.errors import cli_errors, fail
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 
 class RuntimeName(str, Enum):

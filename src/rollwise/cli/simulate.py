@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from rollwise.cli.main import app
+from rollwise.cli.app import app
 
 
 class FailNew(str, Enum):

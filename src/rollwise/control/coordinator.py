@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind, CycleReport, run_cycle
 from rollwise.control.errlog import ErrorLog
-from rollwise.control.routes import RouteController, RoutePassReport
+from rollwise.control.route_controller import RouteController, RoutePassReport
 from rollwise.model import Lifecycle
 from rollwise.runtime.base import Prober, Runtime
 from rollwise.store import Store
@@ -87,7 +87,7 @@ class Coordinator:
         is_active: Callable[[], bool] = lambda: True,
         max_starting: int | None = None,
     ) -> None:
-        """`max_starting`: route processes started but not listening yet, at most (control.routes)."""
+        """`max_starting`: route processes started but not listening yet, at most (control.route_controller)."""
         self.store = store
         self.clock = clock
         self.traffic = traffic

@@ -12,7 +12,7 @@ checks of its own. A deployment's table holds its **serving candidates** that ar
 candidates instead of none: when every replica looks unhealthy at once, the cause is most often the
 machine (saturated cores, a slow shared dependency), not the replicas, and sending requests to
 processes that are alive beats answering 503 for all of them (Envoy's "panic threshold" does the same).
-The route controller keeps such routes running rather than terminating them (see control.routes), the
+The route controller keeps such routes running rather than terminating them (see control.route_controller), the
 deployment reports it (`fail_open` in the API) and so does `/metrics`. Routes that were never healthy
 (`not_checked`) are never served: they are still starting.
 
