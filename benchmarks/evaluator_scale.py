@@ -43,11 +43,11 @@ from typing import Any
 from sqlalchemy import event, func, insert, select, text
 
 from rollwise.control.cycles import CycleKind, run_cycle
-from rollwise.control.deploying import compute_deploying_outcome
-from rollwise.control.outcome import gather
+from rollwise.control.rules.deploying import compute_deploying_outcome
+from rollwise.control.rules.outcome import gather
 from rollwise.model import Health, Lifecycle, Mode, Policy, RouteStatus, StrategyName, SubStep, Traffic
 from rollwise.store import ChangeSet, NewRoute, RevisionSpec, Store
-from rollwise.store.records import revision_values
+from rollwise.store.rows import revision_values
 from rollwise.store.schema import deployments, history, policies, revisions, routes
 
 REPLICAS = 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rollwise.control.restarts import BACKOFF_MAX, compute_restart_backoff, hold_creates
+from rollwise.control.rules.restarts import BACKOFF_MAX, compute_restart_backoff, hold_creates
 from rollwise.model import Decision, Health, Lifecycle, Mode, RouteCreate, RouteStatus, SubStep, Traffic
 from rollwise.runtime.simulated import SimBehaviour, SimFailure
 from rollwise.store.records import RouteRecord

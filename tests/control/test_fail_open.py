@@ -4,10 +4,10 @@ of a deployment is unhealthy at once the table keeps all of them instead of none
 
 from __future__ import annotations
 
-from rollwise.control.routing import compute_routing
+from rollwise.control.rules.routing import compute_routing
 from rollwise.model import Health, RouteStatus
 from rollwise.runtime.simulated import SimBehaviour, SimFailure
-from rollwise.store.records import RouteUpdate
+from rollwise.store.commands import RouteUpdate
 
 from .conftest import OpenScenario
 from .harness import TICK, Scenario, revision

@@ -22,7 +22,7 @@ from sqlalchemy import event, update
 
 from rollwise.control.coordinator import Intervals
 from rollwise.control.cycles import CycleKind, run_cycle
-from rollwise.control.transitions import MAX_EVALUATION_ERRORS
+from rollwise.control.rules.transitions import MAX_EVALUATION_ERRORS
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, Mode, RollbackReason, RouteStatus, SubStep
 from rollwise.runtime.simulated import SimBehaviour, SimFailure

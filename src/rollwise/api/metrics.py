@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from rollwise.control.cycles import CycleReport
-from rollwise.control.routing import compute_served
+from rollwise.control.rules.routing import compute_served
 from rollwise.control.operations import Operations
 from rollwise.store.records import DeploymentRecord
 from rollwise.model import Lifecycle, RollwiseError, RouteStatus

@@ -32,7 +32,7 @@ from rollwise.model import (
     Traffic,
     is_ready_state,
 )
-from rollwise.control.condition import compute_condition
+from rollwise.control.rules.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 

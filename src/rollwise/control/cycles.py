@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from rollwise.control import transitions
-from rollwise.control.deploying import compute_deploying_outcome, compute_error_outcome
-from rollwise.control.lifecycle import (
+from rollwise.control.rules import transitions
+from rollwise.control.rules.deploying import compute_deploying_outcome, compute_error_outcome
+from rollwise.control.rules.lifecycle import (
     compute_destroying_outcome,
     compute_pending_outcome,
     compute_replicas_outcome,
 )
-from rollwise.control.outcome import Outcome, gather
-from rollwise.control.views import HealthChecks, group_by_deployment
+from rollwise.control.rules.outcome import Outcome, gather
+from rollwise.control.rules.views import HealthChecks, group_by_deployment
 from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
 from rollwise.store.bulk import gc_paused
-from rollwise.store.records import UNSET, DeploymentRecord, RouteRecord
+from rollwise.store.commands import UNSET
+from rollwise.store.records import DeploymentRecord, RouteRecord
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ request applies now. The REST API and the CLI call these; nothing else writes de
 people.
 
 One request is one guarded transaction: the deployment is read once, the change is decided by
-control.transitions (the one owner of lifecycle and rollout changes), and one ChangeSet is written —
+control.rules.transitions (the one owner of lifecycle and rollout changes), and one ChangeSet is written —
 the deployment's columns, its policy and the history row together (`Store.apply`: the version must
 still be the one read, and the write bumps it). When another writer got there first (a cycle, a
 concurrent request), the request is decided again on what that writer left, so concurrent requests
@@ -24,26 +24,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from rollwise.control import transitions
+from rollwise.control.rules import transitions
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind
-from rollwise.control.lifecycle import compute_replicas_decision
-from rollwise.control.views import compute_deployment_view, compute_route_views
+from rollwise.control.rules.lifecycle import compute_replicas_decision
+from rollwise.control.rules.views import compute_deployment_view, compute_route_views
 from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
-from rollwise.store.records import (
-    UNSET,
-    ChangeSet,
-    DeploymentRecord,
-    DeploymentUpdate,
-    HistoryRecord,
-    RevisionRecord,
-    RevisionSpec,
-    RouteRecord,
-)
+from rollwise.store.commands import UNSET, ChangeSet, DeploymentUpdate, RevisionSpec
+from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 from rollwise.strategy import decide
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -18,7 +18,7 @@ Each `reconcile()` pass reads the live routes once and, for every route:
 
 Then the **unhealthy settle**: an unhealthy route is terminated as failed (a strategy or the replica
 reconciler replaces it) unless it is one of its deployment's serving candidates and none of them is
-ready any more: then every such route keeps running and the proxy fails open to them (control.routing),
+ready any more: then every such route keeps running and the proxy fails open to them (control.rules.routing),
 because terminating the last routes that still have a process would turn "slow" into "503 for
 everyone". They are terminated as soon as one route of the deployment is ready again.
 
@@ -43,14 +43,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollwise.control.clock import Clock
-from rollwise.control.restarts import OUTPUT_MARK
-from rollwise.control.routing import RoutingTable, compute_routing, compute_served
+from rollwise.control.rules.restarts import OUTPUT_MARK
+from rollwise.control.rules.routing import RoutingTable, compute_routing, compute_served
 from rollwise.model import Health, RouteStatus, Traffic
 from rollwise.model.errors import RollwiseError
 from rollwise.runtime.base import LaunchSpec, Prober, RouteHandle, Runtime
 from rollwise.store import Store
 from rollwise.store.errors import StoreError
-from rollwise.store.records import RevisionRecord, RouteRecord, RouteUpdate
+from rollwise.store.commands import RouteUpdate
+from rollwise.store.records import RevisionRecord, RouteRecord
 from rollwise.traffic.base import TrafficLayer
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,7 @@ class RouteController:
         self, routes: Iterable[RouteRecord], has_check: Mapping[tuple[int, int], bool], now: datetime
     ) -> list[Change]:
         """Terminate (as failed) the unhealthy routes whose deployment does not need them: see the
-        module docstring. Routes kept are served by the proxy in fail-open mode (control.routing)."""
+        module docstring. Routes kept are served by the proxy in fail-open mode (control.rules.routing)."""
         by_deployment: dict[int, list[RouteRecord]] = {}
         for r in routes:
             by_deployment.setdefault(r.deployment_id, []).append(r)

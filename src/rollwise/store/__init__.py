@@ -3,7 +3,8 @@
     from rollwise.store import Store, ChangeSet, DeploymentUpdate, ...
     store = await Store.open("sqlite+aiosqlite:///data/rollwise.db")   # migrates to head
 
-Public: `Store` (repository.py), the records and input types (records.py), the errors (errors.py) and
+Public: `Store` (repository.py), the records it returns (records.py), the commands it takes
+(commands.py), the errors (errors.py) and
 the migration helpers (`rollwise.store.migrate`). docs/storage.md describes tables, the apply
 transaction and its guard, chunking and migrations.
 
@@ -11,22 +12,19 @@ Imports only rollwise.model (and SQLAlchemy, Alembic, the drivers); never contro
 """
 
 from rollwise.store.errors import Conflict, IntegrityFailed, NotFound, StoreError, StoreFailed
-from rollwise.store.records import (
+from rollwise.store.commands import (
     UNSET,
     ApplyResult,
     ChangeSet,
     DeploymentChange,
-    DeploymentRecord,
     DeploymentUpdate,
-    HistoryRecord,
     NewHistory,
     NewRoute,
-    RevisionRecord,
     RevisionSpec,
-    RouteRecord,
     RouteUpdate,
     new_route_id,
 )
+from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 from rollwise.store.repository import Store
 
 __all__ = [

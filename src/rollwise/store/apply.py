@@ -50,19 +50,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
 from rollwise.store import queries
-from rollwise.store.records import (
+from rollwise.store.commands import (
     UNSET,
     ApplyResult,
     ChangeSet,
     DeploymentUpdate,
-    HistoryRecord,
     NewHistory,
     NewRoute,
     RouteUpdate,
+    new_route_id,
+)
+from rollwise.store.records import HistoryRecord
+from rollwise.store.rows import (
     deployment_change_values,
     history_from_row,
     history_values,
-    new_route_id,
     new_route_values,
     policy_values,
     route_update_values,

@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Integer, String, TableValuedAlias, Text, a
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
-from rollwise.store.records import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
+from rollwise.store.rows import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
 from rollwise.store.schema import deployments, policies, routes
 
 T = TypeVar("T", int, str)

@@ -35,20 +35,19 @@ from rollwise.store.bulk import gc_paused
 from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
 from rollwise.store.errors import Conflict, NotFound, translate_errors
 from rollwise.store.migrate import upgrade as upgrade_to_head
-from rollwise.store.records import (
+from rollwise.store.commands import (
     ApplyResult,
     ChangeSet,
-    DeploymentRecord,
     DeploymentUpdate,
-    HistoryRecord,
     NewHistory,
-    RevisionRecord,
     RevisionSpec,
-    RouteRecord,
     RouteUpdate,
+)
+from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.rows import (
     deployment_from_row,
-    policy_values,
     history_from_row,
+    policy_values,
     revision_from_row,
     revision_values,
     route_from_row,

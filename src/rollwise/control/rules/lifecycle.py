@@ -5,7 +5,7 @@ Replica reconciliation (SCALING and READY) reuses the strategy engine: it is a r
 serving revision, in rollback mode (no failure budget, no deadline), with the default limits (surge 25%,
 unavailable 0). That gives scale-up, scale-down (surplus terminated, unready first, then newest) and the
 replacement of crashed or failed routes from one set of tested rules. Replacements of failed routes
-wait for the crash-loop back-off (control.restarts); the newest failure is the deployment's
+wait for the crash-loop back-off (control.rules.restarts); the newest failure is the deployment's
 `last_error` (exit code and last output lines), cleared once the revision ran 10 minutes without one.
 Must not do I/O.
 """
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from rollwise.control import transitions
-from rollwise.control.deploying import ROLLBACK_POLICY
-from rollwise.control.outcome import Outcome, terminate_update
-from rollwise.control.restarts import compute_restart_backoff, failure_cause, hold_creates
-from rollwise.control.views import HealthChecks, compute_route_views, revision_key
+from rollwise.control.rules import transitions
+from rollwise.control.rules.deploying import ROLLBACK_POLICY
+from rollwise.control.rules.outcome import Outcome, terminate_update
+from rollwise.control.rules.restarts import compute_restart_backoff, failure_cause, hold_creates
+from rollwise.control.rules.views import HealthChecks, compute_route_views, revision_key
 from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, RouteStatus, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide

@@ -1,6 +1,6 @@
 """Every change of a deployment's lifecycle and rollout, in one place (pure).
 
-Operator requests (control.operations) and the lifecycle cycles (control.deploying, control.lifecycle)
+Operator requests (control.operations) and the lifecycle cycles (control.rules.deploying, control.rules.lifecycle)
 both call these functions. Each takes the records it needs and returns a `Transition`: the typed
 `DeploymentChange` (store.records; every field visible to mypy), the history rows that record it, and
 whether it swaps the revisions. A refusal raises a typed error of control.errors with a one-line message.
@@ -27,7 +27,8 @@ from datetime import datetime
 
 from rollwise.control.errors import NotApplicable, RolloutInProgress
 from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
-from rollwise.store.records import UNSET, DeploymentChange, DeploymentRecord, HistoryRecord, NewHistory
+from rollwise.store.commands import UNSET, DeploymentChange, NewHistory
+from rollwise.store.records import DeploymentRecord, HistoryRecord
 
 MAX_EVALUATION_ERRORS = 3
 """Consecutive evaluation failures that start a rollback (and, while rolling back, abandon it)."""

@@ -3,9 +3,9 @@
 The API shows it on every deployment (`fail_open`, `degraded`, `next_restart_at`) and the metrics count
 it; both compute it from the stored routes with the same rules the controller acts on:
 
-- fail-open (control.routing): every serving route is unhealthy, the proxy sends to all of them;
+- fail-open (control.rules.routing): every serving route is unhealthy, the proxy sends to all of them;
 - fewer ready routes of the serving revision than desired (READY);
-- the crash-loop back-off (control.restarts) holds the next replacement until `next_restart_at`.
+- the crash-loop back-off (control.rules.restarts) holds the next replacement until `next_restart_at`.
 
 Called by api.schemas (deployment bodies) and api.metrics. Must not do I/O or read the clock.
 """
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from rollwise.control.restarts import compute_restart_backoff, failure_cause
-from rollwise.control.routing import HasCheck, compute_served, is_route_ready
+from rollwise.control.rules.restarts import compute_restart_backoff, failure_cause
+from rollwise.control.rules.routing import HasCheck, compute_served, is_route_ready
 from rollwise.model import Lifecycle
 from rollwise.store.records import DeploymentRecord, RouteRecord
 

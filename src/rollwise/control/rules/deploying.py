@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from rollwise.control import transitions
-from rollwise.control.outcome import Outcome, terminate_update
-from rollwise.control.restarts import compute_restart_backoff, hold_creates
-from rollwise.control.views import HealthChecks, compute_deployment_view, compute_route_views
+from rollwise.control.rules import transitions
+from rollwise.control.rules.outcome import Outcome, terminate_update
+from rollwise.control.rules.restarts import compute_restart_backoff, hold_creates
+from rollwise.control.rules.views import HealthChecks, compute_deployment_view, compute_route_views
 from rollwise.model import Mode, Policy, StrategyName
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide

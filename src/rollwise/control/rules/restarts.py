@@ -15,8 +15,8 @@ Where it applies: replica reconciliation (SCALING and READY: a crashed route, a 
 does not exist) and rollbacks (which have no failure budget). A forward rollout does not back off: its
 failure budget ends it.
 
-Called by the lifecycle rules (control.lifecycle, control.deploying) and the API's condition
-(control.condition). Must not do I/O or read the clock.
+Called by the lifecycle rules (control.rules.lifecycle, control.rules.deploying) and the API's condition
+(control.rules.condition). Must not do I/O or read the clock.
 """
 
 from __future__ import annotations

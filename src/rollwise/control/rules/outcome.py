@@ -11,19 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rollwise.control.transitions import Transition
-from rollwise.control.views import revision_number
+from rollwise.control.rules.transitions import Transition
+from rollwise.control.rules.views import revision_number
 from rollwise.model import Decision, Health, RouteStatus, Traffic
-from rollwise.store.records import (
+from rollwise.store.commands import (
     NO_CHANGE,
     ChangeSet,
     DeploymentChange,
-    DeploymentRecord,
     DeploymentUpdate,
     NewHistory,
     NewRoute,
     RouteUpdate,
 )
+from rollwise.store.records import DeploymentRecord
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Outcome:
         return self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history)
 
     def apply(self, transition: Transition) -> None:
-        """Add a transition of the deployment (control.transitions): its change, history and swap."""
+        """Add a transition of the deployment (control.rules.transitions): its change, history and swap."""
         self.change = self.change.then(transition.change)
         self.history.extend(transition.history)
         self.swap = self.swap or transition.swap
