@@ -9,10 +9,10 @@ Column types:
   ValueError), stores UTC (naive UTC text on SQLite, `timestamptz` on PostgreSQL) and always returns
   aware UTC datetimes, on SQLite too.
 - `JSONDoc`: JSON on SQLite, JSONB on PostgreSQL.
-- Enum values are stored as their lower-case strings (String(32)); records.py converts them.
+- Enum values are stored as their lower-case strings (String(32)); rows.py converts them.
 
 Called by: store.repository, store.apply (statements) and tests. Must not: hold queries or mapping
-logic (repository.py and records.py do that).
+logic (repository.py and rows.py do that).
 """
 
 from __future__ import annotations
