@@ -65,9 +65,12 @@ async def test_duplicate_name_is_conflict(store: Store) -> None:
     assert len(await store.list_revisions((await store.list_deployments())[0].id)) == 1
 
 
-async def test_invalid_name_is_rejected(store: Store) -> None:
-    with pytest.raises(ValidationFailed):
-        await store.create_deployment(name="x" * 64, replicas=1, policy=Policy(), revision=spec(), now=NOW)
+@pytest.mark.parametrize("name", ["x" * 64, "", "Upper", "my_model"])
+async def test_invalid_name_is_rejected(store: Store, name: str) -> None:
+    """The store checks the model's deployment-name rule (its column is DEPLOYMENT_NAME_MAX wide)."""
+    with pytest.raises(ValidationFailed, match="is not a DNS label"):
+        await store.create_deployment(name=name, replicas=1, policy=Policy(), revision=spec(), now=NOW)
+    assert await store.list_deployments() == []
 
 
 async def test_revisions_are_numbered_per_deployment(store: Store) -> None:

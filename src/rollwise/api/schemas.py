@@ -18,8 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from rollwise.control.operations import MAX_REPLICAS, NAME_RE
+from rollwise.control.operations import MAX_REPLICAS
 from rollwise.model import (
+    DEPLOYMENT_NAME_MAX,
+    DEPLOYMENT_NAME_PATTERN,
     Health,
     Lifecycle,
     Mode,
@@ -30,13 +32,13 @@ from rollwise.model import (
     StrategyName,
     SubStep,
     Traffic,
+    deployment_name_problem,
     is_ready_state,
 )
 from rollwise.control.rules.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_SECONDS = 31_536_000
 """Upper bound of the policy's durations (a year): larger values overflow date arithmetic."""
 MAX_COUNT = 2**31 - 1
@@ -95,8 +97,9 @@ class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        ..., max_length=63, pattern=NAME_PATTERN,
-        description="DNS label: lower-case letters, digits and '-', at most 63, starting and ending alphanumeric",
+        ..., max_length=DEPLOYMENT_NAME_MAX, pattern=DEPLOYMENT_NAME_PATTERN,
+        description=f"DNS label: lower-case letters, digits and '-', at most {DEPLOYMENT_NAME_MAX}, starting "
+        "and ending alphanumeric",
     )
     replicas: int = Replicas
     policy: PolicyBody = Field(default_factory=PolicyBody, description="Rollout policy (default: rolling)")
@@ -105,15 +108,9 @@ class DeploymentCreate(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, v: Any) -> Any:
-        if not isinstance(v, str):
-            raise PydanticCustomError("name", "is not a string")
-        if len(v) > 63 or not NAME_RE.fullmatch(v):
-            raise PydanticCustomError(
-                "name",
-                "{shown} is not a DNS label (lower-case letters, digits and '-', at most 63, "
-                "starting and ending with a letter or digit)",
-                {"shown": repr(v[:80])},
-            )
+        problem = deployment_name_problem(v)
+        if problem is not None:
+            raise PydanticCustomError("name", "{problem}", {"problem": problem})
         return v
 
 

@@ -18,7 +18,6 @@ that must act are marked needed.
 from __future__ import annotations
 
 import builtins
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -29,7 +28,7 @@ from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind
 from rollwise.control.rules.lifecycle import compute_replicas_decision
 from rollwise.control.rules.views import compute_deployment_view, compute_route_views
-from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed
+from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed, check_deployment_name
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
@@ -38,7 +37,6 @@ from rollwise.store.commands import UNSET, ChangeSet, DeploymentUpdate, Revision
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 from rollwise.strategy import decide
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_REPLICAS = 1000
 MAX_ATTEMPTS = 200
 """Decide-and-write attempts of one request; each failed attempt means another writer made progress."""
@@ -51,15 +49,6 @@ class DeploymentState:
     deployment: DeploymentRecord
     routes: builtins.list[RouteRecord]
     revisions: builtins.list[RevisionRecord]
-
-
-def check_name(name: Any, *, field: str = "name") -> str:
-    if not isinstance(name, str) or len(name) > 63 or not NAME_RE.match(name):
-        raise ValidationFailed(
-            f"{field}: {name!r} is not a DNS label (lower-case letters, digits and '-', at most 63, "
-            "starting and ending with a letter or digit)"
-        )
-    return name
 
 
 def check_replicas(value: Any, *, field: str = "replicas") -> int:
@@ -148,7 +137,7 @@ class Operations:
         self, *, name: str, replicas: int, policy: Mapping[str, Any] | Policy | None, revision: Any
     ) -> DeploymentRecord:
         self._check_active()
-        check_name(name)
+        check_deployment_name(name)
         check_replicas(replicas)
         pol = policy if isinstance(policy, Policy) else parse_policy(dict(policy or {}))
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)

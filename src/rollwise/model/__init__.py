@@ -1,4 +1,4 @@
-"""Value types of rollwise: enums, policies, cycle views and decisions. No I/O.
+"""Value types of rollwise: enums, policies, the deployment-name rule, cycle views and decisions. No I/O.
 
 Every other package imports from here; this package imports only the standard library and pydantic.
 """
@@ -15,6 +15,12 @@ from rollwise.model.enums import (
     Traffic,
 )
 from rollwise.model.errors import RollwiseError, ValidationFailed
+from rollwise.model.names import (
+    DEPLOYMENT_NAME_MAX,
+    DEPLOYMENT_NAME_PATTERN,
+    check_deployment_name,
+    deployment_name_problem,
+)
 from rollwise.model.policy import Policy, format_validation_error, parse_policy
 from rollwise.model.views import (
     Decision,
@@ -26,6 +32,8 @@ from rollwise.model.views import (
 )
 
 __all__ = [
+    "DEPLOYMENT_NAME_MAX",
+    "DEPLOYMENT_NAME_PATTERN",
     "Decision",
     "DeploymentView",
     "Health",
@@ -43,6 +51,8 @@ __all__ = [
     "Traffic",
     "TrafficChange",
     "ValidationFailed",
+    "check_deployment_name",
+    "deployment_name_problem",
     "format_validation_error",
     "is_ready_state",
     "parse_policy",

@@ -25,6 +25,8 @@ PORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 PORT_REFERENCE = re.compile(r"\{port\.([^{}]*)\}")
 """`{port.NAME}` in an argument or env value: NAME must be one of the revision's `ports`."""
 MAX_PORTS = 8
+LABEL_MAX = 63
+"""Longest revision label (also the size of the store's `revisions.label` column)."""
 
 
 def exec_limit() -> int:
@@ -79,7 +81,7 @@ class RevisionInput(BaseModel):
     startup_timeout_seconds: float = Field(60.0, gt=0, le=3600, description="Time to start listening")
     drain_seconds: float = Field(1.0, ge=0, le=3600, description="In-flight wait after leaving the proxy")
     stop_grace_seconds: float = Field(5.0, ge=0, le=3600, description="SIGTERM to SIGKILL grace period")
-    label: str | None = Field(None, max_length=63, description='A name for people, e.g. "v2"')
+    label: str | None = Field(None, max_length=LABEL_MAX, description='A name for people, e.g. "v2"')
     ports: list[str] = Field(
         default_factory=list,
         max_length=MAX_PORTS,

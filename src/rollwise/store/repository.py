@@ -28,7 +28,7 @@ from typing import Self
 from sqlalchemy import and_, delete, false, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed
+from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed, check_deployment_name
 from rollwise.store import queries
 from rollwise.store.apply import apply_changes, check_changes, write_route_updates
 from rollwise.store.bulk import gc_paused
@@ -52,7 +52,7 @@ from rollwise.store.rows import (
     revision_values,
     route_from_row,
 )
-from rollwise.store.schema import NAME_MAX, deployments, history, meta, policies, revisions, routes
+from rollwise.store.schema import deployments, history, meta, policies, revisions, routes
 
 KEEP_FAILED_ROUTES = 10
 """Failed routes kept per deployment by the purge (the newest; older ones are deleted at once)."""
@@ -143,10 +143,9 @@ class Store:
     async def create_deployment(
         self, *, name: str, replicas: int, policy: Policy, revision: RevisionSpec, now: datetime
     ) -> DeploymentRecord:
-        """A PENDING deployment with its policy and revision 1 (current_revision = 1); Conflict if the
-        name is taken."""
-        if not name or len(name) > NAME_MAX:
-            raise ValidationFailed(f"name: {name!r} must be 1 to {NAME_MAX} characters")
+        """A PENDING deployment with its policy and revision 1 (current_revision = 1); ValidationFailed
+        unless `name` passes the model's deployment-name rule, Conflict if the name is taken."""
+        check_deployment_name(name)
         if replicas < 0:
             raise ValidationFailed(f"replicas: {replicas} is negative")
         try:

@@ -41,8 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-NAME_MAX = 63
-"""Longest deployment name (a DNS label)."""
+from rollwise.model import DEPLOYMENT_NAME_MAX
+from rollwise.model.revision import LABEL_MAX
 
 ENUM_LEN = 32
 
@@ -146,7 +146,7 @@ deployments = Table(
     "deployments",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(NAME_MAX), nullable=False, unique=True),
+    Column("name", String(DEPLOYMENT_NAME_MAX), nullable=False, unique=True),
     Column("replicas", Integer, nullable=False),
     Column("lifecycle", String(ENUM_LEN), nullable=False, index=True),
     Column("sub_step", String(ENUM_LEN), nullable=True),
@@ -187,7 +187,7 @@ revisions = Table(
     Column("startup_timeout_seconds", Float, nullable=False),
     Column("drain_seconds", Float, nullable=False),
     Column("stop_grace_seconds", Float, nullable=False),
-    Column("label", String(NAME_MAX), nullable=True),
+    Column("label", String(LABEL_MAX), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("ports", JSONDoc, nullable=True),
     UniqueConstraint("deployment_id", "number"),

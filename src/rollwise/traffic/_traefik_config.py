@@ -38,14 +38,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollwise.model.errors import ValidationFailed
+from rollwise.model import ValidationFailed, check_deployment_name
 from rollwise.traffic.base import Backend
 
 ENTRYPOINT_WEB = "web"
@@ -61,17 +60,13 @@ RETRY_STATUS = ("502",)
 Traefik's answer when a connection broke after the request was written, e.g. a backend that crashed."""
 DIAL_TIMEOUT = "30s"  # Traefik's default, written out so the static file says every forwarding timeout
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _REQUESTS_METRIC = "traefik_service_requests"  # the parser drops the `_total` suffix of counters
 
 
 def validate_deployment_name(name: str) -> None:
-    """Raise ValidationFailed unless `name` can be used in a URL path and a Traefik object name."""
-    if not _NAME.match(name):
-        raise ValidationFailed(
-            f"deployment name {name!r}: must be 1-100 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    """Raise ValidationFailed unless `name` passes the model's deployment-name rule (a DNS label: fit for
+    a URL path and, having no ":", for a Traefik object name)."""
+    check_deployment_name(name, field="deployment name")
 
 
 def compute_weights(backends: Sequence[Backend]) -> list[int]:
