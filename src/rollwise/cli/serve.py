@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rollwise.cli.early import EarlyResponder
-from rollwise.control.clock import SystemClock
+from rollwise.control.clock import Clock, SystemClock
 from rollwise.control.coordinator import Coordinator, Intervals
 from rollwise.control.operations import Operations
 from rollwise.control.supervisor import ProxySupervisor
@@ -97,7 +97,7 @@ class Plane:
     traffic: TrafficLayer
     coordinator: Coordinator
     ops: Operations
-    clock: SystemClock
+    clock: Clock
     supervisor: ProxySupervisor
     role: str = "standby"
     """What /healthz says: "standby", "starting" (adopting routes and the proxy) or "active"."""
@@ -150,12 +150,17 @@ class Plane:
 
 
 @contextlib.asynccontextmanager
-async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIterator[Plane]:
+async def build_plane(
+    config: ServerConfig, *, activate: bool = True, clock: Clock | None = None
+) -> AsyncIterator[Plane]:
     """Open the store and assemble runtime, traffic layer, coordinator and operations; with `activate`
     (the default: a lone server) also take the active role. On exit an active plane stops everything it
-    runs (coordinator, every route process, Traefik) unless it was told to `abandon` them."""
+    runs (coordinator, every route process, Traefik) unless it was told to `abandon` them.
+
+    `clock`: real time by default; tests pass a ManualClock to drive the coordinator, the proxy
+    supervisor and the simulated runtime in fake time."""
     prepare_data_dir(config.data_dir)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     store = await Store.open(config.database_url)
     runtime: Runtime
     prober: Prober
@@ -199,7 +204,7 @@ async def build_plane(config: ServerConfig, *, activate: bool = True) -> AsyncIt
             is_active=lambda: bool(holder) and holder[0].writable,
             route_overlay=coordinator.routes.overlay,
         )
-        supervisor = ProxySupervisor(traffic, on_restart=coordinator.wake)
+        supervisor = ProxySupervisor(traffic, clock=clock, on_restart=coordinator.wake)
         plane = Plane(config, store, runtime, prober, traffic, coordinator, ops, clock, supervisor)
         holder.append(plane)
         try:

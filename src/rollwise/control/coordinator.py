@@ -4,7 +4,8 @@ short interval) and on a long interval regardless (docs/architecture.md, "Schedu
 Everything runs in one sequence (route pass, then the due cycles), so a cycle's read-decide-write never
 interleaves with the route controller's. A route becoming ready marks the deploying cycle needed and the
 loop wakes at once, so a rollout step follows within a fraction of a second. Operations (API calls) mark
-cycles needed through `mark`.
+cycles needed through `mark`. Every time reading and every wait goes through the `Clock` it is given
+(control.clock): real time in a server, fake time in simulations and tests.
 
 Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
 """
@@ -13,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from dataclasses import dataclass, field
 
 from rollwise.control.clock import Clock
@@ -96,11 +96,11 @@ class Coordinator:
         self._wakeup = asyncio.Event()
         self._needed: set[CycleKind] = set(CYCLE_ORDER)
         self._last_run: dict[CycleKind, float] = {}
-        self._last_purge = time.monotonic()
-        self._last_maintain = time.monotonic()
-        self._errors = ErrorLog(log)
+        self._last_purge = clock.monotonic()
+        self._last_maintain = clock.monotonic()
+        self._errors = ErrorLog(log, clock=clock.monotonic)
         self._due_at: dict[CycleKind, float] = {}
-        """Monotonic times at which a cycle must run again although nothing marked it (requeue_after)."""
+        """Times (`clock.monotonic()`) at which a cycle must run again although nothing marked it (requeue_after)."""
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.routes = RouteController(
@@ -136,14 +136,14 @@ class Coordinator:
             applied = await self._run_cycles(step, force=force and attempt == 0)
             if not applied:
                 break
-        if time.monotonic() - self._last_purge >= self.intervals.purge:
+        if self.clock.monotonic() - self._last_purge >= self.intervals.purge:
             # Ended routes would otherwise be read by every cycle forever.
-            self._last_purge = time.monotonic()
+            self._last_purge = self.clock.monotonic()
             step.purged = await self.store.delete_terminated_routes(
                 self.clock.now() - timedelta(seconds=self.intervals.retention)
             )
-        if time.monotonic() - self._last_maintain >= self.intervals.maintain:
-            self._last_maintain = time.monotonic()
+        if self.clock.monotonic() - self._last_maintain >= self.intervals.maintain:
+            self._last_maintain = self.clock.monotonic()
             await self.routes.maintain()
         if any(c.created_routes or c.terminated_routes for c in step.cycles):
             # Start new processes and withdraw terminated routes from the proxy right away.
@@ -155,7 +155,7 @@ class Coordinator:
     async def _run_cycles(self, step: StepReport, *, force: bool) -> bool:
         """Run every cycle that is marked needed or due; True when any of them wrote something."""
         applied = False
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         for kind in CYCLE_ORDER:
             due = mono - self._last_run.get(kind, -1e9) >= self.intervals.long or mono >= self._due_at.get(
                 kind, float("inf")
@@ -164,15 +164,15 @@ class Coordinator:
                 continue
             self._needed.discard(kind)
             self._last_run[kind] = mono
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             report = await run_cycle(self.store, kind, self.clock.now())
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock.monotonic() - started
             for observer in self.observers:
                 observer(report, elapsed)
             step.cycles.append(report)
             self._due_at.pop(kind, None)
             if report.requeue_after is not None:
-                self._due_at[kind] = time.monotonic() + report.requeue_after
+                self._due_at[kind] = self.clock.monotonic() + report.requeue_after
             for lifecycle in report.lifecycle_changes.values():
                 if lifecycle in KIND_OF_LIFECYCLE:
                     self._needed.add(KIND_OF_LIFECYCLE[lifecycle])
@@ -194,7 +194,8 @@ class Coordinator:
         return report
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Run rounds until `stop` is set: at once when marked, else every `intervals.routes`."""
+        """Run rounds until `stop` is set: at once when marked, else every `intervals.routes`. Every wait
+        is a wait on the clock (`Clock.wait`), so a ManualClock drives this loop in fake time."""
         while not stop.is_set():
             self._wakeup.clear()  # wakes during the round are kept for the wait below
             if self._is_active():
@@ -203,14 +204,11 @@ class Coordinator:
                 except Exception as e:  # noqa: BLE001 - the loop must survive a failed round; logged
                     # One line per distinct error per minute (a full disk fails every round alike).
                     self._errors.report("coordinator round failed, retrying", e)
-                    await asyncio.sleep(1.0)
+                    await self.clock.wait(stop, 1.0)
             if self._needed:
-                await asyncio.sleep(self.intervals.short)
+                await self.clock.wait(stop, self.intervals.short)
                 continue
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.intervals.routes)
-            except TimeoutError:
-                pass
+            await self.clock.wait(self._wakeup, self.intervals.routes)
 
     async def close(self) -> None:
         await self.routes.wait_stops()

@@ -2,7 +2,7 @@
 current routing table.
 
 The traffic layer knows whether its process lives (`running`) and how to restart it with the table it
-last wrote (`ensure_running`); this loop asks every `interval` seconds, independently of the
+last wrote (`ensure_running`); this loop asks every `interval` seconds of its clock, independently of the
 coordinator's rounds (a long cycle must not delay a restart). After a restart it wakes the coordinator:
 routes waiting for their removal to be confirmed by the proxy carry on against the new process. While
 the proxy is down, `/healthz` says `degraded` (api.app reads `TrafficLayer.running`), and the metrics
@@ -15,10 +15,10 @@ stop the proxy, or raise out of `run` (a failed restart is logged once per minut
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from rollwise.control.clock import Clock
 from rollwise.control.errlog import ErrorLog
 from rollwise.model.errors import RollwiseError
 from rollwise.traffic.base import TrafficLayer
@@ -30,12 +30,18 @@ CHECK_INTERVAL = 0.25
 
 class ProxySupervisor:
     def __init__(
-        self, traffic: TrafficLayer, *, interval: float = CHECK_INTERVAL, on_restart: Callable[[], None] = lambda: None
+        self,
+        traffic: TrafficLayer,
+        *,
+        clock: Clock,
+        interval: float = CHECK_INTERVAL,
+        on_restart: Callable[[], None] = lambda: None,
     ) -> None:
         self._traffic = traffic
+        self._clock = clock
         self._interval = interval
         self._on_restart = on_restart
-        self._errors = ErrorLog(log)
+        self._errors = ErrorLog(log, clock=clock.monotonic)
 
     async def check_once(self) -> bool:
         """Restart the proxy if it is down; True when it did."""
@@ -53,5 +59,4 @@ class ProxySupervisor:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.check_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+            await self._clock.wait(stop, self._interval)
