@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from rollwise.cli.serve import Plane, running
+from rollwise.cli.serve import Plane
 from rollwise.runtime.simulated import SimFailure
 
-from .helpers import deployment_body, drive, fast, is_ready, revision_body, wait_for
+from .helpers import background, deployment_body, drive, fast, is_ready, revision_body, wait_for
 
 ROUTE_KEYS = {"id", "revision", "status", "health", "ready", "traffic", "traffic_ratio", "address", "failed",
               "detail", "created_at", "status_updated_at"}
@@ -197,8 +197,8 @@ async def test_delete_drains_to_destroyed_then_404(plane: Plane, client: httpx.A
     await create_ready(plane, client, "gone", replicas=2, drain_seconds=0)
     answer = await client.delete("/v1/deployments/gone")
     assert answer.status_code == 202 and answer.json()["lifecycle"] == "destroying"
-    async with running(plane):
-        await wait_for(client, "gone", lambda a: a.status_code == 404)
+    async with background(plane) as loop:
+        await wait_for(loop, client, "gone", lambda a: a.status_code == 404)
     missing = await client.get("/v1/deployments/gone")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert (await client.get("/v1/deployments")).json() == []
@@ -225,11 +225,11 @@ async def test_plan_shows_the_next_cycle_decision(plane: Plane, client: httpx.As
 
 
 async def test_rollout_with_the_coordinator_in_the_background(plane: Plane, client: httpx.AsyncClient) -> None:
-    async with running(plane):
+    async with background(plane) as loop:
         await client.post("/v1/deployments", json=deployment_body("bgd", replicas=2))
-        await wait_for(client, "bgd", lambda a: is_ready(a.json()))
+        await wait_for(loop, client, "bgd", lambda a: is_ready(a.json()))
         await start_rollout(client, "bgd", "v2")
-        done = await wait_for(client, "bgd", lambda a: ended(a.json()))
+        done = await wait_for(loop, client, "bgd", lambda a: ended(a.json()))
     assert done.json()["sub_step"] == "completed"
 
 
