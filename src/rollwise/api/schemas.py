@@ -1,9 +1,11 @@
 """Request and response bodies of the REST API (Pydantic models, documented in /openapi.json), and the
 one mapping from store records to response bodies.
 
-Requests reuse the model's own validation: a revision is `rollwise.model.revision.RevisionInput`, a
-policy is `rollwise.model.Policy` (as `PolicyBody`, which refuses unknown fields). Every request model
-forbids unknown fields, so a typo is a 422 naming the field rather than a setting silently ignored.
+Requests reuse the model's own declarations: a revision is `rollwise.model.revision.RevisionInput`; the
+policy models are generated from `rollwise.model.Policy` (`PolicyBody`: the policy refusing unknown
+fields; `PolicyPatch`: every field optional) and a name follows `rollwise.model`'s deployment-name rule.
+Every request model forbids unknown fields, so a typo is a 422 naming the field rather than a setting
+silently ignored.
 Responses use lower-case enum values (the plan format's and the database's).
 
 Called by `api.endpoints`. Must not: talk to the store or the operations layer.
@@ -13,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from rollwise.control.operations import MAX_REPLICAS
@@ -25,69 +27,59 @@ from rollwise.model import (
     Health,
     Lifecycle,
     Mode,
-    OnDeadline,
     Policy,
     RollbackReason,
     RouteStatus,
-    StrategyName,
     SubStep,
     Traffic,
     deployment_name_problem,
     is_ready_state,
 )
+from rollwise.model.policy import MAX_COUNT
 from rollwise.control.rules.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 
-MAX_SECONDS = 31_536_000
-"""Upper bound of the policy's durations (a year): larger values overflow date arithmetic."""
-MAX_COUNT = 2**31 - 1
-"""Upper bound of counts and revision numbers (a database INTEGER)."""
 Replicas = Field(..., ge=0, le=MAX_REPLICAS, strict=True, description=f"Desired number of routes (0..{MAX_REPLICAS})")
 
 # --------------------------------------------------------------------------------------------- requests
 
 
+def every_field_optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A request model with `model`'s fields, each optional with default None (a field left out is
+    not changed; `exclude_unset` tells them apart from an explicit null). A given value is validated by
+    the field's own type, so exactly as `model` validates it (checks and bounds travel with the type,
+    see rollwise.model.policy); descriptions are `model`'s. Model-level checks are not copied: the
+    caller validates the merged result. Unknown fields and non-finite numbers are refused."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[field_name] = (Optional[annotation], Field(None, description=info.description))
+    return create_model(
+        name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), __doc__=doc, __module__=__name__,
+        **fields,
+    )
+
+
 class PolicyBody(Policy):
-    """How the deployment rolls out a new revision (all fields optional; defaults shown). The validation
-    is `rollwise.model.Policy`'s; this subclass refuses unknown fields and non-finite or absurd numbers,
-    and documents each field."""
+    """How the deployment rolls out a new revision (all fields optional; defaults shown). The fields,
+    their validation, bounds and descriptions are `rollwise.model.Policy`'s; this subclass only refuses
+    unknown fields."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    strategy: StrategyName = Field(StrategyName.ROLLING, description="rolling, blue_green or recreate")
-    max_surge: int | str = Field("25%", description='Rolling: routes above `replicas` allowed, e.g. 1 or "25%"')
-    max_unavailable: int | str = Field(0, description='Rolling: routes below `replicas` allowed, e.g. 0 or "25%"')
-    auto_promote: bool = Field(False, description="Blue-green: switch traffic once the new routes are ready")
-    promote_delay_seconds: float = Field(
-        0, le=MAX_SECONDS, description="Blue-green: seconds to wait before auto-promotion"
-    )
-    progress_deadline_seconds: float | None = Field(
-        600, le=MAX_SECONDS, description="Seconds a rollout may go without progress (null: no deadline)"
-    )
-    on_deadline: OnDeadline = Field(OnDeadline.ROLLBACK, description="rollback or pause when the deadline passes")
-    failure_threshold: int | None = Field(
-        None, le=MAX_COUNT, description="Failed new routes that start a rollback (null: max(1, replicas))"
-    )
+    model_config = ConfigDict(extra="forbid")
 
 
-class PolicyPatch(BaseModel):
-    """Policy fields to change; fields left out keep their current value. The merged policy is
-    validated as a whole (e.g. max_surge and max_unavailable cannot both be 0)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    strategy: StrategyName | None = Field(None, description="rolling, blue_green or recreate")
-    max_surge: int | str | None = Field(None, description='Rolling: extra routes allowed, e.g. 1 or "25%"')
-    max_unavailable: int | str | None = Field(None, description='Rolling: routes that may be missing, e.g. 0 or "25%"')
-    auto_promote: bool | None = Field(None, description="Blue-green: switch traffic without an operator")
-    promote_delay_seconds: float | None = Field(None, le=MAX_SECONDS, description="Blue-green: wait before auto-promotion")
-    progress_deadline_seconds: float | None = Field(
-        None, le=MAX_SECONDS, description="Max seconds without progress (null: none)"
-    )
-    on_deadline: OnDeadline | None = Field(None, description="rollback or pause when the deadline passes")
-    failure_threshold: int | None = Field(
-        None, le=MAX_COUNT, description="Failed new routes that start a rollback (null: default)"
+if TYPE_CHECKING:  # generated below; for the type checker it is just a model
+    PolicyPatch = BaseModel
+else:
+    PolicyPatch = every_field_optional(
+        Policy,
+        "PolicyPatch",
+        doc="Policy fields to change; fields left out keep their current value. Each given field is "
+        "validated as in the policy; the merged policy is validated as a whole (e.g. max_surge and "
+        "max_unavailable cannot both be 0).",
     )
 
 

@@ -5,6 +5,11 @@ strategies other than the chosen one are validated for type but otherwise ignore
 turned into one line that names the field: `policy.max_surge: "oops" is not an integer or a percentage
 like "25%"`.
 
+`Policy` is the one declaration of the settings: their defaults, checks, bounds (durations at most a
+year, counts at most a database INTEGER, no NaN or infinity) and descriptions. Each setting's type
+carries its checks and bounds, so the API's request models generated from it (api.schemas: `PolicyBody`,
+and `PolicyPatch` with every field optional) validate a value exactly as the policy does.
+
 Called by: the plan reader (strategy.planio), the store (row <-> model), the control layer and the API.
 """
 
@@ -12,9 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from rollwise.model.enums import OnDeadline, StrategyName
@@ -24,6 +29,10 @@ _PERCENT = re.compile(r"^(\d{1,3})%$")
 
 IntOrPercent = int | str
 """A replica count as written: a non-negative int, or a string "N%" with 0 <= N <= 100."""
+MAX_SECONDS = 31_536_000
+"""Upper bound of the policy's durations (a year): larger values overflow date arithmetic."""
+MAX_COUNT = 2**31 - 1
+"""Upper bound of counts (a database INTEGER)."""
 
 
 def _show(value: Any) -> str:
@@ -59,73 +68,80 @@ def is_zero_as_written(value: IntOrPercent) -> bool:
     return value == 0 or value == "0%"
 
 
+def _check_strategy(v: Any) -> Any:
+    allowed = [s.value for s in StrategyName]
+    if v not in allowed:
+        raise PydanticCustomError(
+            "strategy", "{shown} is not a strategy (one of {allowed})",
+            {"shown": _show(v), "allowed": ", ".join(allowed)},
+        )
+    return v
+
+
+def _check_on_deadline(v: Any) -> Any:
+    if v not in ("rollback", "pause"):
+        raise PydanticCustomError("on_deadline", '{shown} is not "rollback" or "pause"', {"shown": _show(v)})
+    return v
+
+
+def _check_bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise PydanticCustomError("bool", "{shown} is not true or false", {"shown": _show(v)})
+    return v
+
+
+def _check_seconds(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise PydanticCustomError("number", "{shown} is not a number of seconds", {"shown": _show(v)})
+    if v < 0:
+        raise PydanticCustomError("number", "{shown} is negative", {"shown": _show(v)})
+    return float(v) if isinstance(v, float) else v
+
+
+def _check_threshold(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PydanticCustomError("int", "{shown} is not an integer or null", {"shown": _show(v)})
+    if v < 1:
+        raise PydanticCustomError("int", "{shown} must be at least 1", {"shown": _show(v)})
+    return v
+
+
+# The type of each setting carries its whole validation (checks, then bounds), so a model that makes a
+# setting optional (`X | None`: the API's PolicyPatch) validates a given value exactly as Policy does.
+_Strategy = Annotated[StrategyName, BeforeValidator(_check_strategy)]
+_IntOrPercent = Annotated[IntOrPercent, BeforeValidator(check_int_or_percent)]
+_Flag = Annotated[bool, BeforeValidator(_check_bool)]
+_Seconds = Annotated[float, Field(le=MAX_SECONDS), BeforeValidator(_check_seconds)]
+_OnDeadline = Annotated[OnDeadline, BeforeValidator(_check_on_deadline)]
+_Threshold = Annotated[int, Field(le=MAX_COUNT), BeforeValidator(_check_threshold)]
+
+
 class Policy(BaseModel):
-    """How a deployment rolls out a new revision. Immutable; defaults from docs/strategies.md."""
+    """How a deployment rolls out a new revision. Immutable; defaults from docs/strategies.md.
 
-    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+    The one declaration of the policy's fields, defaults, bounds and descriptions: the API's request
+    models (api.schemas.PolicyBody, PolicyPatch) are generated from it.
+    """
 
-    strategy: StrategyName = StrategyName.ROLLING
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False, allow_inf_nan=False)
+
+    strategy: _Strategy = Field(StrategyName.ROLLING, description="rolling, blue_green or recreate")
     # rolling
-    max_surge: IntOrPercent = "25%"
-    max_unavailable: IntOrPercent = 0
+    max_surge: _IntOrPercent = Field("25%", description='Rolling: routes above `replicas` allowed, e.g. 1 or "25%"')
+    max_unavailable: _IntOrPercent = Field(
+        0, description='Rolling: routes below `replicas` allowed, e.g. 0 or "25%"'
+    )
     # blue-green
-    auto_promote: bool = False
-    promote_delay_seconds: float = 0
+    auto_promote: _Flag = Field(False, description="Blue-green: switch traffic once the new routes are ready")
+    promote_delay_seconds: _Seconds = Field(0, description="Blue-green: seconds to wait before auto-promotion")
     # all strategies
-    progress_deadline_seconds: float | None = 600
-    on_deadline: OnDeadline = OnDeadline.ROLLBACK
-    failure_threshold: int | None = None
-
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _strategy(cls, v: Any) -> Any:
-        allowed = [s.value for s in StrategyName]
-        if v not in allowed:
-            raise PydanticCustomError(
-                "strategy", "{shown} is not a strategy (one of {allowed})",
-                {"shown": _show(v), "allowed": ", ".join(allowed)},
-            )
-        return v
-
-    @field_validator("on_deadline", mode="before")
-    @classmethod
-    def _on_deadline(cls, v: Any) -> Any:
-        if v not in ("rollback", "pause"):
-            raise PydanticCustomError("on_deadline", '{shown} is not "rollback" or "pause"', {"shown": _show(v)})
-        return v
-
-    @field_validator("max_surge", "max_unavailable", mode="before")
-    @classmethod
-    def _int_or_percent(cls, v: Any) -> IntOrPercent:
-        return check_int_or_percent(v)
-
-    @field_validator("auto_promote", mode="before")
-    @classmethod
-    def _bool(cls, v: Any) -> bool:
-        if not isinstance(v, bool):
-            raise PydanticCustomError("bool", "{shown} is not true or false", {"shown": _show(v)})
-        return v
-
-    @field_validator("promote_delay_seconds", mode="before")
-    @classmethod
-    def _seconds(cls, v: Any) -> float:
-        return _non_negative_number(v)
-
-    @field_validator("progress_deadline_seconds", mode="before")
-    @classmethod
-    def _deadline(cls, v: Any) -> float | None:
-        return None if v is None else _non_negative_number(v)
-
-    @field_validator("failure_threshold", mode="before")
-    @classmethod
-    def _threshold(cls, v: Any) -> int | None:
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise PydanticCustomError("int", "{shown} is not an integer or null", {"shown": _show(v)})
-        if v < 1:
-            raise PydanticCustomError("int", "{shown} must be at least 1", {"shown": _show(v)})
-        return v
+    progress_deadline_seconds: _Seconds | None = Field(
+        600, description="Seconds a rollout may go without progress (null: no deadline)"
+    )
+    on_deadline: _OnDeadline = Field(OnDeadline.ROLLBACK, description="rollback or pause when the deadline passes")
+    failure_threshold: _Threshold | None = Field(
+        None, description="Failed new routes that start a rollback (null: max(1, replicas))"
+    )
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> Policy:
@@ -140,14 +156,6 @@ class Policy(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The policy as plain JSON values (the plan format and the REST API use this shape)."""
         return self.model_dump(mode="json")
-
-
-def _non_negative_number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise PydanticCustomError("number", "{shown} is not a number of seconds", {"shown": _show(v)})
-    if v < 0:
-        raise PydanticCustomError("number", "{shown} is negative", {"shown": _show(v)})
-    return float(v) if isinstance(v, float) else v
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
