@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rollwise.control.errors import NotApplicable, RolloutInProgress
+from rollwise.control.rules.views import revision_key
 from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
 from rollwise.store.commands import UNSET, DeploymentChange, NewHistory
 from rollwise.store.records import DeploymentRecord, HistoryRecord
@@ -363,7 +364,7 @@ def _progress_at(dep: DeploymentRecord, decision: Decision, views: Sequence[Rout
     that turned ready since the last progress (its `status_updated_at` is when it did)."""
     if decision.create or decision.terminate:
         return now
-    target = f"r{dep.deploying_revision if dep.mode is Mode.FORWARD else dep.current_revision}"
+    target = revision_key(dep.deploying_revision if dep.mode is Mode.FORWARD else dep.current_revision)
     latest = max((v.status_updated_at for v in views if v.revision == target and v.is_ready), default=None)
     if latest is not None and (dep.last_progress_at is None or latest > dep.last_progress_at):
         return min(latest, now)

@@ -1,7 +1,9 @@
 """Row -> strategy view mapping for one cycle (pure): turns store records into the frozen
-`DeploymentView` / `RouteView` values the strategy engine reads. Revisions are named by their number
-"r<number>" on the strategy side ("r3": what the strategy's messages and the live plan show). Of a revision, the rules only need whether it has a health
-check: they take `HealthChecks`, a mapping (deployment_id, number) -> bool (`Store.health_check_flags`).
+`DeploymentView` / `RouteView` values the strategy engine reads. Revisions are integers in the control
+layer and "r<number>" on the strategy side ("r3": what the strategy's messages and the live plan show);
+`revision_key` and `revision_number` are the only conversions between the two. Of a revision, the rules
+only need whether it has a health check: they take `HealthChecks`, a mapping (deployment_id, number) ->
+bool (`Store.health_check_flags`).
 
 Called by the lifecycle cycles; must not do I/O.
 """
@@ -9,6 +11,7 @@ Called by the lifecycle cycles; must not do I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import overload
 
 from rollwise.model import DeploymentView, RouteView
 from rollwise.store.records import DeploymentRecord, RouteRecord
@@ -17,7 +20,21 @@ HealthChecks = Mapping[tuple[int, int], bool]
 """(deployment_id, revision number) -> whether that revision has a health check; a missing key: no."""
 
 
+@overload
+def revision_key(number: int) -> str: ...
+
+
+@overload
+def revision_key(number: None) -> None: ...
+
+
+@overload
+def revision_key(number: int | None) -> str | None: ...
+
+
 def revision_key(number: int | None) -> str | None:
+    """The strategy-side key of revision `number` ("r3"); the ONE place that writes one (control
+    modules keep revision numbers as integers and convert at the strategy edge, here)."""
     return None if number is None else f"r{number}"
 
 
@@ -43,7 +60,7 @@ def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
 def compute_route_view(route: RouteRecord, *, has_health_check: bool) -> RouteView:
     return RouteView(
         id=route.id,
-        revision=f"r{route.revision}",
+        revision=revision_key(route.revision),
         status=route.status,
         health=route.health,
         traffic=route.traffic,
