@@ -31,11 +31,13 @@ from rollwise.model import (
     Traffic,
 )
 from rollwise.strategy import decide
-from rollwise.strategy.cycle import is_alive, is_serving
+from rollwise.strategy.cycle import is_alive
 
 from .helpers import T0
 
 CYCLE = timedelta(seconds=5)
+ENDS = (SubStep.COMPLETED, SubStep.ROLLED_BACK)
+"""The sub-steps that end a rollout."""
 
 
 @dataclass
@@ -115,7 +117,11 @@ class Simulator:
         return sum(1 for v in self.views() if is_alive(v))
 
     def serving(self) -> int:
-        return sum(1 for v in self.views() if is_serving(v))
+        """Routes that answer requests: alive, ready, and in the traffic layer with a weight."""
+        return sum(
+            1 for v in self.views()
+            if is_alive(v) and v.is_ready and v.traffic is Traffic.ACTIVE and v.traffic_ratio > 0
+        )
 
     def target(self) -> str:
         return self.deploying if self.mode is Mode.FORWARD else self.current
@@ -171,7 +177,7 @@ class Simulator:
             decision = self.step()
             if check is not None:
                 check(self, decision)
-            if decision.sub_step.is_terminal:
+            if decision.sub_step in ENDS:
                 return decision
             if decision.sub_step is SubStep.AWAITING_PROMOTION and self.operator_promotes:
                 self.promote = True

@@ -35,10 +35,6 @@ class SubStep(_StrEnum):
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in (SubStep.COMPLETED, SubStep.ROLLED_BACK)
-
 
 class RouteStatus(_StrEnum):
     PROVISIONING = "provisioning"

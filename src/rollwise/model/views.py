@@ -7,7 +7,7 @@ strings here: the control layer maps them to its own keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from rollwise.model.enums import Health, Mode, RollbackReason, RouteStatus, SubStep, Traffic
@@ -90,7 +90,6 @@ class Decision:
     requeue_after: float | None = None
     """Seconds after which this decision changes with no other event (auto-promotion or the progress
     deadline falls due): the controller looks again then. Not part of the plan output."""
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def changes_routes(self) -> bool:

@@ -39,16 +39,6 @@ def is_alive(route: RouteView) -> bool:
     return route.status.is_alive and not is_failed(route)
 
 
-def is_ready(route: RouteView) -> bool:
-    """Alive, running, and healthy (or without a health check)."""
-    return is_alive(route) and route.is_ready
-
-
-def is_serving(route: RouteView) -> bool:
-    """Ready and in the traffic layer with a weight: the route answers requests."""
-    return is_ready(route) and route.traffic is Traffic.ACTIVE and route.traffic_ratio > 0
-
-
 def is_ignored(route: RouteView) -> bool:
     """`terminating` / `terminated`: never alive, never terminated again (still counted if failed)."""
     return route.status in (RouteStatus.TERMINATING, RouteStatus.TERMINATED)

@@ -88,8 +88,6 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         out["rollback_reason"] = decision.rollback_reason.value
     if decision.set_paused:
         out["set_paused"] = True
-    for key, value in decision.extra.items():
-        out.setdefault(key, value)
     return out
 
 
