@@ -22,7 +22,7 @@ from rollwise.store import (
     Store,
 )
 
-from .helpers import NOW, count_statements, make_deployments, spec
+from .helpers import NOW, count_statements, make_deployments, spec, update_one
 
 LATER = NOW + timedelta(seconds=30)
 
@@ -39,7 +39,8 @@ def hist(dep: DeploymentRecord, message: str = "rolling: created 1", **kw: objec
 
 async def start_rollout(store: Store, dep: DeploymentRecord) -> DeploymentRecord:
     await store.add_revision(dep.id, spec("v2"), NOW)
-    up = await store.update_deployment(
+    up = await update_one(
+        store,
         DeploymentUpdate(
             deployment_id=dep.id, expected_version=dep.version,
             change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, deploying_revision=2, sub_step=SubStep.PROVISIONING),
@@ -140,9 +141,9 @@ async def test_guard_skips_a_changed_deployment_whole(store: Store) -> None:
     a, b = await make_deployments(store, 2)
     read_a, read_b = a, b  # what the cycle read
     # An operator writes between the cycle's read and its apply.
-    await store.update_deployment(DeploymentUpdate(deployment_id=a.id, expected_version=None, change=DeploymentChange(paused=True)), NOW)
+    await update_one(store, DeploymentUpdate(deployment_id=a.id, expected_version=None, change=DeploymentChange(paused=True)), NOW)
     await store.apply(ChangeSet(new_routes=[NewRoute(id="keep", deployment_id=a.id, revision=1, created_at=NOW)]), NOW)
-    before_a = await store.get_deployment_by_id(a.id)
+    before_a = await store.get_deployment(a.name)
 
     changes = ChangeSet(
         deployments=[
@@ -157,12 +158,12 @@ async def test_guard_skips_a_changed_deployment_whole(store: Store) -> None:
     assert result.skipped == {a.id} and result.applied == {b.id} and result.versions == {b.id: 2}
     assert len(result.route_ids) == 1
 
-    assert await store.get_deployment_by_id(a.id) == before_a  # nothing of a was written
-    assert [r.id for r in await store.list_routes([a.id])] == ["keep"]
-    assert (await store.get_routes(["keep"]))[0].status is RouteStatus.PROVISIONING
+    assert await store.get_deployment(a.name) == before_a  # nothing of a was written
+    [keep] = await store.list_routes([a.id])
+    assert keep.id == "keep" and keep.status is RouteStatus.PROVISIONING
     assert await store.list_history(a.id) == []
 
-    after_b = await store.get_deployment_by_id(b.id)
+    after_b = await store.get_deployment(b.name)
     assert after_b is not None and after_b.lifecycle is Lifecycle.SCALING and after_b.version == 2
     assert after_b.updated_at == LATER
     assert len(await store.list_routes([b.id])) == 1 and len(await store.list_history(b.id)) == 1
@@ -173,7 +174,7 @@ async def test_pure_guard_without_changes(store: Store) -> None:
     guard = DeploymentUpdate(deployment_id=a.id, expected_version=a.version)
     result = await store.apply(ChangeSet(deployments=[guard], history=[hist(a)]), NOW)
     assert result.skipped == set() and result.applied == set() and result.versions == {a.id: 1}
-    assert (await store.get_deployment_by_id(a.id)) == a  # no version bump
+    assert (await store.get_deployment(a.name)) == a  # no version bump
     stale = DeploymentUpdate(deployment_id=a.id, expected_version=a.version + 1)
     result = await store.apply(ChangeSet(deployments=[stale], history=[hist(a, "x")]), NOW)
     assert result.skipped == {a.id} and len(await store.list_history(a.id)) == 1
@@ -203,13 +204,13 @@ async def test_revision_swap_applied_twice_never_nulls(store: Store) -> None:
     )
     first = await store.apply(completion, LATER)
     assert first.applied == {dep.id}
-    done = await store.get_deployment_by_id(dep.id)
+    done = await store.get_deployment(dep.name)
     assert done is not None
     assert (done.current_revision, done.deploying_revision, done.lifecycle) == (2, None, Lifecycle.READY)
 
     second = await store.apply(completion, LATER)  # the same completion again (e.g. a retried cycle)
     assert second.skipped == {dep.id}
-    assert await store.get_deployment_by_id(dep.id) == done
+    assert await store.get_deployment(dep.name) == done
 
     # Even without the version guard, the swap guard holds: deploying_revision is no longer 2.
     unguarded = ChangeSet(
@@ -218,7 +219,7 @@ async def test_revision_swap_applied_twice_never_nulls(store: Store) -> None:
     )
     third = await store.apply(unguarded, LATER)
     assert third.skipped == {dep.id}
-    again = await store.get_deployment_by_id(dep.id)
+    again = await store.get_deployment(dep.name)
     assert again == done and again.current_revision == 2
     assert [h.attempts for h in await store.list_history(dep.id)] == [1]
 
@@ -238,7 +239,7 @@ async def test_swap_mixed_with_plain_updates_in_one_statement(store: Store) -> N
         LATER,
     )
     assert result.applied == {a.id, b.id}
-    a2, b2 = await store.get_deployment_by_id(a.id), await store.get_deployment_by_id(b.id)
+    a2, b2 = await store.get_deployment(a.name), await store.get_deployment(b.name)
     assert a2 is not None and b2 is not None
     assert (a2.current_revision, a2.deploying_revision, a2.sub_step) == (2, None, SubStep.PROVISIONING)
     assert (b2.current_revision, b2.deploying_revision, b2.sub_step) == (1, 2, SubStep.PROGRESSING)
@@ -351,6 +352,6 @@ async def test_concurrent_applies_with_the_same_guard_apply_once(store: Store) -
     results = await asyncio.gather(*(store.apply(changes(f"c{i}"), NOW) for i in range(4)))
     assert sorted(len(r.applied) for r in results) == [0, 0, 0, 1]
     winner = next(r for r in results if r.applied)
-    after = await store.get_deployment_by_id(dep.id)
+    after = await store.get_deployment(dep.name)
     assert after is not None and after.version == 2 and after.last_error == winner.route_ids[0]
     assert [r.id for r in await store.list_routes([dep.id])] == winner.route_ids

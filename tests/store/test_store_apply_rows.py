@@ -12,7 +12,7 @@ from rollwise.model import Health, Lifecycle, Mode, RollbackReason, RouteStatus,
 from rollwise.store import ChangeSet, DeploymentChange, DeploymentUpdate, NewHistory, NewRoute, RouteUpdate, Store
 from rollwise.store.apply import merge_route_updates
 
-from .helpers import NOW, count_statements, make_deployments, spec
+from .helpers import NOW, count_statements, make_deployments, spec, update_one
 
 LATER = NOW + timedelta(seconds=30)
 
@@ -57,7 +57,7 @@ async def test_two_updates_of_one_route_apply_in_order(store: Store) -> None:
         )
     assert result.routes_updated == 5
     assert len([s for s in seen if s.lstrip().upper().startswith(("UPDATE", "WITH"))]) == 1
-    r, s = await store.get_routes(["r", "s"])
+    r, s = await store.list_routes([a.id])
     assert (r.status, r.traffic_ratio, r.detail, r.health_failures, r.drain_until, r.pid) == (
         RouteStatus.TERMINATING, 0.5, None, 3, None, 1,
     )
@@ -70,7 +70,7 @@ async def test_two_updates_of_one_route_apply_in_order(store: Store) -> None:
         RouteUpdate(id="r", identity="x"),
         RouteUpdate(id="s", address=None, identity="y"),
     ])
-    r2, s2 = await store.get_routes(["r", "s"])
+    r2, s2 = await store.list_routes([a.id])
     assert (s2.address, s2.pid, s2.identity, s2.health) == (None, 5, "y", Health.HEALTHY)
     assert r2 == replace(r, identity="x")
 
@@ -86,14 +86,16 @@ async def test_mixed_changeset_leaves_the_same_state_on_both_backends(store: Sto
     backends must produce exactly it."""
     a, b, c = await make_deployments(store, 3)
     await store.add_revision(a.id, spec("v2"), NOW)
-    started = await store.update_deployment(
+    started = await update_one(
+        store,
         DeploymentUpdate(deployment_id=a.id, expected_version=a.version,
                          change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING, deploying_revision=2, sub_step=SubStep.PROVISIONING, rollback_reason=RollbackReason.ABORTED, last_error="old", rollout_started_at=NOW)),
         NOW,
     )
     assert started is not None
     a = started
-    progressed = await store.update_deployment(
+    progressed = await update_one(
+        store,
         DeploymentUpdate(deployment_id=b.id, expected_version=b.version,
                          change=DeploymentChange(last_progress_at=NOW, last_error="kept")),
         NOW,
@@ -156,7 +158,7 @@ async def test_mixed_changeset_leaves_the_same_state_on_both_backends(store: Sto
     assert result.route_ids == ["a2"] and result.routes_updated == 2
     assert (result.history_inserted, result.history_merged) == (1, 1)
 
-    a2, b2, c2 = [await store.get_deployment_by_id(d.id) for d in (a, b, c)]
+    a2, b2, c2 = [await store.get_deployment(d.name) for d in (a, b, c)]
     assert a2 is not None and b2 is not None
     assert a2 == replace(
         a, lifecycle=Lifecycle.READY, sub_step=None, rollback_reason=None, last_error=None, current_revision=2,

@@ -4,10 +4,11 @@ routes outside cycles, timestamps."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import null, update
+from sqlalchemy import null, select, update
 
 from rollwise.model import Lifecycle, Mode, Policy, RollbackReason, RouteStatus, StrategyName, SubStep, Traffic
 from rollwise.model.errors import RollwiseError, ValidationFailed
@@ -24,7 +25,7 @@ from rollwise.store import (
 )
 from rollwise.store.schema import policies, revisions
 
-from .helpers import NOW, make_deployments, spec
+from .helpers import NOW, make_deployments, spec, update_one
 
 LATER = NOW + timedelta(minutes=5)
 
@@ -41,13 +42,13 @@ async def test_create_get_list_deployments(store: Store) -> None:
     assert dep.created_at == NOW == dep.updated_at
 
     assert await store.get_deployment("llm") == dep
-    assert await store.get_deployment_by_id(dep.id) == dep
     assert await store.get_deployment("nope") is None
-    assert await store.get_deployment_by_id(dep.id + 1000) is None
 
     others = await make_deployments(store, 2)
-    await store.update_deployment(
-        DeploymentUpdate(deployment_id=others[0].id, expected_version=1, change=DeploymentChange(lifecycle=Lifecycle.READY)), NOW
+    await update_one(
+        store,
+        DeploymentUpdate(deployment_id=others[0].id, expected_version=1, change=DeploymentChange(lifecycle=Lifecycle.READY)),
+        NOW,
     )
     assert [d.name for d in await store.list_deployments()] == ["llm", "d0", "d1"]
     assert [d.name for d in await store.list_deployments([Lifecycle.READY])] == ["d0"]
@@ -85,8 +86,7 @@ async def test_revisions_are_numbered_per_deployment(store: Store) -> None:
 
     assert [r.number for r in await store.list_revisions(a.id)] == [1, 2, 3]
     assert [r.label for r in await store.list_revisions(a.id)] == ["v1", "v2", "v3"]
-    assert await store.get_revision(a.id, 2) == r2
-    assert await store.get_revision(a.id, 9) is None
+    assert (await store.list_revisions(a.id))[1] == r2
     loaded = await store.load_revisions([(a.id, 1), (a.id, 3), (b.id, 2), (b.id, 7), (a.id, 3)])
     assert set(loaded) == {(a.id, 1), (a.id, 3), (b.id, 2)}
     assert loaded[(a.id, 3)] == r3 and not loaded[(a.id, 1)].has_health_check
@@ -120,9 +120,10 @@ async def test_concurrent_add_revision_gets_distinct_numbers(store: Store) -> No
     assert sorted(r.number for r in made) == list(range(2, 10))
 
 
-async def test_update_deployment_bumps_version_and_guards(store: Store) -> None:
+async def test_one_update_bumps_version_and_guards(store: Store) -> None:
     [dep] = await make_deployments(store, 1)
-    up = await store.update_deployment(
+    up = await update_one(
+        store,
         DeploymentUpdate(
             deployment_id=dep.id,
             expected_version=1,
@@ -137,17 +138,19 @@ async def test_update_deployment_bumps_version_and_guards(store: Store) -> None:
     assert up.rollback_reason is RollbackReason.ABORTED and up.paused and up.last_error == "boom"
 
     stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, change=DeploymentChange(paused=False))
-    assert await store.update_deployment(stale, LATER) is None
-    assert (await store.get_deployment_by_id(dep.id)) == up  # untouched
+    assert (await store.apply(ChangeSet(deployments=[stale]), LATER)).skipped == {dep.id}
+    assert (await store.get_deployment(dep.name)) == up  # untouched
 
     unguarded = DeploymentUpdate(deployment_id=dep.id, expected_version=None, change=DeploymentChange(replicas=5))
-    after = await store.update_deployment(unguarded, LATER)
+    after = await update_one(store, unguarded, LATER)
     assert after is not None and after.replicas == 5 and after.version == 3
 
     pure_guard = DeploymentUpdate(deployment_id=dep.id, expected_version=3)
-    same = await store.update_deployment(pure_guard, LATER)
-    assert same == after  # nothing to write: no version bump
-    assert await store.update_deployment(DeploymentUpdate(deployment_id=999, expected_version=None, change=DeploymentChange(paused=True)), LATER) is None
+    result = await store.apply(ChangeSet(deployments=[pure_guard]), LATER)
+    assert result.applied == set() and result.versions == {dep.id: 3}
+    assert await store.get_deployment(dep.name) == after  # nothing to write: no version bump
+    missing = DeploymentUpdate(deployment_id=999, expected_version=None, change=DeploymentChange(paused=True))
+    assert (await store.apply(ChangeSet(deployments=[missing]), LATER)).skipped == {999}
 
 
 def test_deployment_update_and_change_rules() -> None:
@@ -176,11 +179,11 @@ async def test_policy_travels_in_the_change_set(store: Store) -> None:
     result = await store.apply(ChangeSet(deployments=[DeploymentUpdate(deployment_id=dep.id, expected_version=1,
                                                                        change=change)]), LATER)
     assert result.versions == {dep.id: 2}
-    up = await store.get_deployment_by_id(dep.id)
+    up = await store.get_deployment(dep.name)
     assert up is not None and up.policy == new and up.replicas == 4 and up.version == 2 and up.updated_at == LATER
     stale = DeploymentUpdate(deployment_id=dep.id, expected_version=1, change=DeploymentChange(policy=Policy()))
     assert (await store.apply(ChangeSet(deployments=[stale]), LATER)).skipped == {dep.id}
-    assert (await store.get_deployment_by_id(dep.id)).policy == new  # type: ignore[union-attr]
+    assert (await store.get_deployment(dep.name)).policy == new  # type: ignore[union-attr]
 
 
 async def test_stored_policy_that_no_longer_validates_gives_none(store: Store) -> None:
@@ -216,10 +219,9 @@ async def test_history_order_limit_and_merge(store: Store) -> None:
             from_revision=1, to_revision=2, error=error, at=at,
         )
 
-    await store.record_history(h("a", NOW))
-    await store.record_history(h("a", NOW + timedelta(seconds=1), error="e1"))
-    await store.record_history(h("b", NOW + timedelta(seconds=2)))
-    await store.record_history(h("a", NOW + timedelta(seconds=3)))
+    for entry in (h("a", NOW), h("a", NOW + timedelta(seconds=1), error="e1"), h("b", NOW + timedelta(seconds=2)),
+                  h("a", NOW + timedelta(seconds=3))):
+        await store.apply(ChangeSet(history=[entry]), entry.at)  # one history row per write, as a request does
     rows = await store.list_history(dep.id)
     assert [(r.message, r.attempts) for r in rows] == [("a", 2), ("b", 1), ("a", 1)]
     assert rows[0].created_at == NOW and rows[0].updated_at == NOW + timedelta(seconds=1) and rows[0].error == "e1"
@@ -239,12 +241,12 @@ async def test_update_routes_outside_cycles(store: Store) -> None:
     [r] = await store.list_routes([dep.id])
     assert (r.status, r.pid, r.address, r.status_updated_at) == (RouteStatus.RUNNING, 42, "127.0.0.1:1", LATER)
     await store.update_routes([RouteUpdate(id="r1", address=None, detail="exit 1"), RouteUpdate(id="missing", pid=1)])
-    [r] = await store.get_routes(["r1", "missing"])
+    [r] = await store.list_routes([dep.id])
     assert r.address is None and r.detail == "exit 1" and r.pid == 42  # None writes NULL, UNSET keeps
     await store.update_routes([])
 
 
-async def test_delete_and_purge(store: Store) -> None:
+async def test_purge_deletes_destroyed_deployments_whole(store: Store) -> None:
     a, b, c = await make_deployments(store, 3)
     await store.apply(
         ChangeSet(
@@ -254,12 +256,17 @@ async def test_delete_and_purge(store: Store) -> None:
         ),
         NOW,
     )
-    assert await store.delete_deployment(a.id) is True
-    assert await store.delete_deployment(a.id) is False
+    destroyed = DeploymentUpdate(deployment_id=a.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DESTROYED))
+    await store.apply(ChangeSet(deployments=[destroyed]), NOW)
+    assert await store.purge_destroyed() == 1
+    assert await store.purge_destroyed() == 0
+    # with its policy, revisions, routes and history
     assert await store.list_history(a.id) == [] and await store.list_revisions(a.id) == []
     assert {r.deployment_id for r in await store.list_routes()} == {b.id}
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(select(policies.c.deployment_id).order_by(policies.c.deployment_id))).scalars().all() == [b.id, c.id]
 
-    await store.update_deployment(DeploymentUpdate(deployment_id=b.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DESTROYED)), NOW)
+    await update_one(store, replace(destroyed, deployment_id=b.id), NOW)
     assert await store.purge_destroyed() == 1
     assert [d.id for d in await store.list_deployments()] == [c.id]
     assert await store.list_routes() == []
@@ -267,7 +274,7 @@ async def test_delete_and_purge(store: Store) -> None:
 
 async def test_delete_terminated_routes(store: Store) -> None:
     ready, deploying = await make_deployments(store, 2)
-    await store.update_deployment(DeploymentUpdate(deployment_id=deploying.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING)), NOW)
+    await update_one(store, DeploymentUpdate(deployment_id=deploying.id, expected_version=None, change=DeploymentChange(lifecycle=Lifecycle.DEPLOYING)), NOW)
     routes = [
         NewRoute(id="old", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=NOW),
         NewRoute(id="new", deployment_id=ready.id, revision=1, status=RouteStatus.TERMINATED, created_at=LATER),

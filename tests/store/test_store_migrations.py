@@ -37,7 +37,7 @@ async def test_upgrade_downgrade_upgrade(db: Database) -> None:
         await migrate.upgrade(store.engine, "head")
         assert TABLES <= await _tables(store)
         [dep] = await make_deployments(store, 1)  # the schema works after the round trip
-        assert (await store.get_deployment_by_id(dep.id)) == dep
+        assert (await store.get_deployment(dep.name)) == dep
     finally:
         await store.close()
 

@@ -35,7 +35,7 @@ executemany (one prepared statement stepped per row, no round trips).
 A statement is skipped when it has nothing to do, so the count depends only on which kinds of change
 are present, never on how many deployments they concern (tests/store/test_store_apply.py counts them).
 
-Called by: store.repository (Store.apply, update_deployment, record_history). Must not: open or commit
+Called by: store.repository (Store.apply). Must not: open or commit
 transactions, or catch errors (the caller translates them and the transaction rolls back whole).
 """
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, String, TableValuedAlias, Text, any_, bindparam, cast, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -29,24 +29,16 @@ from sqlalchemy.types import TypeEngine
 from rollwise.store.rows import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
 from rollwise.store.schema import deployments, policies, routes
 
-T = TypeVar("T", int, str)
-
-
-def unique_sorted(values: Iterable[T]) -> list[T]:
-    return sorted(set(values))
-
-
-def id_filters(dialect: str, column: ColumnElement[Any], ids: Collection[T]) -> Iterator[ColumnElement[bool]]:
-    """WHERE clauses that together select `column IN ids`; one per statement to run.
+def id_filters(dialect: str, column: ColumnElement[Any], ids: Collection[int]) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses that together select `column IN ids` (integer ids); one per statement to run.
 
     Yields nothing for an empty collection (the caller then has nothing to ask).
     """
-    values = unique_sorted(ids)
+    values = sorted(set(ids))
     if not values:
         return
     if dialect == "postgresql":
-        element = String() if isinstance(values[0], str) else Integer()
-        yield column == any_(bindparam(None, values, type_=ARRAY(element)))
+        yield column == any_(bindparam(None, values, type_=ARRAY(Integer())))
         return
     each = func.json_each(bindparam(None, json.dumps(values), type_=String())).table_valued("value")
     yield column.in_(select(each.c.value))

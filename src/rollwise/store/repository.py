@@ -7,9 +7,10 @@ queries whatever the number of deployments (id lists are one array or JSON param
 
 Callers:
 - operations (control): create_deployment, add_revision, apply (one guarded ChangeSet per request),
-  record_history, delete_deployment / purge_destroyed, and the reads;
+  purge_destroyed, and the reads;
 - cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
-- the route controller: list_routes / get_routes, update_routes, delete_terminated_routes.
+- the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes;
+- the server (cli.serve): get_meta / set_meta.
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
 sqlite3's exceptions reach the caller. Must not: hold state besides the engine, cache rows, read the
@@ -38,8 +39,6 @@ from rollwise.store.migrate import upgrade as upgrade_to_head
 from rollwise.store.commands import (
     ApplyResult,
     ChangeSet,
-    DeploymentUpdate,
-    NewHistory,
     RevisionSpec,
     RouteUpdate,
 )
@@ -198,25 +197,6 @@ class Store:
             ).mappings().one()
             return revision_from_row(row)
 
-    async def update_deployment(self, update: DeploymentUpdate, now: datetime) -> DeploymentRecord | None:
-        """Apply one guarded update (bumping `version` if it changes anything) and return the row as
-        it is now; None when the guard did not match or the deployment does not exist."""
-        async with self._write() as conn:
-            result = await apply_changes(conn, ChangeSet(deployments=[update]), now)
-            if update.deployment_id in result.skipped:
-                return None
-            return await _get_deployment(conn, update.deployment_id)
-
-    async def record_history(self, entry: NewHistory) -> None:
-        """Add one history row (merged into the deployment's last row when identical)."""
-        await self.apply(ChangeSet(history=[entry]), entry.at)
-
-    async def delete_deployment(self, deployment_id: int) -> bool:
-        """Delete a deployment with its policy, revisions, routes and history; False if it was gone."""
-        async with self._write() as conn:
-            result = await conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
-            return bool(result.rowcount)
-
     async def purge_destroyed(self) -> int:
         """Delete every DESTROYED deployment (cascading); returns how many. DESTROYED rows are kept
         until this runs, so `history NAME` still answers after a destroy."""
@@ -299,12 +279,6 @@ class Store:
             row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.name == name))).first()
             return None if row is None else deployment_from_row(row)
 
-    async def get_deployment_by_id(self, deployment_id: int) -> DeploymentRecord | None:
-        async with self._read() as conn:
-            stmt = queries.DEPLOYMENT_SELECT.where(deployments.c.id == deployment_id)
-            row = (await conn.execute(stmt)).first()
-            return None if row is None else deployment_from_row(row)
-
     async def list_deployments(self, lifecycles: Collection[Lifecycle] | None = None) -> list[DeploymentRecord]:
         """Deployments (with policies: one query), by id; only the given lifecycles when given."""
         stmt = queries.DEPLOYMENT_SELECT.order_by(deployments.c.id)
@@ -320,12 +294,6 @@ class Store:
         stmt = select(revisions).where(revisions.c.deployment_id == deployment_id).order_by(revisions.c.number)
         async with self._read() as conn:
             return [revision_from_row(row) for row in (await conn.execute(stmt)).mappings()]
-
-    async def get_revision(self, deployment_id: int, number: int) -> RevisionRecord | None:
-        stmt = select(revisions).where(revisions.c.deployment_id == deployment_id, revisions.c.number == number)
-        async with self._read() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
-            return None if row is None else revision_from_row(row)
 
     async def load_revisions(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], RevisionRecord]:
         """Revisions by (deployment_id, number): one query. Missing keys are absent."""
@@ -373,16 +341,6 @@ class Store:
                 with gc_paused():  # synchronous: the rows are fetched already
                     found.extend(route_from_row(row) for row in result.all())
             return found
-
-    async def get_routes(self, route_ids: Collection[str]) -> list[RouteRecord]:
-        """Routes by id (unknown ids are absent), in the list_routes order."""
-        found: list[RouteRecord] = []
-        async with self._read() as conn:
-            for clause in queries.id_filters(self.dialect, routes.c.id, route_ids):
-                stmt = queries.ROUTE_SELECT.where(clause).order_by(*_ROUTE_ORDER)
-                found.extend(route_from_row(row) for row in (await conn.execute(stmt)).all())
-        found.sort(key=lambda r: (r.deployment_id, r.created_at, r.id))
-        return found
 
     async def list_history(self, deployment_id: int, limit: int | None = None) -> list[HistoryRecord]:
         """History rows oldest first; with `limit`, the newest `limit` rows (still oldest first)."""
