@@ -38,10 +38,6 @@ class RouteView:
     status_updated_at: datetime
 
     @property
-    def is_alive(self) -> bool:
-        return self.status.is_alive
-
-    @property
     def is_ready(self) -> bool:
         return is_ready_state(self.status, self.health, has_health_check=self.has_health_check)
 
