@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from rollwise.control.operations import MAX_REPLICAS
+from rollwise.model.names import MAX_REPLICAS
 from rollwise.model import (
     DEPLOYMENT_NAME_MAX,
     DEPLOYMENT_NAME_PATTERN,

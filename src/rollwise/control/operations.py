@@ -31,13 +31,13 @@ from rollwise.control.rules.views import compute_deployment_view, compute_route_
 from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed, check_deployment_name
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
+from rollwise.model.names import MAX_REPLICAS
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
 from rollwise.store.commands import UNSET, ChangeSet, DeploymentUpdate, RevisionSpec
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 from rollwise.strategy import decide
 
-MAX_REPLICAS = 1000
 MAX_ATTEMPTS = 200
 """Decide-and-write attempts of one request; each failed attempt means another writer made progress."""
 

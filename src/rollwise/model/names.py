@@ -1,10 +1,11 @@
-"""THE deployment-name rule: a DNS label, because a name is a URL path segment (`/d/NAME/`), part of
+"""THE deployment-name rule, and the replica limit. A name is a DNS label, because a name is a URL path segment (`/d/NAME/`), part of
 Traefik's object names (which use ":" as their separator) and a unique database column.
 
     DEPLOYMENT_NAME_MAX      63, also the size of the store's `deployments.name` column
     DEPLOYMENT_NAME_PATTERN  the regex as text (the OpenAPI schema shows it)
     deployment_name_problem  why a value is not a deployment name, or None
     check_deployment_name    the value, or ValidationFailed "FIELD: problem"
+    MAX_REPLICAS             1000: the most routes one deployment may ask for (API, operations, plan)
 
 Called by the operations (create), the API's request model, the store (insert) and the traffic layer
 (it routes only names that pass). Must not: do I/O.
@@ -16,6 +17,7 @@ import re
 
 from rollwise.model.errors import ValidationFailed
 
+MAX_REPLICAS = 1000
 DEPLOYMENT_NAME_MAX = 63
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DEPLOYMENT_NAME = re.compile(DEPLOYMENT_NAME_PATTERN)

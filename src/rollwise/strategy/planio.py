@@ -37,9 +37,9 @@ from rollwise.model import (
     ValidationFailed,
     parse_policy,
 )
+from rollwise.model.names import MAX_REPLICAS
 from rollwise.strategy.engine import check_decidable, decide
 
-MAX_REPLICAS = 1000
 
 E = TypeVar("E", bound=Enum)
 

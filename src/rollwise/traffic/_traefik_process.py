@@ -359,10 +359,6 @@ class TraefikProcess:
         return cls(record.pid, identity, pidfd, None, identity_verified=record.identity is not None)
 
     @property
-    def is_child(self) -> bool:
-        return self._popen is not None
-
-    @property
     def exit_code(self) -> int | None:
         """The exit status once known (only for our own child): negative for a signal, as Popen."""
         return self._exit_code
