@@ -1,23 +1,32 @@
-"""A real `rollwise server` subprocess for the CLI tests (imported as `cli_server`): free ports, an
-environment without the test process's ROLLWISE_* variables, and a context manager that starts the server,
-waits until it has taken its role (not the `starting` answer of its first second), and stops it even when
-the test fails."""
+"""The server of the CLI tests (imported as `cli_server`), and what running the installed script needs.
+
+`InProcessServer` is the assembly `rollwise server --no-proxy` makes (`build_plane` with the simulated
+runtime by default, the coordinator loop and proxy supervisor, the REST app under uvicorn on a free port,
+the token file in the data directory), run in a thread of the test process. It starts in a fraction of a
+second, so one per module serves the command tests; simulated routes start in `startup` seconds, and
+`wait(...)` looks at the deployment again after each coordinator round (no polling interval). The tests
+of the `rollwise server` process itself are in test_server_cli.py.
+
+`clean_env()` is the environment of a subprocess: without the test process's ROLLWISE_* variables.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
 ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+START_TIMEOUT = 60.0
+"""Real seconds a server may take to start, at most (a bound, not a wait)."""
 
 
 def free_port() -> int:
@@ -31,37 +40,127 @@ def clean_env() -> dict[str, str]:
         "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
 
 
-def settled(url: str) -> bool:
-    """True once /healthz answers with a role other than "starting"."""
-    try:
-        answer = httpx.get(f"{url}/healthz", timeout=1)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200 and answer.json().get("role") != "starting"
+def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = START_TIMEOUT,
+               poll: float = 0.02) -> None:
+    """Return once `condition()` holds (checked every `poll` seconds; `timeout` bounds the wait)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(poll)
 
 
-@contextmanager
-def rollwise_server(data: Path, *args: str, runtime: str = "simulated",
-                    stdout: int = subprocess.DEVNULL) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """(API URL, process) of `rollwise server --runtime RUNTIME --no-proxy` on `data`, stopped at exit."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [ROLLWISE, "server", "--runtime", runtime, "--no-proxy", "--api-port", str(port), "--data-dir", str(data),
-         *args],
-        stdout=stdout, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not settled(url):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
+class InProcessServer:
+    """`rollwise server --runtime RUNTIME --no-proxy` assembled in a thread of this process (see the module
+    docstring). Use as a context manager; `url`, `data_dir` and `token` are what a client needs."""
+
+    def __init__(self, data_dir: Path, *, runtime: str = "simulated", startup: float = 0.05) -> None:
+        self.data_dir = data_dir
+        self.runtime = runtime
+        self.startup = startup
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.token = ""
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._rounds = 0
+        self._round_done = threading.Condition()
+        self._uvicorn: Any = None
+        self._thread = threading.Thread(target=self._run, name="rollwise-server", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise AssertionError("the in-process server did not start")
+        if self._error is not None:
+            self.__exit__(None, None, None)
+            raise AssertionError("the in-process server failed to start") from self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        self._thread.join(START_TIMEOUT)
+        self._sock.close()
+        assert not self._thread.is_alive(), "the in-process server did not stop"
+        if self._error is not None and exc[0] is None:
+            raise AssertionError("the in-process server failed") from self._error
+
+    def args(self) -> list[str]:
+        return ["--server", self.url, "--data-dir", str(self.data_dir)]
+
+    def api(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def wait(self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
+        """GET /v1/deployments/NAME until `until` holds, looking again after each coordinator round."""
+        last: list[httpx.Response] = []
+
+        def reached() -> bool:
+            last[:] = [self.api(f"/v1/deployments/{name}")]
+            return last[0].status_code == 200 and bool(until(last[0].json()))
+
+        self.after_rounds(reached, what=lambda: f"{name}: last {last[0].text}", timeout=timeout)
+        return dict(last[0].json())
+
+    def wait_gone(self, name: str, timeout: float = 30.0) -> None:
+        """Return once GET /v1/deployments/NAME answers 404, looking again after each coordinator round."""
+        self.after_rounds(lambda: self.api(f"/v1/deployments/{name}").status_code == 404,
+                          what=lambda: f"{name}: still there", timeout=timeout)
+
+    def after_rounds(self, condition: Callable[[], bool], *, what: Callable[[], str], timeout: float) -> None:
+        """Return once `condition()` holds; it is checked again each time the coordinator ran a round."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._round_done:
+                seen = self._rounds
+            if condition():
+                return
+            with self._round_done:
+                left = deadline - time.monotonic()
+                assert left > 0, f"not within {timeout:g}s: {what()}"
+                self._round_done.wait_for(lambda: self._rounds > seen or self._error is not None, timeout=left)
+            assert self._error is None, self._error
+
+    # --- the server thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
         try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            asyncio.run(self._serve())
+        except BaseException as e:  # noqa: BLE001 - reported to the test thread
+            self._error = e
+        finally:
+            self._ready.set()
+            with self._round_done:
+                self._round_done.notify_all()
+
+    def _one_round(self, _: object) -> None:
+        with self._round_done:
+            self._rounds += 1
+            self._round_done.notify_all()
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        from rollwise.api.app import create_app
+        from rollwise.api.auth import load_or_create_token
+        from rollwise.cli.serve import ServerConfig, build_plane, running
+        from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
+
+        self.token, path = load_or_create_token(self.data_dir, None)
+        assert path is not None, "ROLLWISE_TOKEN is set: the CLI would not find the token in the data directory"
+        config = ServerConfig(data_dir=self.data_dir, runtime=self.runtime, proxy=False,
+                              api_port=int(self._sock.getsockname()[1]))
+        async with build_plane(config) as plane:
+            if isinstance(plane.runtime, SimulatedRuntime):
+                for number in range(1, 20):
+                    plane.runtime.set_behaviour(number, SimBehaviour(startup_seconds=self.startup))
+            plane.coordinator.route_observers.append(self._one_round)
+            app = create_app(plane.ops, token=self.token, role=lambda: plane.role, coordinator=plane.coordinator)
+            self._uvicorn = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                                          timeout_graceful_shutdown=5))
+            async with running(plane):
+                serving = asyncio.create_task(self._uvicorn.serve(sockets=[self._sock]))
+                self._ready.set()
+                await serving

@@ -1,12 +1,14 @@
 """The client commands import only what they need (a check on modules, not on time: start-up time is
 measured by benchmarks/cli_start.py).
 
-Each command runs in a fresh interpreter against a real `rollwise server --runtime simulated --no-proxy`
-(free port, tmp data dir), so every import it makes on its way (the request, the table, the error line)
-happens; then the interpreter's `sys.modules` is checked: never the server's packages (fastapi,
+Each command runs in a fresh interpreter against a server (the assembly of `rollwise server --runtime
+simulated --no-proxy` run in the test process: cli_server.InProcessServer, free port, tmp data dir), so
+every import it makes on its way (the request, the table, the error line) happens; then the interpreter's
+`sys.modules` is checked: never the server's packages (fastapi,
 sqlalchemy, uvicorn, ...), rollwise.model (pydantic models) or httpx; yaml only for `apply`; rich only for
 the commands that print a table. `main` imports only the module of the command being run, and every
-command is mapped to its module.
+command is mapped to its module. `apply` runs first (it creates the deployment the others read); the
+other interpreters run side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_server import clean_env, rollwise_server
+from cli_server import InProcessServer, clean_env
 
 from rollwise.cli import main as cli_main
 
@@ -72,18 +74,31 @@ COMMANDS: list[tuple[list[str], int, bool, bool]] = [
 
 @pytest.fixture(scope="module")
 def api_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    data = tmp_path_factory.mktemp("imports-server")
-    with rollwise_server(data) as (url, _):
-        yield ["--server", url, "--data-dir", str(data)]
+    with InProcessServer(tmp_path_factory.mktemp("imports-server")) as server:
+        yield server.args()
 
 
-def imported(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:
-    report = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(report), *args], capture_output=True, text=True,
-                          env=clean_env(), timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    result = json.loads(report.read_text())
-    return int(result["code"] or 0), set(result["modules"])
+def imported(commands: list[list[str]], tmp_path: Path) -> list[tuple[int, set[str]]]:
+    """Run each command in its own interpreter, all at once; (exit code, modules) of each, in order."""
+    runs = []
+    try:
+        for i, args in enumerate(commands):
+            report = tmp_path / f"modules-{i}.json"
+            proc = subprocess.Popen([sys.executable, "-c", PROBE, str(report), *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=clean_env())
+            runs.append((proc, report))
+        out = []
+        for proc, report in runs:
+            _, err = proc.communicate(timeout=120)
+            assert "Traceback" not in err, err
+            result = json.loads(report.read_text())
+            out.append((int(result["code"] or 0), set(result["modules"])))
+        return out
+    finally:
+        for proc, _ in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def loaded(modules: set[str], package: str) -> bool:
@@ -93,9 +108,10 @@ def loaded(modules: set[str], package: str) -> bool:
 def test_client_commands_import_only_what_they_need(api_args: list[str], tmp_path: Path) -> None:
     spec = tmp_path / "imports.yaml"
     spec.write_text(DEPLOYMENT)
-    for args, code, rich, yaml in COMMANDS:
-        argv = [str(spec) if a == "FILE" else a for a in args] + api_args
-        exit_code, modules = imported(argv, tmp_path)
+    argvs = [[str(spec) if a == "FILE" else a for a in args] + api_args for args, _, _, _ in COMMANDS]
+    assert COMMANDS[0][0][0] == "apply"
+    results = imported(argvs[:1], tmp_path) + imported(argvs[1:], tmp_path)
+    for (args, code, rich, yaml), (exit_code, modules) in zip(COMMANDS, results, strict=True):
         assert exit_code == code, (args, exit_code)
         assert not [p for p in NEVER if loaded(modules, p)], (args, [p for p in NEVER if loaded(modules, p)])
         assert loaded(modules, "rich") is rich, (args, "rich")

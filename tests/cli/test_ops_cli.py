@@ -1,12 +1,15 @@
 """The API commands of the CLI (apply, get, describe, rollout status/verbs, history, plan NAME, delete)
-against a real `rollwise server --runtime simulated --no-proxy` on a free port with a tmp data dir (the
-CLI finds the token in that dir).
+against one server per module: the assembly of `rollwise server --runtime simulated --no-proxy` run in this
+process (cli_server.InProcessServer: real HTTP on a free port, a tmp data dir where the CLI finds the
+token), whose routes start in 50 ms.
 
-The flows run the installed `rollwise` script as real subprocesses (`rollwise(...)`). Each costs a
-Python start, so the many variants of a person's mistakes also run in-process through the same Typer
-app (`invoke(...)`, click's CliRunner), still over real HTTP to the real server. Either way a mistake
-must give one red line on stderr and a non-zero exit, never a traceback. Waiting for a state is done
-with httpx against the API (scaffolding, not what is tested).
+The commands run in-process through the same Typer app as the installed script (`run(...)`, click's
+CliRunner), still over real HTTP to the real server. The installed `rollwise` script itself runs as a
+subprocess where the process is what is tested (`script(...)`: exit codes and the one red line of a
+mistake) and where a command must run beside the test (`Watch`, a `rollout status --watch` in the
+background). Either way a mistake must give one red line on stderr and a non-zero exit, never a
+traceback. Waiting for a state is done with the API after each coordinator round (scaffolding, not what
+is tested).
 """
 
 from __future__ import annotations
@@ -14,13 +17,10 @@ from __future__ import annotations
 import json
 import select
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import typer
 from click.testing import CliRunner, Result
@@ -32,42 +32,21 @@ import rollwise.cli.history
 import rollwise.cli.plan
 import rollwise.cli.rollout  # noqa: F401  (the imports register the commands, as rollwise.cli.main does)
 from rollwise.cli.app import app
-from cli_server import ROLLWISE, clean_env, free_port, rollwise_server
+from cli_server import ROLLWISE, InProcessServer, clean_env, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    token: str
-    proc: subprocess.Popen[str]
-
-    def args(self) -> list[str]:
-        return ["--server", self.url, "--data-dir", str(self.data_dir)]
-
-    def api(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
-
-    def wait(self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self.api(f"/v1/deployments/{name}")
-            if answer.status_code == 200 and until(answer.json()):
-                return dict(answer.json())
-            assert time.monotonic() < deadline, f"{name}: not reached; last {answer.text}"
-            time.sleep(0.1)
+Server = InProcessServer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("cli-server")
-    with rollwise_server(data) as (url, proc):
-        yield Server(url, data, (data / "token").read_text().strip(), proc)
+    with InProcessServer(tmp_path_factory.mktemp("cli-server")) as running:
+        yield running
 
 
-def rollwise(*args: str, check: int | None = 0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def script(*args: str, check: int | None = 0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed `rollwise` script in a subprocess, with no ROLLWISE_* variables."""
     result = subprocess.run([ROLLWISE, *args], capture_output=True, text=True, env=clean_env(), timeout=90,
                             input=stdin)
     assert "Traceback" not in result.stderr, result.stderr
@@ -85,6 +64,13 @@ def invoke(*args: str, stdin: str | None = None) -> Result:
     return result
 
 
+def run(*args: str, check: int = 0, stdin: str | None = None) -> Result:
+    """`invoke`, and the command exited with `check`."""
+    result = invoke(*args, stdin=stdin)
+    assert result.exit_code == check, (result.exit_code, result.stdout, result.stderr)
+    return result
+
+
 def one_red_line(result: subprocess.CompletedProcess[str] | Result, code: int = 1) -> str:
     """The command failed with `code` and said why in exactly one `error: ...` line on stderr."""
     returncode = result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code
@@ -93,12 +79,16 @@ def one_red_line(result: subprocess.CompletedProcess[str] | Result, code: int = 
     return result.stderr
 
 
-def deployment_file(tmp_path: Path, example: str, *, name: str, version: str, replicas: int | None = None) -> Path:
+def deployment_file(tmp_path: Path, example: str, *, name: str, version: str, replicas: int | None = None,
+                    drain_seconds: float | None = None) -> Path:
     text = (EXAMPLES / example).read_text()
     first = text.split("name: ", 1)[1].split("\n", 1)[0]
     text = text.replace(f"name: {first}", f"name: {name}").replace("v1", version)
     if replicas is not None:
         text = "\n".join(f"replicas: {replicas}" if line.startswith("replicas:") else line for line in text.splitlines())
+    if drain_seconds is not None:
+        assert "drain_seconds" not in text
+        text = text.replace("revision:\n", f"revision:\n  drain_seconds: {drain_seconds}\n")
     path = tmp_path / f"{name}-{version}.yaml"
     path.write_text(text)
     return path
@@ -109,16 +99,25 @@ def ready(d: dict[str, Any]) -> bool:
 
 
 class Watch:
-    """`rollwise rollout status NAME --watch` running in the background."""
+    """`rollwise rollout status NAME --watch` running in the background (a context manager: the process is
+    killed at exit if it still runs)."""
 
     def __init__(self, server: Server, name: str) -> None:
-        self.proc = subprocess.Popen([ROLLWISE, "rollout", "status", name, "--watch", "--interval", "0.2",
+        self.proc = subprocess.Popen([ROLLWISE, "rollout", "status", name, "--watch", "--interval", "0.05",
                                       *server.args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=clean_env())
         assert self.proc.stdout is not None
         ready_to_read, _, _ = select.select([self.proc.stdout], [], [], 60)
         assert ready_to_read, "the watch printed nothing"
         self.first_line = self.proc.stdout.readline()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
 
     def finish(self) -> tuple[int, str, str]:
         out, err = self.proc.communicate(timeout=60)
@@ -131,30 +130,30 @@ class Watch:
 
 def test_apply_get_describe_history_and_a_rolling_rollout(server: Server, tmp_path: Path) -> None:
     v1 = deployment_file(tmp_path, "sentiment.yaml", name="roll", version="v1", replicas=2)
-    created = rollwise("apply", "-f", str(v1), *server.args())
+    created = run("apply", "-f", str(v1), *server.args())
     assert created.stdout.startswith("roll: created with revision 1, 2 replicas (rolling")
     server.wait("roll", ready)
-    assert rollwise("apply", "-f", str(v1), *server.args()).stdout == "roll: unchanged\n"
+    assert run("apply", "-f", str(v1), *server.args()).stdout == "roll: unchanged\n"
 
-    table = rollwise("get", *server.args()).stdout
+    table = run("get", *server.args()).stdout
     assert table.splitlines()[0].split() == ["NAME", "LIFECYCLE", "REVISION", "READY", "STRATEGY", "AGE"]
     assert any(line.split()[:4] == ["roll", "ready", "1", "2/2"] for line in table.splitlines())
     as_json = json.loads(invoke("get", "roll", "-o", "json", *server.args()).stdout)
     assert as_json["name"] == "roll" and as_json["policy"]["max_surge"] == 1
 
     v2 = deployment_file(tmp_path, "sentiment.yaml", name="roll", version="v2", replicas=3)
-    applied = rollwise("apply", "-f", str(v2), *server.args()).stdout.splitlines()
+    applied = run("apply", "-f", str(v2), *server.args()).stdout.splitlines()
     assert applied == ["roll: replicas 2 -> 3",
                        "roll: revision 2 added; rollout started (rolling, max surge 1, max unavailable 0, "
                        "progress deadline 120s (rollback))"]
-    watched = rollwise("rollout", "status", "roll", "--watch", "--interval", "0.2", *server.args())
+    watched = run("rollout", "status", "roll", "--watch", "--interval", "0.05", *server.args())
     assert "roll: rollout of revision 2 completed" in watched.stdout or \
         "the last rollout completed; revision 2 serving" in watched.stdout
 
-    described = rollwise("describe", "roll", *server.args()).stdout
+    described = run("describe", "roll", *server.args()).stdout
     for part in ("State", "ready", "Routes", "Revisions", "Events", "revision 2: 100%", "--version v2"):
         assert part in described, part
-    history = rollwise("history", "roll", *server.args()).stdout
+    history = run("history", "roll", *server.args()).stdout
     assert "rolling: rollout of revision 2 started (revision 1 serving)" in history
     assert "completed" in history
     rows = json.loads(invoke("history", "roll", "-n", "2", "-o", "json", *server.args()).stdout)
@@ -162,29 +161,29 @@ def test_apply_get_describe_history_and_a_rolling_rollout(server: Server, tmp_pa
 
 
 def test_blue_green_watch_exits_0_after_promote_and_1_after_abort(server: Server, tmp_path: Path) -> None:
-    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v1")),
-             *server.args())
+    run("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v1")),
+        *server.args())
     server.wait("bg", ready)
 
-    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v2")),
-             *server.args())
-    watch = Watch(server, "bg")
-    assert watch.first_line.startswith("bg  deploying")
-    server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
-    plan = json.loads(rollwise("plan", "bg", *server.args()).stdout)
-    assert plan["sub_step"] == "awaiting_promotion" and plan["create"] == [] and plan["mode"] == "forward"
-    promoted = rollwise("rollout", "promote", "bg", *server.args())
-    assert promoted.stdout.startswith("bg: promotion requested")
-    code, out, err = watch.finish()
+    run("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v2")),
+        *server.args())
+    with Watch(server, "bg") as watch:
+        assert watch.first_line.startswith("bg  deploying")
+        server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
+        plan = json.loads(run("plan", "bg", *server.args()).stdout)
+        assert plan["sub_step"] == "awaiting_promotion" and plan["create"] == [] and plan["mode"] == "forward"
+        promoted = run("rollout", "promote", "bg", *server.args())
+        assert promoted.stdout.startswith("bg: promotion requested")
+        code, out, err = watch.finish()
     assert code == 0, (out, err)
     assert out.splitlines()[-1].startswith("bg: rollout of revision 2 completed")
 
-    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v3")),
-             *server.args())
-    watch = Watch(server, "bg")
-    server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
-    assert rollwise("rollout", "abort", "bg", *server.args()).stdout.startswith("bg: abort requested")
-    code, out, err = watch.finish()
+    run("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="bg", version="v3")),
+        *server.args())
+    with Watch(server, "bg") as watch:
+        server.wait("bg", lambda d: d["sub_step"] == "awaiting_promotion")
+        assert run("rollout", "abort", "bg", *server.args()).stdout.startswith("bg: abort requested")
+        code, out, err = watch.finish()
     assert code == 1, (out, err)
     assert err.startswith("error: bg: rollout of revision 3 rolled back; revision 2 serving")
     assert err.count("\n") == 1
@@ -195,47 +194,45 @@ def test_blue_green_watch_exits_0_after_promote_and_1_after_abort(server: Server
 
 
 def test_pause_resume_undo_and_refusals(server: Server, tmp_path: Path) -> None:
-    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v1")),
-             *server.args())
+    run("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v1")),
+        *server.args())
     server.wait("verbs", ready)
     refused = invoke("rollout", "pause", "verbs", *server.args())
     assert "no rollout in progress to pause" in one_red_line(refused)
     assert "nothing to undo" in one_red_line(invoke("rollout", "undo", "verbs", *server.args()))
 
-    rollwise("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v2")),
-             *server.args())
-    assert rollwise("rollout", "pause", "verbs", *server.args()).stdout.startswith("verbs: rollout paused")
+    run("apply", "-f", str(deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v2")),
+        *server.args())
+    assert run("rollout", "pause", "verbs", *server.args()).stdout.startswith("verbs: rollout paused")
     v3 = deployment_file(tmp_path, "sentiment-blue-green.yaml", name="verbs", version="v3")
     busy = one_red_line(invoke("apply", "-f", str(v3), *server.args()))
     assert "rollout of revision 2 is in progress" in busy and "--supersede" in busy
-    assert rollwise("rollout", "resume", "verbs", *server.args()).stdout.startswith("verbs: rollout resumed")
+    assert run("rollout", "resume", "verbs", *server.args()).stdout.startswith("verbs: rollout resumed")
     server.wait("verbs", lambda d: d["sub_step"] == "awaiting_promotion")
     invoke("rollout", "promote", "verbs", *server.args())
     server.wait("verbs", lambda d: d["lifecycle"] == "ready" and d["current_revision"] == 2)
 
-    undone = rollwise("rollout", "undo", "verbs", *server.args())
+    undone = run("rollout", "undo", "verbs", *server.args())
     assert undone.stdout.startswith("verbs: rollout of the previous revision started")
     assert "revision 2 -> 1" in undone.stdout
 
 
 def test_delete(server: Server, tmp_path: Path) -> None:
-    invoke("apply", "-f", str(deployment_file(tmp_path, "sentiment-recreate.yaml", name="gone", version="v1")),
-           *server.args())
+    # No drain time (1 s by default): what is tested is the command, not the drain.
+    spec = deployment_file(tmp_path, "sentiment-recreate.yaml", name="gone", version="v1", drain_seconds=0)
+    invoke("apply", "-f", str(spec), *server.args())
     server.wait("gone", ready)
-    assert rollwise("delete", "gone", *server.args()).stdout.startswith("gone: destroying")
-    deadline = time.monotonic() + 30
-    while server.api("/v1/deployments/gone").status_code != 404:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    assert run("delete", "gone", *server.args()).stdout.startswith("gone: destroying")
+    server.wait_gone("gone")
     assert "deployment 'gone' not found" in one_red_line(invoke("get", "gone", *server.args()))
 
 
 def test_mistakes_are_one_red_line(server: Server, tmp_path: Path) -> None:
-    down = one_red_line(rollwise("get", "--server", f"http://127.0.0.1:{free_port()}", check=None))
+    down = one_red_line(script("get", "--server", f"http://127.0.0.1:{free_port()}", check=None))
     assert "cannot reach the rollwise server" in down
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("name: x\nreplicas: [1\n")
-    assert "invalid YAML at line" in one_red_line(rollwise("apply", "-f", str(bad_yaml), *server.args(),
+    assert "invalid YAML at line" in one_red_line(script("apply", "-f", str(bad_yaml), *server.args(),
                                                           check=None), code=2)
 
 
@@ -279,9 +276,9 @@ def test_apply_values_refused_by_the_server_name_the_field_and_write_nothing(ser
     assert server.api("/v1/deployments/valid").status_code == 404
 
     v1 = deployment_file(tmp_path, "sentiment.yaml", name="valid", version="v1", replicas=1)
-    rollwise("apply", "-f", str(v1), *server.args())
+    run("apply", "-f", str(v1), *server.args())
     server.wait("valid", ready)
-    assert rollwise("apply", "-f", str(v1), *server.args()).stdout == "valid: unchanged\n"
+    assert run("apply", "-f", str(v1), *server.args()).stdout == "valid: unchanged\n"
 
     # A new revision the server refuses, with a replicas change: nothing is written.
     text = v1.read_text().replace("replicas: 1", "replicas: 2").replace("path: /healthz", "path: healthz")
@@ -304,9 +301,9 @@ def test_apply_values_refused_by_the_server_name_the_field_and_write_nothing(ser
     no_policy = tmp_path / "no-policy.yaml"
     no_policy.write_text("\n".join(line for line in v1.read_text().splitlines()
                                    if not line.startswith(("policy:", "  strategy:", "  max_", "  progress_"))))
-    assert rollwise("apply", "-f", str(no_policy), *server.args()).stdout.startswith("valid: policy changed (rolling, "
+    assert run("apply", "-f", str(no_policy), *server.args()).stdout.startswith("valid: policy changed (rolling, "
                                                                                      "max surge 25%")
-    assert rollwise("apply", "-f", str(no_policy), *server.args()).stdout == "valid: unchanged\n"
+    assert run("apply", "-f", str(no_policy), *server.args()).stdout == "valid: unchanged\n"
 
     # A new revision with a policy the server refuses: the revision is stored, not rolled out, and the
     # error line says so.
@@ -321,8 +318,8 @@ def test_apply_values_refused_by_the_server_name_the_field_and_write_nothing(ser
 
 def test_apply_then_watch_waits_for_the_new_deployment(server: Server, tmp_path: Path) -> None:
     spec = deployment_file(tmp_path, "sentiment.yaml", name="fresh", version="v1", replicas=3)
-    rollwise("apply", "-f", str(spec), *server.args())
-    watched = rollwise("rollout", "status", "fresh", "--watch", "--interval", "0.1", *server.args())
+    run("apply", "-f", str(spec), *server.args())
+    watched = run("rollout", "status", "fresh", "--watch", "--interval", "0.05", *server.args())
     dep = server.api("/v1/deployments/fresh").json()
     assert dep["lifecycle"] == "ready" and dep["ready_replicas"] == 3, dep
     last = watched.stdout.splitlines()[-1]

@@ -1,6 +1,9 @@
 """`rollwise server` as a real subprocess (simulated runtime, no proxy, free ports, a tmp data dir): it
 prints where its token is, the token file is private, /healthz answers without a token and /v1 only with
 it, SIGTERM stops it cleanly (exit 0), `--token` replaces the file, and a busy port is one red line.
+
+The three servers of the module start together when the module starts (each process pays its own
+imports; side by side they take the time of about one), and each test then checks and stops its own.
 """
 
 from __future__ import annotations
@@ -9,44 +12,52 @@ import signal
 import socket
 import stat
 import subprocess
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from cli_server import ROLLWISE, clean_env, free_port
+import pytest
+from cli_server import ROLLWISE, clean_env, free_port, wait_until
 
-START_TIMEOUT = 60.0
+
+@dataclass
+class Started:
+    proc: subprocess.Popen[str]
+    url: str
+    data: Path
+    home: Path
+    """The test's own directory (the data directory is `data`, inside it or equal to it)."""
 
 
-def start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def launch(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
         [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
          "--data-dir", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if (h := httpx.get(f"{url}/healthz", timeout=1)).status_code == 200 and h.json().get("role") != "starting":
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"server did not start: {proc.communicate()}")
+    return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_role(url: str, role: str) -> dict[str, object]:
-    """/healthz once it reports `role` (a server answers "starting" while it adopts, then "active")."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        health: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
-        if health["role"] == role or time.monotonic() > deadline:
-            return health
-        time.sleep(0.05)
+def role(url: str) -> object:
+    try:
+        answer = httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.HTTPError:
+        return None
+    return answer.json().get("role") if answer.status_code == 200 else None
+
+
+def wait_role(server: Started, wanted: str) -> dict[str, object]:
+    """/healthz once it reports `wanted` (a server answers "starting" while it adopts, then "active")."""
+
+    def reached() -> bool:
+        assert server.proc.poll() is None, server.proc.communicate()
+        return role(server.url) == wanted
+
+    wait_until(reached, what=f"role {wanted}")
+    health: dict[str, object] = httpx.get(f"{server.url}/healthz", timeout=5).json()
+    return health
 
 
 def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -55,48 +66,74 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def test_server_token_file_auth_and_clean_stop(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    proc, url = start(data)
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    """The servers of the tests below, launched at once; any still running at the end is stopped."""
+    started: dict[str, Started] = {}
     try:
+        home = tmp_path_factory.mktemp("default")
+        proc, url = launch(home / "data")
+        started["default"] = Started(proc, url, home / "data", home)
+
+        home = tmp_path_factory.mktemp("given")
+        proc, url = launch(home, "--token", "s3cret-token")
+        started["given"] = Started(proc, url, home, home)
+
+        home = tmp_path_factory.mktemp("token-file")
+        secret = home / "secret"
+        secret.write_text("  from-a-file-token\n")
+        data = home / "data"
+        data.mkdir(mode=0o755)  # an existing, too open data directory is closed
+        proc, url = launch(data, "--token-file", str(secret))
+        started["token-file"] = Started(proc, url, data, home)
+        yield started
+    finally:
+        for server in started.values():
+            if server.proc.poll() is None:
+                server.proc.kill()
+            server.proc.communicate()
+
+
+def test_server_token_file_auth_and_clean_stop(servers: dict[str, Started]) -> None:
+    server = servers["default"]
+    data, url = server.data, server.url
+    try:
+        health = wait_role(server, "active")
         token_file = data / "token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()
         assert len(token) >= 32
-        health = wait_role(url, "active")
         assert health == {"status": "ok", "role": "active", "proxy": None}
         assert httpx.get(f"{url}/v1/deployments").status_code == 401
         answer = httpx.get(f"{url}/v1/deployments", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200 and answer.json() == []
         assert "rollwise_routes" in httpx.get(f"{url}/metrics").text
     finally:
-        code, out, err = stop(proc)
+        code, out, err = stop(server.proc)
     assert code == 0, err
     assert f"API token in {data / 'token'}" in out and f"API on {url}" in out
     assert "Traceback" not in err and token not in out + err
 
 
-def test_given_token_wins_and_no_file_is_written(tmp_path: Path) -> None:
-    proc, url = start(tmp_path, "--token", "s3cret-token")
+def test_given_token_wins_and_no_file_is_written(servers: dict[str, Started]) -> None:
+    server = servers["given"]
     try:
-        ok = httpx.get(f"{url}/v1/deployments", headers={"Authorization": "Bearer s3cret-token"})
+        wait_role(server, "active")
+        ok = httpx.get(f"{server.url}/v1/deployments", headers={"Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200
-        wrong = httpx.get(f"{url}/v1/deployments", headers={"Authorization": "Bearer other"})
+        wrong = httpx.get(f"{server.url}/v1/deployments", headers={"Authorization": "Bearer other"})
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
     finally:
-        code, out, err = stop(proc)
+        code, out, err = stop(server.proc)
     assert code == 0, err
-    assert not (tmp_path / "token").exists() and "API token in" not in out
+    assert not (server.data / "token").exists() and "API token in" not in out
 
 
-def test_token_file_and_private_files(tmp_path: Path) -> None:
-    secret = tmp_path / "secret"
-    secret.write_text("  from-a-file-token\n")
-    data = tmp_path / "data"
-    data.mkdir(mode=0o755)  # an existing, too open data directory is closed
-    proc, url = start(data, "--token-file", str(secret))
+def test_token_file_and_private_files(servers: dict[str, Started]) -> None:
+    server = servers["token-file"]
+    data, url = server.data, server.url
     try:
-        wait_role(url, "active")
+        wait_role(server, "active")
         ok = httpx.get(f"{url}/v1/deployments", headers={"Authorization": "Bearer from-a-file-token"})
         assert ok.status_code == 200
         assert httpx.post(f"{url}/v1/deployments", headers={"Authorization": "Bearer from-a-file-token"},
@@ -107,21 +144,25 @@ def test_token_file_and_private_files(tmp_path: Path) -> None:
             "rollwise.db": 0o600, "rollwise.db-wal": 0o600, "rollwise.db-shm": 0o600, "rollwise.db.lock": 0o600}, modes
         assert not (data / "token").exists()
     finally:
-        code, out, err = stop(proc)
+        code, out, err = stop(server.proc)
     assert code == 0, err
     assert "from-a-file-token" not in out + err
 
 
 def test_token_file_problems_are_one_line(tmp_path: Path) -> None:
-    for args, words in ((["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
-                        (["--token", "a", "--token-file", str(tmp_path / "t")], "give one of them")):
-        result = subprocess.run(
-            [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(free_port()),
-             "--data-dir", str(tmp_path / "data"), *args],
-            capture_output=True, text=True, env=clean_env(), timeout=60,
-        )
-        assert result.returncode != 0 and words in result.stderr, result.stderr
-        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    cases = ((["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
+             (["--token", "a", "--token-file", str(tmp_path / "t")], "give one of them"))
+    procs = [launch(tmp_path / f"data-{i}", *args)[0] for i, (args, _) in enumerate(cases)]  # side by side
+    try:
+        for proc, (_, words) in zip(procs, cases, strict=True):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode != 0 and words in err, err
+            assert err.count("\n") == 1 and "Traceback" not in err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def test_busy_api_port_is_one_red_line(tmp_path: Path) -> None:

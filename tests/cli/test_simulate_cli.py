@@ -1,5 +1,7 @@
 """`rollwise simulate` through the real command: the JSON contract on the last line, the table for
-people, and bad options rejected with one line."""
+people, and bad options rejected with one line (exit 2). The variants run in-process through the Typer
+app (click's CliRunner); the installed script runs once as a subprocess: exit 0, nothing on stderr, the
+JSON on stdout's last line."""
 
 from __future__ import annotations
 
@@ -7,14 +9,33 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from click.testing import CliRunner
+
+import rollwise.cli.simulate  # noqa: F401  (registers the command, as rollwise.cli.main does)
+from rollwise.cli.app import app
 
 ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
 
 
-def simulate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ROLLWISE, "simulate", *args], capture_output=True, text=True, timeout=120)
+def simulate(*args: str) -> Any:
+    """The command in-process; the result has `exit_code`, `stdout` and `stderr`."""
+    result = CliRunner().invoke(typer.main.get_group(app), ["simulate", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def check_json(stdout: str, outcome: str, final: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "timeline"}
+    assert (result["outcome"], result["final_revision"]) == (outcome, final)
+    assert result["cycles"] == max(row["cycle"] for row in result["timeline"]) > 0
+    assert result["max_alive"] == max(row["alive"] for row in result["timeline"])
+    assert result["min_serving"] == min(row["serving"] for row in result["timeline"])
+    return result
 
 
 @pytest.mark.parametrize(
@@ -27,14 +48,9 @@ def simulate(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_json_result_on_the_last_line(args: tuple[str, ...], outcome: str, final: str) -> None:
-    done = simulate("--json", "--replicas", "3", *args)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "timeline"}
-    assert (result["outcome"], result["final_revision"]) == (outcome, final)
-    assert result["cycles"] == max(row["cycle"] for row in result["timeline"]) > 0
-    assert result["max_alive"] == max(row["alive"] for row in result["timeline"])
-    assert result["min_serving"] == min(row["serving"] for row in result["timeline"])
+    done = simulate("--json", "--replicas", "3", "--startup-seconds", "0.5", *args)
+    assert done.exit_code == 0, done.stderr
+    check_json(done.stdout, outcome, final)
 
 
 def test_rolling_limits_hold_over_the_whole_rollout() -> None:
@@ -46,14 +62,21 @@ def test_rolling_limits_hold_over_the_whole_rollout() -> None:
 
 
 def test_table_for_people() -> None:
-    done = simulate("--replicas", "2")
-    assert done.returncode == 0, done.stderr
+    done = simulate("--replicas", "2", "--startup-seconds", "0.5")
+    assert done.exit_code == 0, done.stderr
     assert "sub-step" in done.stdout and "outcome: completed" in done.stdout
 
 
 def test_bad_policy_is_one_line_exit_2() -> None:
     done = simulate("--max-surge", "150%")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "max_surge" in lines[0] and "150%" in lines[0]
+
+
+def test_the_installed_script_prints_the_json_last() -> None:
+    done = subprocess.run([ROLLWISE, "simulate", "--json", "--replicas", "2"], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    check_json(done.stdout, "completed", "v2")

@@ -1,11 +1,14 @@
 """`rollwise apply -f FILE && rollwise rollout status NAME --watch` waits for a new deployment to be ready,
-and `--timeout` ends the wait on one that never is, against a real `rollwise server --runtime local
---no-proxy` (real route processes, free port, tmp data dir) and the installed `rollwise` script.
+and `--timeout` ends the wait on one that never is, against the assembly of `rollwise server --runtime
+local --no-proxy` run in the test process (cli_server.InProcessServer: real route processes, free port,
+tmp data dir) and the installed `rollwise` script.
 
 A route that becomes ready only when the test says so (its process waits for a gate file before it
 listens) makes "the watch saw the deployment not ready, then ready" certain on a busy machine; a route
 whose process exits at once never becomes ready. Every wait is on a condition; every process started
-here is stopped when the module ends (the server stops its route processes itself).
+here is stopped when the module ends (the server stops its route processes itself, and the sweep of
+tests/conftest.py any that a failure left). The watches and the
+timeout run the installed script; the other commands run in-process through the same Typer app.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from cli_server import ROLLWISE, clean_env, rollwise_server
+import typer
+from click.testing import CliRunner, Result
+
+import rollwise.cli.apply
+import rollwise.cli.rollout  # noqa: F401  (the imports register the commands, as rollwise.cli.main does)
+from rollwise.cli.app import app
+from cli_server import ROLLWISE, InProcessServer, clean_env
 
 
 GATED_SERVER = """
@@ -36,43 +43,35 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPReque
 CRASHING = "import sys; print('model weights not found: /models/m.bin', flush=True); sys.exit(3)"
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    token: str
-
-    def args(self) -> list[str]:
-        return ["--server", self.url, "--data-dir", str(self.data_dir)]
-
+class Server(InProcessServer):
     def deployment(self, name: str) -> dict[str, Any]:
-        answer = httpx.get(f"{self.url}/v1/deployments/{name}", headers={"Authorization": f"Bearer {self.token}"},
-                           timeout=10)
+        answer = self.api(f"/v1/deployments/{name}")
         answer.raise_for_status()
         return dict(answer.json())
-
-    def wait(self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            dep = self.deployment(name)
-            if until(dep):
-                return dep
-            assert time.monotonic() < deadline, f"{name}: not reached; last {dep}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("watch-server")
-    with rollwise_server(data, runtime="local") as (url, _):
-        yield Server(url, data, (data / "token").read_text().strip())
+    with Server(tmp_path_factory.mktemp("watch-server"), runtime="local") as running:
+        yield running
 
 
-def rollwise(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+def script(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """The installed `rollwise` script in a subprocess, with no ROLLWISE_* variables."""
     result = subprocess.run([ROLLWISE, *args], capture_output=True, text=True, env=clean_env(), timeout=120)
     assert "Traceback" not in result.stderr, result.stderr
     if check is not None:
         assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def run(*args: str, check: int = 0) -> Result:
+    """The command in-process (same Typer app, real HTTP), with no ROLLWISE_* variables; exited with `check`."""
+    runner = CliRunner(env={"ROLLWISE_TOKEN": None, "ROLLWISE_SERVER": None, "ROLLWISE_DATA_DIR": None})
+    result = runner.invoke(typer.main.get_group(app), list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.exit_code == check, (result.exit_code, result.stdout, result.stderr)
     return result
 
 
@@ -87,7 +86,7 @@ def deployment_file(path: Path, name: str, replicas: int, command: list[str]) ->
 def test_watch_waits_for_a_new_deployment_to_be_ready(server: Server, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     spec = deployment_file(tmp_path / "gated.yaml", "gated", 2, [sys.executable, "-c", GATED_SERVER, "{port}", str(gate)])
-    assert rollwise("apply", "-f", str(spec), *server.args()).stdout.startswith("gated: created with revision 1")
+    assert run("apply", "-f", str(spec), *server.args()).stdout.startswith("gated: created with revision 1")
 
     errors = tmp_path / "watch.err"
     with errors.open("w") as stderr:
@@ -121,29 +120,29 @@ def test_watch_waits_for_a_new_deployment_to_be_ready(server: Server, tmp_path: 
     assert dep["lifecycle"] == "ready" and dep["ready_replicas"] == 2
 
     # Settled: the watch ends at once, saying so (exit 0).
-    again = rollwise("rollout", "status", "gated", "--watch", *server.args())
+    again = run("rollout", "status", "gated", "--watch", *server.args())
     assert "gated: no rollout in progress (ready, 2/2 replicas ready); revision 1 serving" in again.stdout
 
 
 def test_watch_timeout_on_a_deployment_that_never_becomes_ready(server: Server, tmp_path: Path) -> None:
     spec = deployment_file(tmp_path / "crash.yaml", "crash", 2, [sys.executable, "-c", CRASHING])
-    rollwise("apply", "-f", str(spec), *server.args())
+    run("apply", "-f", str(spec), *server.args())
     server.wait("crash", lambda d: any(r.get("failed") for r in d["routes"]) or bool(d.get("last_error")))
 
     started = time.monotonic()
-    result = rollwise("rollout", "status", "crash", "--watch", "--timeout", "3", "--interval", "0.2", *server.args(),
-                      check=1)
-    assert time.monotonic() - started >= 3
+    result = script("rollout", "status", "crash", "--watch", "--timeout", "1", "--interval", "0.2", *server.args(),
+                    check=1)
+    assert time.monotonic() - started >= 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     line = result.stderr
-    assert "crash: timed out after 3s waiting for the deployment to be ready: 0/2 replicas ready" in line, line
+    assert "crash: timed out after 1s waiting for the deployment to be ready: 0/2 replicas ready" in line, line
     assert "; last error: " in line, line
     # The server's last_error (exit code and log lines) when it has one, else why the last route failed.
     assert "exit" in line or "exited" in line, line
     assert server.deployment("crash")["ready_replicas"] == 0
 
     # Without --watch: the view once, exit 0, with the last error.
-    shown = rollwise("rollout", "status", "crash", *server.args())
+    shown = run("rollout", "status", "crash", *server.args())
     assert shown.stdout.split()[:2] == ["crash", "scaling"], shown.stdout
     assert "Last error: " in shown.stdout and "FAILED" in shown.stdout
-    rollwise("delete", "crash", *server.args())
+    run("delete", "crash", *server.args())
