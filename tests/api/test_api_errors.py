@@ -3,8 +3,9 @@ one-line message naming the field or saying why, and changes nothing that is sto
 
 One world is built per module (the coordinator is then left alone, so the stored state only changes if
 a request changes it): a READY deployment with one revision, one mid-rollout (rolling, paused), one
-blue-green rollout awaiting promotion, and one still PENDING. Every case compares a snapshot of
-everything the API can show (deployments with routes, revisions, history) before and after.
+blue-green rollout awaiting promotion, and one still PENDING. After every case, a snapshot of everything
+the API can show (deployments with routes, revisions, history) must equal the one taken when the world
+was built.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ READY, DEPLOYING, BLUE_GREEN, PENDING = "ready-dep", "rolling-dep", "bg-dep", "p
 class World:
     plane: Plane
     client: httpx.AsyncClient
+    before: dict[str, Any]
+    """The snapshot of the world as built: every case must leave it exactly so (its clock is a ManualClock
+    that nothing advances, so not even a computed time changes)."""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -49,7 +53,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         await drive(plane, client, DEPLOYING, lambda d: d["sub_step"] == "paused")
         # Created last and never cycled: it stays PENDING.
         assert (await client.post("/v1/deployments", json=deployment_body(PENDING))).status_code == 201
-        yield World(plane, client)
+        yield World(plane, client, await snapshot(client))
     finally:
         await client.aclose()
         await cm.__aexit__(None, None, None)
@@ -230,7 +234,6 @@ CASES = [
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 async def test_bad_request(world: World, bad: Bad) -> None:
     client = world.client
-    before = await snapshot(client)
     sender = client if bad.auth else httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
     content: Any = bad.content.encode(errors="surrogateescape") if bad.content is not None else None
     if bad.content == "chunked":  # no Content-Length: the limit must count what arrives
@@ -252,7 +255,7 @@ async def test_bad_request(world: World, bad: Bad) -> None:
     assert bad.mentions in body["message"], body["message"]
     if bad.status == 401:
         assert answer.headers["www-authenticate"] == "Bearer"
-    assert await snapshot(client) == before
+    assert await snapshot(client) == world.before
 
 
 def test_there_are_enough_cases() -> None:
