@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,22 +210,39 @@ def test_port_in_use_exits_1(start_server: Callable[..., Server]) -> None:
 # Stopping ----------------------------------------------------------------------------------------------
 
 
+def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int]:
+    """(bytes sent but not acknowledged, bytes received but not read) of the TCP socket from
+    127.0.0.1:local_port to 127.0.0.1:remote_port (Linux: /proc/net/tcp); AssertionError if there is none."""
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
+                tx, rx = queues.split(":")
+                return int(tx, 16), int(rx, 16)
+    raise AssertionError(f"no TCP socket from port {local_port} to port {remote_port}")
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(start_server: Callable[..., Server]) -> None:
     server = start_server("--latency", "2")
-    result: dict[str, httpx.Response] = {}
-    request = threading.Thread(
-        target=lambda: result.setdefault("r", httpx.post(f"{server.url}/predict", json={"text": "nice"}, timeout=10))
-    )
-    request.start()
-    # Nothing shows that the server has read the request, so give it time to: 0.3 s of its 2 s sleep.
-    time.sleep(0.3)
-    server.process.send_signal(signal.SIGTERM)
-    wait_until(lambda: not is_listening(server.port), timeout=1.2, what="the listening socket is closed")
-    assert request.is_alive()  # stopped accepting while the request is still in flight
-    request.join(timeout=10)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw_request("/predict", json.dumps({"text": "nice"}).encode()))
+        here = sock.getsockname()[1]
+        # The server has read the request once the kernel has it (nothing of ours unacknowledged) and
+        # nothing of it waits unread in the server's socket; the answer then takes the 2 s of --latency.
+        wait_until(lambda: tcp_queues(here, server.port)[0] == 0 and tcp_queues(server.port, here)[1] == 0,
+                   timeout=10, what="the server has read the request")
+        server.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: not is_listening(server.port), timeout=1.2, what="the listening socket is closed")
+        readable, _, _ = select.select([sock], [], [], 0)
+        assert not readable  # stopped accepting while the request is still in flight (no answer yet)
+        answer = read_responses(sock, 1)[0]
     code, err = server.stop()
-    assert result["r"].status_code == 200 and result["r"].json()["label"] == "positive"
-    assert result["r"].headers["connection"] == "close"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    assert lines[0].split()[1] == "200" and json.loads(body)["label"] == "positive"
+    assert headers["connection"] == "close"
     assert code == 0
     assert "1 request(s) were in flight" in err
 

@@ -131,12 +131,13 @@ async def test_unchanged_apply_does_not_rewrite_the_file(
     a = make_backend("a")
     await layer.apply({"demo": [Backend(a.address, 1.0)]})
     before = layer.dynamic_file.stat()
-    await asyncio.sleep(0.02)
+    # A write is a new file renamed over the old one: a new inode, whatever the clock's resolution.
     await layer.apply({"demo": [Backend(a.address, 1.0)]})
     after = layer.dynamic_file.stat()
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
     await layer.apply({"demo": [Backend(a.address, 0.5)]})  # same ratio after scaling: same file
-    assert layer.dynamic_file.stat().st_mtime_ns == before.st_mtime_ns
+    assert (layer.dynamic_file.stat().st_mtime_ns, layer.dynamic_file.stat().st_ino) == (before.st_mtime_ns,
+                                                                                         before.st_ino)
     assert layer.services == {"demo": (Backend(a.address, 0.5),)}
     await layer.apply({"demo": [Backend(a.address, 1.0)], "other": []})
     assert layer.dynamic_file.stat().st_ino != before.st_ino
@@ -150,17 +151,36 @@ async def test_no_failed_request_while_backends_are_swapped_and_drained(
     await apply_and_wait(layer, {"demo": [Backend(b.address, 0.5) for b in current]})
     results: collections.Counter[str] = collections.Counter()
     stop = asyncio.Event()
+    workers = 4
+    mark = 0
+    """Raised at each moment the test waits from: requests begun after it were routed with what Traefik
+    had loaded then."""
+    finished = [0] * workers
+    """Per worker: the mark when its last finished request began (each worker sends one at a time)."""
+    progress = asyncio.Condition()
 
-    async def hammer() -> None:
+    async def hammer(worker: int) -> None:
         async with client() as c:
             while not stop.is_set():
+                began = mark
                 try:
                     r = await c.get(layer.proxy_url + "/d/demo/version")
                     results["ok" if r.status_code == 200 else f"HTTP {r.status_code}"] += 1
                 except httpx.HTTPError as e:
                     results[type(e).__name__] += 1
+                async with progress:
+                    finished[worker] = began
+                    progress.notify_all()
 
-    workers = [asyncio.create_task(hammer()) for _ in range(4)]
+    async def every_worker_finished_a_request_begun_now() -> None:
+        """Each worker has finished a request it began from now on, so none begun before is open."""
+        nonlocal mark
+        mark += 1
+        now = mark
+        async with progress:
+            await asyncio.wait_for(progress.wait_for(lambda: min(finished) >= now), timeout=10)
+
+    tasks = [asyncio.create_task(hammer(i)) for i in range(workers)]
     try:
         for gen in range(1, 21):
             # One rolling step, as the route controller does it: add the new backend, drop the old
@@ -169,15 +189,16 @@ async def test_no_failed_request_while_backends_are_swapped_and_drained(
             current = [current[1], new]
             await layer.apply({"demo": [Backend(b.address, 0.5) for b in current]})
             while not await layer.confirm_removed("demo", [old.address]):
-                await asyncio.sleep(0.005)
-            # Drain, as the route controller does: requests Traefik sent before it loaded the new
-            # table (or on a kept-alive connection) finish before the backend goes away.
-            await asyncio.sleep(0.2)
+                await asyncio.sleep(0.005)  # the next look at Traefik's API
+            # Drain: the requests Traefik may have sent to the old backend before it loaded the new
+            # table finish before the backend goes away (the route controller waits drain_seconds for
+            # this; here the requests can be seen). Then traffic flows on without it.
+            await every_worker_finished_a_request_begun_now()
             await asyncio.to_thread(old.close)
-            await asyncio.sleep(0.05)
+            await every_worker_finished_a_request_begun_now()
     finally:
         stop.set()
-        await asyncio.gather(*workers)
+        await asyncio.gather(*tasks)
     assert results["ok"] > 200, results
     assert set(results) == {"ok"}, results
 
