@@ -53,10 +53,15 @@ class InProcessServer:
     """`rollwise server --runtime RUNTIME --no-proxy` assembled in a thread of this process (see the module
     docstring). Use as a context manager; `url`, `data_dir` and `token` are what a client needs."""
 
-    def __init__(self, data_dir: Path, *, runtime: str = "simulated", startup: float = 0.05) -> None:
+    def __init__(self, data_dir: Path, *, runtime: str = "simulated", startup: float = 0.05,
+                 round_every: float = 0.05) -> None:
+        """`startup`: seconds a simulated route takes to listen; `round_every`: seconds between the
+        coordinator's rounds when nothing is marked (a server's default is 0.2), so a route that
+        listens is noticed within that time."""
         self.data_dir = data_dir
         self.runtime = runtime
         self.startup = startup
+        self.round_every = round_every
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
@@ -146,12 +151,13 @@ class InProcessServer:
         from rollwise.api.app import create_app
         from rollwise.api.auth import load_or_create_token
         from rollwise.cli.serve import ServerConfig, build_plane, running
+        from rollwise.control.coordinator import Intervals
         from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
 
         self.token, path = load_or_create_token(self.data_dir, None)
         assert path is not None, "ROLLWISE_TOKEN is set: the CLI would not find the token in the data directory"
         config = ServerConfig(data_dir=self.data_dir, runtime=self.runtime, proxy=False,
-                              api_port=int(self._sock.getsockname()[1]))
+                              api_port=int(self._sock.getsockname()[1]), intervals=Intervals(short=0.01, routes=self.round_every))
         async with build_plane(config) as plane:
             if isinstance(plane.runtime, SimulatedRuntime):
                 for number in range(1, 20):

@@ -2,8 +2,8 @@
 prints where its token is, the token file is private, /healthz answers without a token and /v1 only with
 it, SIGTERM stops it cleanly (exit 0), `--token` replaces the file, and a busy port is one red line.
 
-The three servers of the module start together when the module starts (each process pays its own
-imports; side by side they take the time of about one), and each test then checks and stops its own.
+Every `rollwise server` process of the module starts together when the module starts (each pays its own
+imports; side by side they share the machine's cores), and each test then checks and stops its own.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ class Started:
     """The test's own directory (the data directory is `data`, inside it or equal to it)."""
 
 
-def launch(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
+def launch(data_dir: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen[str], str]:
+    port = port or free_port()
     proc = subprocess.Popen(
         [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
          "--data-dir", str(data_dir), *extra],
@@ -68,30 +68,43 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
-    """The servers of the tests below, launched at once; any still running at the end is stopped."""
+    """The processes of the tests below, launched at once; any still running at the end is stopped."""
     started: dict[str, Started] = {}
-    try:
-        home = tmp_path_factory.mktemp("default")
-        proc, url = launch(home / "data")
-        started["default"] = Started(proc, url, home / "data", home)
+    with socket.socket() as busy:
+        try:
+            home = tmp_path_factory.mktemp("default")
+            proc, url = launch(home / "data")
+            started["default"] = Started(proc, url, home / "data", home)
 
-        home = tmp_path_factory.mktemp("given")
-        proc, url = launch(home, "--token", "s3cret-token")
-        started["given"] = Started(proc, url, home, home)
+            home = tmp_path_factory.mktemp("given")
+            proc, url = launch(home, "--token", "s3cret-token")
+            started["given"] = Started(proc, url, home, home)
 
-        home = tmp_path_factory.mktemp("token-file")
-        secret = home / "secret"
-        secret.write_text("  from-a-file-token\n")
-        data = home / "data"
-        data.mkdir(mode=0o755)  # an existing, too open data directory is closed
-        proc, url = launch(data, "--token-file", str(secret))
-        started["token-file"] = Started(proc, url, data, home)
-        yield started
-    finally:
-        for server in started.values():
-            if server.proc.poll() is None:
-                server.proc.kill()
-            server.proc.communicate()
+            home = tmp_path_factory.mktemp("token-file")
+            secret = home / "secret"
+            secret.write_text("  from-a-file-token\n")
+            data = home / "data"
+            data.mkdir(mode=0o755)  # an existing, too open data directory is closed
+            proc, url = launch(data, "--token-file", str(secret))
+            started["token-file"] = Started(proc, url, data, home)
+
+            home = tmp_path_factory.mktemp("refused")
+            for name, args in (("missing-token-file", ["--token-file", str(home / "missing")]),
+                               ("two-tokens", ["--token", "a", "--token-file", str(home / "t")])):
+                proc, url = launch(home / name, *args)
+                started[name] = Started(proc, url, home / name, home)
+
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            home = tmp_path_factory.mktemp("busy")
+            proc, url = launch(home, port=busy.getsockname()[1])
+            started["busy-port"] = Started(proc, url, home, home)
+            yield started
+        finally:
+            for server in started.values():
+                if server.proc.poll() is None:
+                    server.proc.kill()
+                server.proc.communicate()
 
 
 def test_server_token_file_auth_and_clean_stop(servers: dict[str, Started]) -> None:
@@ -149,31 +162,16 @@ def test_token_file_and_private_files(servers: dict[str, Started]) -> None:
     assert "from-a-file-token" not in out + err
 
 
-def test_token_file_problems_are_one_line(tmp_path: Path) -> None:
-    cases = ((["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
-             (["--token", "a", "--token-file", str(tmp_path / "t")], "give one of them"))
-    procs = [launch(tmp_path / f"data-{i}", *args)[0] for i, (args, _) in enumerate(cases)]  # side by side
-    try:
-        for proc, (_, words) in zip(procs, cases, strict=True):
-            _, err = proc.communicate(timeout=60)
-            assert proc.returncode != 0 and words in err, err
-            assert err.count("\n") == 1 and "Traceback" not in err
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+def test_token_file_problems_are_one_line(servers: dict[str, Started]) -> None:
+    for name, words in (("missing-token-file", "--token-file: cannot read"), ("two-tokens", "give one of them")):
+        proc = servers[name].proc
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and words in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_busy_api_port_is_one_red_line(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = subprocess.run(
-            [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
-             "--data-dir", str(tmp_path)],
-            capture_output=True, text=True, env=clean_env(), timeout=60,
-        )
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: --api-port: cannot listen on") and result.stderr.count("\n") == 1
+def test_busy_api_port_is_one_red_line(servers: dict[str, Started]) -> None:
+    proc = servers["busy-port"].proc
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.startswith("error: --api-port: cannot listen on") and err.count("\n") == 1

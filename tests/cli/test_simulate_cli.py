@@ -1,13 +1,14 @@
 """`rollwise simulate` through the real command: the JSON contract on the last line, the table for
 people, and bad options rejected with one line (exit 2). The variants run in-process through the Typer
-app (click's CliRunner); the installed script runs once as a subprocess: exit 0, nothing on stderr, the
-JSON on stdout's last line."""
+app (click's CliRunner); the installed script runs once as a subprocess (started with the module, beside
+the other tests): exit 0, nothing on stderr, the JSON on stdout's last line."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,20 @@ import rollwise.cli.simulate  # noqa: F401  (registers the command, as rollwise.
 from rollwise.cli.app import app
 
 ROLLWISE = str(Path(sys.executable).with_name("rollwise"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def script_run() -> Iterator[subprocess.Popen[str]]:
+    """`rollwise simulate --json --replicas 2` by the installed script, started with the module so it runs
+    beside the in-process tests; stopped at the end of the module if still running."""
+    proc = subprocess.Popen([ROLLWISE, "simulate", "--json", "--replicas", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def simulate(*args: str) -> Any:
@@ -75,8 +90,7 @@ def test_bad_policy_is_one_line_exit_2() -> None:
     assert len(lines) == 1 and "max_surge" in lines[0] and "150%" in lines[0]
 
 
-def test_the_installed_script_prints_the_json_last() -> None:
-    done = subprocess.run([ROLLWISE, "simulate", "--json", "--replicas", "2"], capture_output=True, text=True,
-                          timeout=120)
-    assert (done.returncode, done.stderr) == (0, "")
-    check_json(done.stdout, "completed", "v2")
+def test_the_installed_script_prints_the_json_last(script_run: subprocess.Popen[str]) -> None:
+    out, err = script_run.communicate(timeout=120)
+    assert (script_run.returncode, err) == (0, "")
+    check_json(out, "completed", "v2")
