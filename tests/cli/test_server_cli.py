@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_server import ROLLWISE, clean_env, free_port, wait_until
+from cli_server import ROLLWISE, clean_env, wait_until
 
 
 @dataclass
@@ -26,12 +26,22 @@ class Started:
     proc: subprocess.Popen[str]
     url: str
     data: Path
-    home: Path
-    """The test's own directory (the data directory is `data`, inside it or equal to it)."""
+    """Its --data-dir."""
 
 
-def launch(data_dir: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen[str], str]:
-    port = port or free_port()
+def free_ports(count: int) -> list[int]:
+    """Ports free now and distinct from one another (bound all at once, then released)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def launch(data_dir: Path, *extra: str, port: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [ROLLWISE, "server", "--runtime", "simulated", "--no-proxy", "--api-port", str(port),
          "--data-dir", str(data_dir), *extra],
@@ -71,34 +81,35 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Star
     """The processes of the tests below, launched at once; any still running at the end is stopped."""
     started: dict[str, Started] = {}
     with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = free_ports(5)
         try:
             home = tmp_path_factory.mktemp("default")
-            proc, url = launch(home / "data")
-            started["default"] = Started(proc, url, home / "data", home)
+            proc, url = launch(home / "data", port=ports.pop())
+            started["default"] = Started(proc, url, home / "data")
 
             home = tmp_path_factory.mktemp("given")
-            proc, url = launch(home, "--token", "s3cret-token")
-            started["given"] = Started(proc, url, home, home)
+            proc, url = launch(home, "--token", "s3cret-token", port=ports.pop())
+            started["given"] = Started(proc, url, home)
 
             home = tmp_path_factory.mktemp("token-file")
             secret = home / "secret"
             secret.write_text("  from-a-file-token\n")
             data = home / "data"
             data.mkdir(mode=0o755)  # an existing, too open data directory is closed
-            proc, url = launch(data, "--token-file", str(secret))
-            started["token-file"] = Started(proc, url, data, home)
+            proc, url = launch(data, "--token-file", str(secret), port=ports.pop())
+            started["token-file"] = Started(proc, url, data)
 
             home = tmp_path_factory.mktemp("refused")
             for name, args in (("missing-token-file", ["--token-file", str(home / "missing")]),
                                ("two-tokens", ["--token", "a", "--token-file", str(home / "t")])):
-                proc, url = launch(home / name, *args)
-                started[name] = Started(proc, url, home / name, home)
+                proc, url = launch(home / name, *args, port=ports.pop())
+                started[name] = Started(proc, url, home / name)
 
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
             home = tmp_path_factory.mktemp("busy")
             proc, url = launch(home, port=busy.getsockname()[1])
-            started["busy-port"] = Started(proc, url, home, home)
+            started["busy-port"] = Started(proc, url, home)
             yield started
         finally:
             for server in started.values():
