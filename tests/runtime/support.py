@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -90,3 +94,33 @@ async def serves(address: str) -> bool:
 
 async def has_stopped(runtime: LocalRuntime, handle: RouteHandle) -> bool:
     return not await runtime.is_running(handle)
+
+
+def route_of_a_killed_server(data_dir: Path, pids: list[int]) -> RouteHandle:
+    """A route started by another server process that was then killed with -9 (the route lives on,
+    not our child): its handle, as the dead server's database would give it."""
+    server_code = textwrap.dedent(
+        f"""
+        import asyncio, dataclasses, json
+        from pathlib import Path
+        from rollwise.runtime.base import LaunchSpec
+        from rollwise.runtime.local import LocalRuntime
+
+        async def main():
+            runtime = LocalRuntime(Path({str(data_dir)!r}))
+            handle = await runtime.start(LaunchSpec("r-1", "demo", 1, {SLEEPER!r}))
+            print(json.dumps(dataclasses.asdict(handle)), flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """
+    )
+    server = subprocess.Popen([PY, "-c", server_code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        handle = RouteHandle(**json.loads(server.stdout.readline()))
+        pids.append(handle.pid or 0)
+    finally:
+        server.kill()
+        server.wait()
+    return handle

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from rollwise.runtime import _logs
 from rollwise.runtime.base import ExitReport, RouteHandle
 from rollwise.runtime.local import LocalRuntime
 
-from .support import PY, SLEEPER, has_stopped, is_gone, spec, wait_for, wait_ready
+from .support import PY, has_stopped, is_gone, route_of_a_killed_server, spec, wait_for, wait_ready
 
 
 async def ended(runtime: LocalRuntime, route_id: str, script: str) -> RouteHandle:
@@ -129,30 +127,7 @@ async def test_missing_files_and_unknown_routes_never_raise(runtime: LocalRuntim
 
 async def test_a_route_that_is_not_our_child_has_an_unknown_exit_code(tmp_path: Path, pids: list[int]) -> None:
     # A route started by another server process (killed with -9): its exit status goes to its new parent.
-    server_code = textwrap.dedent(
-        f"""
-        import asyncio, dataclasses, json
-        from pathlib import Path
-        from rollwise.runtime.base import LaunchSpec
-        from rollwise.runtime.local import LocalRuntime
-
-        async def main():
-            runtime = LocalRuntime(Path({str(tmp_path)!r}))
-            handle = await runtime.start(LaunchSpec("r-1", "demo", 1, {SLEEPER!r}))
-            print(json.dumps(dataclasses.asdict(handle)), flush=True)
-            await asyncio.sleep(60)
-
-        asyncio.run(main())
-        """
-    )
-    server = subprocess.Popen([PY, "-c", server_code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        handle = RouteHandle(**json.loads(server.stdout.readline()))
-        pids.append(handle.pid or 0)
-    finally:
-        server.kill()
-        server.wait()
+    handle = route_of_a_killed_server(tmp_path, pids)
     runtime = LocalRuntime(tmp_path, grace_seconds=1)
     try:
         assert await runtime.adopt([handle]) == {"r-1"}

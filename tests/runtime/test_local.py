@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
 import textwrap
 import time
 from dataclasses import replace
@@ -20,7 +18,19 @@ from rollwise.runtime import _proc
 from rollwise.runtime.base import RouteHandle, Runtime, RuntimeFailure
 from rollwise.runtime.local import LocalRuntime, RegistryEntry
 
-from .support import MODEL_SERVER, PY, SLEEPER, STUBBORN, has_stopped, is_gone, serves, spec, wait_for, wait_ready
+from .support import (
+    MODEL_SERVER,
+    PY,
+    SLEEPER,
+    STUBBORN,
+    has_stopped,
+    is_gone,
+    route_of_a_killed_server,
+    serves,
+    spec,
+    wait_for,
+    wait_ready,
+)
 
 # Launch ------------------------------------------------------------------------------------------------
 
@@ -232,30 +242,7 @@ async def test_adopt_leaves_other_data_directories_alone(tmp_path: Path, pids: l
 
 
 async def test_routes_survive_kill_9_of_the_server_and_are_adopted(tmp_path: Path, pids: list[int]) -> None:
-    server_code = textwrap.dedent(
-        f"""
-        import asyncio, dataclasses, json, sys, time
-        from pathlib import Path
-        from rollwise.runtime.base import LaunchSpec
-        from rollwise.runtime.local import LocalRuntime
-
-        async def main():
-            runtime = LocalRuntime(Path({str(tmp_path)!r}))
-            handle = await runtime.start(LaunchSpec("r-1", "demo", 1, {SLEEPER!r}))
-            print(json.dumps(dataclasses.asdict(handle)), flush=True)
-            await asyncio.sleep(60)
-
-        asyncio.run(main())
-        """
-    )
-    server = subprocess.Popen([PY, "-c", server_code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        handle = RouteHandle(**json.loads(server.stdout.readline()))
-        pids.append(handle.pid or 0)
-    finally:
-        server.kill()
-        server.wait()
+    handle = route_of_a_killed_server(tmp_path, pids)
     runtime = LocalRuntime(tmp_path, grace_seconds=1)
     assert await runtime.is_running(handle)
     assert await runtime.adopt([handle]) == {"r-1"}
