@@ -87,8 +87,6 @@ def handle_of(route: RouteRecord) -> RouteHandle | None:
     return RouteHandle(route_id=route.id, address=route.address, pid=route.pid, identity=route.identity or "")
 
 
-Change = dict[str, Any]
-"""Column -> value of one route (the fields of RouteUpdate), always with "id" and "deployment_id"."""
 
 
 class RouteController:
@@ -120,7 +118,7 @@ class RouteController:
         self._stops = asyncio.Semaphore(MAX_CONCURRENT_STOPS)
         self.table = RoutingTable(services={}, fail_open=frozenset())
         """The routing table of the last pass (what the proxy was told to serve)."""
-        self.unwritten: dict[str, Change] = {}
+        self.unwritten: dict[str, RouteUpdate] = {}
         """Route changes the database refused; applied on top of the next reads and written again."""
 
     # --- start-up -----------------------------------------------------------------------------------
@@ -180,7 +178,7 @@ class RouteController:
                     continue  # waits for a start slot
                 starts -= 1
             work.append(self._route_step(r, revisions.get((r.deployment_id, r.revision)), names, now))
-        changes: dict[str, Change] = {}
+        changes: dict[str, RouteUpdate] = {}
         for step in await asyncio.gather(*work):
             if step is not None:
                 change, event = step
@@ -189,10 +187,10 @@ class RouteController:
                     setattr(report, event, getattr(report, event) + 1)
         updated = {r.id: r for r in routes}
         for change in changes.values():
-            updated[change["id"]] = _merged(updated[change["id"]], change)
+            updated[change.id] = _merged(updated[change.id], change)
         for change in self._settle_unhealthy(updated.values(), has_check, now):
             _merge_change(changes, change)
-            updated[change["id"]] = _merged(updated[change["id"]], change)
+            updated[change.id] = _merged(updated[change.id], change)
             report.failed += 1
         report.changed_ids.update(changes)
 
@@ -202,7 +200,7 @@ class RouteController:
             _merge_change(pending, change)
         if pending:
             try:
-                await self._store.update_routes([RouteUpdate(**c) for c in pending.values()])
+                await self._store.update_routes(list(pending.values()))
                 self.unwritten = {}
             except StoreError as e:
                 self.unwritten = pending
@@ -251,7 +249,7 @@ class RouteController:
         rev: RevisionRecord | None,
         names: Mapping[int, str],
         now: datetime,
-    ) -> tuple[Change, str | None] | None:
+    ) -> tuple[RouteUpdate, str | None] | None:
         if r.status is RouteStatus.PROVISIONING:
             return await self._provisioning_step(r, rev, names, now)
         if r.status is RouteStatus.RUNNING:
@@ -264,7 +262,7 @@ class RouteController:
 
     async def _provisioning_step(
         self, r: RouteRecord, rev: RevisionRecord | None, names: Mapping[int, str], now: datetime
-    ) -> tuple[Change, str | None] | None:
+    ) -> tuple[RouteUpdate, str | None] | None:
         if rev is None:
             return _fail(r, now, "its revision is missing"), "failed"
         handle = handle_of(r)
@@ -312,7 +310,7 @@ class RouteController:
 
     async def _running_step(
         self, r: RouteRecord, rev: RevisionRecord | None, now: datetime
-    ) -> tuple[Change, str | None] | None:
+    ) -> tuple[RouteUpdate, str | None] | None:
         handle = handle_of(r)
         if handle is None or not await self._runtime.is_running(handle):
             self._last_probe.pop(r.id, None)
@@ -385,13 +383,13 @@ class RouteController:
 
     def _settle_unhealthy(
         self, routes: Iterable[RouteRecord], has_check: Mapping[tuple[int, int], bool], now: datetime
-    ) -> list[Change]:
+    ) -> list[RouteUpdate]:
         """Terminate (as failed) the unhealthy routes whose deployment does not need them: see the
         module docstring. Routes kept are served by the proxy in fail-open mode (control.rules.routing)."""
         by_deployment: dict[int, list[RouteRecord]] = {}
         for r in routes:
             by_deployment.setdefault(r.deployment_id, []).append(r)
-        out: list[Change] = []
+        out: list[RouteUpdate] = []
         for dep_routes in by_deployment.values():
             served, failing_open = compute_served(dep_routes, has_check)
             kept = {r.id for r in served} if failing_open else set()
@@ -479,16 +477,17 @@ def _age(since: datetime, now: datetime) -> float:
     return (now - since) / timedelta(seconds=1)
 
 
-def _change(r: RouteRecord, **fields: Any) -> Change:
-    return {"id": r.id, "deployment_id": r.deployment_id, **fields}
+def _change(r: RouteRecord, **fields: Any) -> RouteUpdate:
+    return RouteUpdate(id=r.id, deployment_id=r.deployment_id, **fields)
 
 
-def _merge_change(into: dict[str, Change], change: Change) -> None:
+def _merge_change(into: dict[str, RouteUpdate], change: RouteUpdate) -> None:
     """Add `change` to the changes by route id; a later change of the same column wins."""
-    into[change["id"]] = {**into.get(change["id"], {}), **change}
+    earlier = into.get(change.id)
+    into[change.id] = change if earlier is None else earlier.then(change)
 
 
-def _terminate_failed(r: RouteRecord, now: datetime, detail: str, **extra: Any) -> Change:
+def _terminate_failed(r: RouteRecord, now: datetime, detail: str, **extra: Any) -> RouteUpdate:
     """A running route the controller stops because it is unhealthy: it counts as failed."""
     return _change(
         r,
@@ -502,7 +501,7 @@ def _terminate_failed(r: RouteRecord, now: datetime, detail: str, **extra: Any) 
     )
 
 
-def _fail(r: RouteRecord, now: datetime, detail: str) -> Change:
+def _fail(r: RouteRecord, now: datetime, detail: str) -> RouteUpdate:
     return _change(
         r,
         status=RouteStatus.FAILED_TO_START,
@@ -513,5 +512,5 @@ def _fail(r: RouteRecord, now: datetime, detail: str) -> Change:
     )
 
 
-def _merged(r: RouteRecord, change: Mapping[str, Any]) -> RouteRecord:
-    return replace(r, **{k: v for k, v in change.items() if k not in ("id", "deployment_id")})
+def _merged(r: RouteRecord, change: RouteUpdate) -> RouteRecord:
+    return replace(r, **change.changes())

@@ -129,6 +129,10 @@ class RouteUpdate:
             if value is not UNSET and type(value) is not enum:
                 object.__setattr__(self, name, enum(value))
 
+    def then(self, later: RouteUpdate) -> RouteUpdate:
+        """This update followed by `later` (of the same route): the fields `later` sets win."""
+        return replace(self, **{name: v for name in ROUTE_UPDATE_COLUMNS if (v := getattr(later, name)) is not UNSET})
+
     def changes(self) -> dict[str, Any]:
         """The columns this update writes, as model values."""
         # ROUTE_UPDATE_COLUMNS, not dataclasses.fields(): a cycle calls this for thousands of updates.
