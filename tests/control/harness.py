@@ -225,7 +225,8 @@ class Scenario:
         rev: Mapping[str, Any] | None = None,
     ) -> DeploymentRecord:
         """Create a deployment on revision 1 (PENDING; rounds bring it up) and watch it."""
-        dep = await self.ops.create(name=name, replicas=replicas, policy=policy, revision=dict(rev or revision("v1")))
+        dep = (await self.ops.create(name=name, replicas=replicas, policy=policy,
+                                     revision=dict(rev or revision("v1")))).deployment
         self.watches.setdefault(name, Watch())
         return dep
 

@@ -75,10 +75,9 @@ def build_router(ops: Operations) -> APIRouter:
         summary="Create a deployment with its first revision",
     )
     async def create_deployment(body: DeploymentCreate) -> DeploymentOut:
-        dep = await ops.create(
+        return reply(await ops.create(
             name=body.name, replicas=body.replicas, policy=body.policy.to_json(), revision=body.revision
-        )
-        return await show(dep)
+        ))
 
     @router.get("/deployments", response_model=list[DeploymentOut], responses=responses(401, 503),
                 summary="List deployments")

@@ -135,7 +135,8 @@ class Operations:
 
     async def create(
         self, *, name: str, replicas: int, policy: Mapping[str, Any] | Policy | None, revision: Any
-    ) -> DeploymentRecord:
+    ) -> DeploymentState:
+        """Store a new deployment with its first revision (PENDING: the cycles bring it up)."""
         self._check_active()
         check_deployment_name(name)
         check_replicas(replicas)
@@ -153,7 +154,7 @@ class Operations:
         except AlreadyExists as e:  # the name was taken between our check and the insert
             raise AlreadyExists(f"deployment {name!r} already exists") from e
         self._mark(CycleKind.CHECK_PENDING)
-        return dep
+        return DeploymentState(dep, [], await self.store.list_revisions(dep.id))
 
     async def add_revision(self, name: str, revision: Any) -> RevisionRecord:
         self._check_active()
