@@ -22,6 +22,13 @@ def test_the_fields_are_the_policys() -> None:
     assert all(info.default is None for info in PolicyPatch.model_fields.values())
 
 
+def test_capacity_fallback_is_a_policy_setting_of_the_api() -> None:
+    assert "capacity_fallback" in PolicyBody.model_fields and "capacity_fallback" in PolicyPatch.model_fields
+    assert PolicyBody().capacity_fallback == Policy().capacity_fallback
+    patch = PolicyPatch.model_validate({"capacity_fallback": "wait"})
+    assert patch.model_dump(mode="json", exclude_unset=True) == {"capacity_fallback": "wait"}
+
+
 def test_a_patch_names_only_what_it_sets() -> None:
     patch = PolicyPatch.model_validate({"max_surge": " 2% ", "progress_deadline_seconds": None})
     assert patch.model_dump(mode="json", exclude_unset=True) == {"max_surge": "2%", "progress_deadline_seconds": None}
@@ -31,7 +38,7 @@ def test_a_patch_names_only_what_it_sets() -> None:
     {"max_surge": "150%"}, {"max_unavailable": "abc"}, {"strategy": "canary"}, {"auto_promote": "yes"},
     {"auto_promote": 1}, {"promote_delay_seconds": -1}, {"promote_delay_seconds": 10**9},
     {"progress_deadline_seconds": True}, {"on_deadline": "stop"}, {"failure_threshold": 0},
-    {"failure_threshold": "3"},
+    {"failure_threshold": "3"}, {"capacity_fallback": "evict"}, {"capacity_fallback": 1},
 ])
 def test_a_patch_checks_each_value_as_the_policy_does(field_value: dict[str, Any]) -> None:
     with pytest.raises(ValidationFailed) as policy_error:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rollwise.model import Policy, ValidationFailed, parse_policy
+from rollwise.model import CapacityFallback, Policy, ValidationFailed, parse_policy
 from rollwise.model.policy import MAX_COUNT, MAX_SECONDS
 
 
@@ -23,7 +23,8 @@ def test_every_field_is_described() -> None:
 
 def test_defaults() -> None:
     assert Policy().to_json() == {
-        "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "auto_promote": False,
+        "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "capacity_fallback": "replace",
+        "auto_promote": False,
         "promote_delay_seconds": 0, "progress_deadline_seconds": 600, "on_deadline": "rollback",
         "failure_threshold": None,
     }
@@ -37,6 +38,9 @@ def test_defaults() -> None:
     ({"promote_delay_seconds": -1}, "policy.promote_delay_seconds: -1 is negative"),
     ({"progress_deadline_seconds": "10"}, 'policy.progress_deadline_seconds: "10" is not a number of seconds'),
     ({"on_deadline": "stop"}, 'policy.on_deadline: "stop" is not "rollback" or "pause"'),
+    ({"capacity_fallback": "evict"}, 'policy.capacity_fallback: "evict" is not "replace" or "wait"'),
+    ({"capacity_fallback": None}, 'policy.capacity_fallback: null is not "replace" or "wait"'),
+    ({"capacity_fallback": "Wait"}, 'policy.capacity_fallback: "Wait" is not "replace" or "wait"'),
     ({"failure_threshold": 0}, "policy.failure_threshold: 0 must be at least 1"),
     ({"failure_threshold": 1.5}, "policy.failure_threshold: 1.5 is not an integer or null"),
     ({"max_surge": 0, "max_unavailable": "0%"}, "policy: max_surge and max_unavailable cannot both be 0"),
@@ -56,6 +60,19 @@ def test_durations_are_bounded_and_finite(field: str) -> None:
 def test_the_failure_threshold_is_bounded() -> None:
     assert parse_policy({"failure_threshold": MAX_COUNT}).failure_threshold == MAX_COUNT
     assert refused({"failure_threshold": MAX_COUNT + 1}).startswith("policy.failure_threshold: ")
+
+
+@pytest.mark.parametrize("value", ["replace", "wait"])
+def test_capacity_fallback_values(value: str) -> None:
+    policy = parse_policy({"capacity_fallback": value})
+    assert policy.capacity_fallback is CapacityFallback(value)
+    assert policy.to_json()["capacity_fallback"] == value
+
+
+def test_capacity_fallback_applies_to_every_strategy_as_written() -> None:
+    """Only the rolling update reads it, but it is checked whatever the strategy (like max_surge)."""
+    assert parse_policy({"strategy": "blue_green", "capacity_fallback": "wait"}).capacity_fallback is CapacityFallback.WAIT
+    assert refused({"strategy": "recreate", "capacity_fallback": 1}).startswith("policy.capacity_fallback: 1 ")
 
 
 def test_nulls_and_unknown_keys() -> None:

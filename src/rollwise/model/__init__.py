@@ -4,6 +4,7 @@ Every other package imports from here; this package imports only the standard li
 """
 
 from rollwise.model.enums import (
+    CapacityFallback,
     Health,
     Lifecycle,
     Mode,
@@ -23,6 +24,8 @@ from rollwise.model.names import (
 )
 from rollwise.model.policy import Policy, format_validation_error, parse_policy
 from rollwise.model.views import (
+    UNLIMITED,
+    CapacityView,
     Decision,
     DeploymentView,
     RouteCreate,
@@ -34,6 +37,9 @@ from rollwise.model.views import (
 __all__ = [
     "DEPLOYMENT_NAME_MAX",
     "DEPLOYMENT_NAME_PATTERN",
+    "UNLIMITED",
+    "CapacityFallback",
+    "CapacityView",
     "Decision",
     "DeploymentView",
     "Health",

@@ -1,4 +1,5 @@
-"""Enumerations of docs/architecture.md: lifecycle, sub-steps, route status, health, traffic, strategies.
+"""Enumerations of docs/architecture.md: lifecycle, sub-steps, route status, health, traffic, strategies,
+the policy's choices.
 
 Values are the lower-case strings used in JSON (plan format, REST API) and in the database.
 """
@@ -74,6 +75,15 @@ class Mode(_StrEnum):
 class OnDeadline(_StrEnum):
     ROLLBACK = "rollback"
     PAUSE = "pause"
+
+
+class CapacityFallback(_StrEnum):
+    """What a rolling update does when no more routes of the new revision can be placed (placeable 0):
+    `replace` terminates one old route at a time to make room, `wait` waits for capacity (the progress
+    deadline still applies). docs/strategies.md, "Capacity"."""
+
+    REPLACE = "replace"
+    WAIT = "wait"
 
 
 class RollbackReason(_StrEnum):

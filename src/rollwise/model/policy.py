@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from rollwise.model.enums import OnDeadline, StrategyName
+from rollwise.model.enums import CapacityFallback, OnDeadline, StrategyName
 from rollwise.model.errors import ValidationFailed
 
 _PERCENT = re.compile(r"^(\d{1,3})%$")
@@ -84,6 +84,14 @@ def _check_on_deadline(v: Any) -> Any:
     return v
 
 
+def _check_capacity_fallback(v: Any) -> Any:
+    if v not in ("replace", "wait"):
+        raise PydanticCustomError(
+            "capacity_fallback", '{shown} is not "replace" or "wait"', {"shown": _show(v)}
+        )
+    return v
+
+
 def _check_bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise PydanticCustomError("bool", "{shown} is not true or false", {"shown": _show(v)})
@@ -113,6 +121,7 @@ _IntOrPercent = Annotated[IntOrPercent, BeforeValidator(check_int_or_percent)]
 _Flag = Annotated[bool, BeforeValidator(_check_bool)]
 _Seconds = Annotated[float, Field(le=MAX_SECONDS), BeforeValidator(_check_seconds)]
 _OnDeadline = Annotated[OnDeadline, BeforeValidator(_check_on_deadline)]
+_CapacityFallback = Annotated[CapacityFallback, BeforeValidator(_check_capacity_fallback)]
 _Threshold = Annotated[int, Field(le=MAX_COUNT), BeforeValidator(_check_threshold)]
 
 
@@ -130,6 +139,11 @@ class Policy(BaseModel):
     max_surge: _IntOrPercent = Field("25%", description='Rolling: routes above `replicas` allowed, e.g. 1 or "25%"')
     max_unavailable: _IntOrPercent = Field(
         0, description='Rolling: routes below `replicas` allowed, e.g. 0 or "25%"'
+    )
+    capacity_fallback: _CapacityFallback = Field(
+        CapacityFallback.REPLACE,
+        description="Rolling: when no more new routes can be placed, replace one old route at a time "
+        "(replace) or wait for capacity (wait)",
     )
     # blue-green
     auto_promote: _Flag = Field(False, description="Blue-green: switch traffic once the new routes are ready")

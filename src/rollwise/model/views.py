@@ -2,13 +2,16 @@
 
 `DeploymentView` and `RouteView` are the strategy engine's input (built by the plan reader from JSON, or
 by the control layer from database rows); `Decision` is its output. Route and revision ids are opaque
-strings here: the control layer maps them to its own keys.
+strings here: the control layer maps them to its own keys. `CapacityView` (part of `DeploymentView`)
+says how many more routes of the target revision can be placed this cycle; its default is unlimited.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from rollwise.model.enums import Health, Mode, RollbackReason, RouteStatus, SubStep, Traffic
 
@@ -43,6 +46,37 @@ class RouteView:
 
 
 @dataclass(frozen=True, slots=True)
+class CapacityView:
+    """Room for one deployment's target revision in one cycle (docs/strategies.md, "Capacity").
+
+    `placeable` is P: how many more routes of the target revision (the deploying revision in forward
+    mode, the current one while rolling back) can be placed now; None means unlimited (a revision that
+    needs nothing, or a runtime that does not count). `need` (what ONE route of the target revision
+    needs, e.g. {"gpu": 1}) and `free` (what is free, e.g. {"gpu": 0}) only feed the reason's words;
+    the rules read `placeable` alone. Both are copied into read-only mappings.
+    """
+
+    placeable: int | None = None
+    need: Mapping[str, int] = field(default_factory=dict)
+    free: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "need", MappingProxyType(dict(self.need)))
+        object.__setattr__(self, "free", MappingProxyType(dict(self.free)))
+
+    def __hash__(self) -> int:
+        return hash((self.placeable, tuple(sorted(self.need.items())), tuple(sorted(self.free.items()))))
+
+    @property
+    def is_limited(self) -> bool:
+        return self.placeable is not None
+
+
+UNLIMITED = CapacityView()
+"""No limit on placing routes: the capacity of every view until the runtime counts resources."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentView:
     desired_replicas: int
     current_revision: str | None
@@ -53,6 +87,9 @@ class DeploymentView:
     promote_requested: bool = False
     rollout_started_at: datetime | None = None
     last_progress_at: datetime | None = None
+    capacity: CapacityView = UNLIMITED
+    """Room for the target revision this cycle; unlimited unless the control layer (or `rollwise plan`'s
+    `capacity`) says otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
