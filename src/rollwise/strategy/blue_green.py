@@ -16,6 +16,10 @@ Forward mode:
    before every green route is ready is kept by the controller and acted on once they are.
 5. promotion: every ready green route gets traffic `active`, ratio 1.0; every alive blue route is
    terminated; sub-step `completed`.
+Capacity (docs/strategies.md, "Capacity"): create = min(D - t_alive, P), P the green routes that can be
+placed now (None = unlimited). Blue is never terminated to make room and `capacity_fallback` does not
+apply: when fewer green routes can be placed than wanted, the reason says what is missing and that
+green does not fit yet, and the rollout waits (the progress deadline applies).
 
 Rollback mode (T = current revision, so "green" is now every other route): terminate every alive
 route that is not of the current revision; the current (blue) routes are untouched, they served all
@@ -52,7 +56,8 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
     green = view.target_alive  # termination order: surplus is its head
     surplus = green[: max(0, len(green) - d)]
     staying = green[len(surplus) :]
-    create = max(0, d - len(green))
+    wanted = max(0, d - len(green))
+    create = view.placeable(wanted)
     provisioning = sum(1 for r in staying if r.status is RouteStatus.PROVISIONING)
     ready = tuple(r for r in staying if r.is_ready)
     unready = len(staying) - len(ready) - provisioning
@@ -65,6 +70,11 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
         else:
             promote = msg.BG_PROMOTE_WAITS if view.deployment.promote_requested else ""
             body = msg.BG_WAIT.format(provisioning=provisioning, unready=unready, promote=promote, **counts)
+        if create < wanted:
+            body += msg.capacity_wait(
+                view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
+            )
+            body += msg.BG_DOES_NOT_FIT.format(missing=msg.count(wanted - create, "more route"))
         return Decision(
             sub_step=sub_step,
             mode=Mode.FORWARD,

@@ -1,11 +1,14 @@
 """The per-cycle view every strategy reads, the termination order, and replica arithmetic. Pure.
 
-`build_view` reads the routes of one deployment once: it drops the routes that no longer count
-(`terminating`, `terminated`), sorts the rest into the termination order once, and splits them into the
-groups of docs/strategies.md ("Words"): target routes (provisioning, unready, ready, counted failures)
-and other routes (provisioning, unready, ready). Every group keeps the termination order, so a rule
-that terminates k routes of a group takes its first k. The strategy modules (`rolling`, `blue_green`,
-`recreate`) and the engine read `CycleView`; nothing else builds one.
+`build_view` reads the routes of one deployment once: it counts the routes that are going away but
+still hold their resources (`releasing`: `terminating`, or failed before their process exited), drops
+the routes that no longer count (`terminating`, `terminated`), sorts the rest into the termination order
+once, and splits them into the groups of docs/strategies.md ("Words"): target routes (provisioning,
+unready, ready, counted failures) and other routes (provisioning, unready, ready). Every group keeps the
+termination order, so a rule that terminates k routes of a group takes its first k. The view also
+carries the deployment's capacity for its target revision (`capacity`, docs/strategies.md "Capacity").
+The strategy modules (`rolling`, `blue_green`, `recreate`) and the engine read `CycleView`; nothing else
+builds one.
 
 Also here, because more than one strategy needs them: `resolve_int_or_percent` and
 `resolve_rolling_limits` (the Kubernetes-style arithmetic of `max_surge` / `max_unavailable`) and
@@ -22,7 +25,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 
-from rollwise.model import DeploymentView, Health, Mode, RouteStatus, RouteView, Traffic, TrafficChange
+from rollwise.model import (
+    CapacityView,
+    DeploymentView,
+    Health,
+    Mode,
+    RouteStatus,
+    RouteView,
+    Traffic,
+    TrafficChange,
+)
 from rollwise.model.policy import IntOrPercent
 
 # --------------------------------------------------------------------------------------------------
@@ -42,6 +54,13 @@ def is_alive(route: RouteView) -> bool:
 def is_ignored(route: RouteView) -> bool:
     """`terminating` / `terminated`: never alive, never terminated again (still counted if failed)."""
     return route.status in (RouteStatus.TERMINATING, RouteStatus.TERMINATED)
+
+
+def is_releasing(route: RouteView) -> bool:
+    """On its way out but still holding what it was given (docs/strategies.md, "Capacity"): status
+    `terminating` (its process drains), or failed while its status is still `provisioning` / `running`
+    (its process has not exited yet). `terminated` and `failed_to_start` routes hold nothing."""
+    return route.status is RouteStatus.TERMINATING or (is_failed(route) and route.status.is_alive)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,6 +195,15 @@ class CycleView:
     other_provisioning: tuple[RouteView, ...]
     other_unready: tuple[RouteView, ...]
     other_ready: tuple[RouteView, ...]
+    releasing: int
+    """Routes of this deployment (any revision) going away but still holding their resources
+    (`is_releasing`); counted before `terminating` routes are dropped from `routes`."""
+    capacity: CapacityView
+    """Room for the target revision: the deployment's capacity, or "nothing placeable, not known for
+    this revision" in a view re-split for another mode (see `capacity_known`)."""
+    capacity_known: bool
+    """False only in a view `for_mode` made for the other mode while the deployment's capacity is
+    limited: the capacity the control layer computed is for the other revision, so nothing is placed."""
 
     @property
     def desired(self) -> int:
@@ -229,9 +257,20 @@ class CycleView:
     def other_alive(self) -> tuple[RouteView, ...]:
         return self.other_provisioning + self.other_unready + self.other_ready
 
+    def placeable(self, wanted: int) -> int:
+        """`wanted` new target routes capped by P, the number of routes that can be placed now."""
+        p = self.capacity.placeable
+        return max(0, wanted) if p is None else max(0, min(wanted, p))
+
     def for_mode(self, mode: Mode) -> CycleView:
-        """The same snapshot split for another mode (the engine uses it to start a rollback)."""
-        return _split(self.deployment, self.routes, now=self.now, mode=mode)
+        """The same snapshot split for another mode (the engine uses it to start a rollback).
+
+        The deployment's capacity counts routes of its own mode's target revision; a view for the
+        other mode gets it only when it is unlimited. A limited one becomes "0 placeable, not known"
+        (the other revision may need other resources): the next cycle, in that mode, has its own."""
+        deployment = self.deployment
+        known = mode is deployment.mode or not deployment.capacity.is_limited
+        return _split(deployment, self.routes, now=self.now, mode=mode, releasing=self.releasing, known=known)
 
 
 def target_revision(deployment: DeploymentView, mode: Mode) -> str | None:
@@ -242,12 +281,28 @@ def build_view(
     deployment: DeploymentView, routes: Iterable[RouteView], *, now: datetime, mode: Mode | None = None
 ) -> CycleView:
     """Sort and classify `routes` once. `mode` defaults to the deployment's mode. The target revision
-    of that mode must not be None (the engine checks that first)."""
+    of that mode must not be None (the engine checks that first). The deployment's capacity is for its
+    own mode's target: a view for the other mode gets it only when it is unlimited (see `for_mode`)."""
+    routes = tuple(routes)
+    releasing = sum(1 for r in routes if is_releasing(r))
     kept = in_termination_order(r for r in routes if not is_ignored(r) or is_failed(r))
-    return _split(deployment, kept, now=now, mode=deployment.mode if mode is None else mode)
+    mode = deployment.mode if mode is None else mode
+    known = mode is deployment.mode or not deployment.capacity.is_limited
+    return _split(deployment, kept, now=now, mode=mode, releasing=releasing, known=known)
 
 
-def _split(deployment: DeploymentView, routes: tuple[RouteView, ...], *, now: datetime, mode: Mode) -> CycleView:
+_NOT_KNOWN = CapacityView(placeable=0)
+
+
+def _split(
+    deployment: DeploymentView,
+    routes: tuple[RouteView, ...],
+    *,
+    now: datetime,
+    mode: Mode,
+    releasing: int,
+    known: bool = True,
+) -> CycleView:
     target = target_revision(deployment, mode)
     if target is None:  # guarded by engine.check_decidable
         raise ValueError(f"no target revision in {mode} mode")
@@ -281,6 +336,9 @@ def _split(deployment: DeploymentView, routes: tuple[RouteView, ...], *, now: da
         other_provisioning=tuple(groups["o_prov"]),
         other_unready=tuple(groups["o_unready"]),
         other_ready=tuple(groups["o_ready"]),
+        releasing=releasing,
+        capacity=deployment.capacity if known else _NOT_KNOWN,
+        capacity_known=known,
     )
 
 

@@ -18,7 +18,10 @@ rollback mode
     was serving: it is not paused, aborted, failure-limited nor time-limited).
 
 "Start a rollback" evaluates the rollback rules on the same snapshot in the same cycle and returns
-that decision (mode `rolling_back`, `rollback_reason` set), so no cycle is wasted.
+that decision (mode `rolling_back`, `rollback_reason` set), so no cycle is wasted. A limited capacity
+(`deployment.capacity`) counts routes of the revision being deployed, so that rollback decision places
+no route of the revision rolled back to (`CycleView.for_mode`); the next cycle has its own capacity.
+A capacity wait is an ordinary `provisioning` / `progressing` decision: the progress deadline applies.
 
 Must not: read the clock (`now` comes in), do I/O, or mutate its inputs. It raises only
 `ValidationFailed`, for a state no rule can decide (see `check_decidable`).
@@ -49,9 +52,12 @@ from rollwise.strategy.registry import StrategyRules, rules_for
 
 def check_decidable(deployment: DeploymentView) -> None:
     """Raise ValidationFailed (naming the field) for a deployment no rule can decide: a forward rollout
-    without a revision to deploy, or a negative D."""
+    without a revision to deploy, a negative D, or a negative number of placeable routes."""
     if deployment.desired_replicas < 0:
         raise ValidationFailed(f"deployment.desired_replicas: {deployment.desired_replicas} is negative")
+    placeable = deployment.capacity.placeable
+    if placeable is not None and placeable < 0:
+        raise ValidationFailed(f"capacity.placeable: {placeable} is negative")
     if deployment.mode is Mode.FORWARD and deployment.deploying_revision is None:
         raise ValidationFailed(
             "deployment.deploying_revision: is null, but a forward rollout needs a revision to deploy"

@@ -6,7 +6,13 @@ a rollback says why (`rolling back (aborted): rolling: …`), later rollback cyc
 engine fill them and never write reason text inline. The rollback reasons themselves are the
 `RollbackReason` enum of `rollwise.model`; `ROLLBACK_WHY` gives each its template.
 
-Must not: do anything but hold strings and format numbers.
+Capacity (docs/strategies.md, "Capacity"): when capacity keeps a strategy from creating the routes its
+rule wants, the reason ends with `; waiting for capacity: needs gpu 1 per route, free gpu 0` (or, when
+only the number of placeable routes is known, `; waiting for capacity: 0 more routes can be placed`);
+the rolling update's capacity-forced replacement says `capacity: replacing one r1 route at a time
+(needs gpu 1, free gpu 0)`. `capacity_wait` and `capacity_room` put those words together.
+
+Must not: do anything but hold strings and format numbers and resource amounts.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from rollwise.model import RollbackReason
+from rollwise.model import CapacityView, RollbackReason
 
 # -- engine (all strategies) -----------------------------------------------------------------------
 
@@ -71,6 +77,52 @@ BG_ROLLED_BACK = "rolled back to {revision}: terminating {green}, blue routes ke
 
 RECREATE_STEP = "created {create}, terminating {terminate}{activating} (downtime by design)"
 RECREATE_WAIT = "waiting for {revision} routes: {ready}/{desired} ready, {provisioning} provisioning, {unready} unready"
+
+
+# -- capacity (all strategies) -----------------------------------------------------------------------
+
+CAPACITY_SHORT = "; {wait}"
+"""Appended to a strategy's reason when capacity keeps it from creating every route its rule wants."""
+CAPACITY_WAIT = "waiting for capacity: {room}{releasing}"
+CAPACITY_NEED_PER_ROUTE = "needs {need} per route, free {free}"
+CAPACITY_NEED = "needs {need}, free {free}"
+CAPACITY_PLACEABLE = "{placeable} can be placed"
+CAPACITY_RELEASING = ", {routes} still stopping"
+CAPACITY_NOT_KNOWN = "waiting for capacity: {revision} routes are placed from the next cycle"
+"""The cycle that starts a rollback under a limited capacity: the capacity it was given counts routes
+of the revision that was being deployed, so no route of the revision rolled back to is created yet."""
+CAPACITY_REPLACING = "capacity: replacing one {revision} route at a time ({room})"
+"""The rolling update's capacity-forced replacement (`capacity_fallback: replace`)."""
+CAPACITY_NOTHING_TO_REPLACE = "; no other route to replace"
+BG_DOES_NOT_FIT = "; green does not fit yet: {missing} wanted while blue keeps serving"
+
+
+def format_resources(amounts: Mapping[str, int]) -> str:
+    """`{"gpu": 1}` -> "gpu 1"; `{"mem_gb": 40, "gpu": 2}` -> "gpu 2 and mem_gb 40" (names sorted)."""
+    return " and ".join(f"{name} {amounts[name]}" for name in sorted(amounts))
+
+
+def capacity_room(capacity: CapacityView, *, per_route: bool) -> str:
+    """What one route needs and what is free ("needs gpu 1 per route, free gpu 0"), or, when the needs
+    are not known (the plan input gives only `placeable`), "0 more routes can be placed". Resources a
+    route needs none of are left out; a needed resource missing from `free` is shown as 0."""
+    need = {name: amount for name, amount in capacity.need.items() if amount > 0}
+    if not need:
+        return CAPACITY_PLACEABLE.format(placeable=count(capacity.placeable or 0, "more route"))
+    free = {name: capacity.free.get(name, 0) for name in need}
+    template = CAPACITY_NEED_PER_ROUTE if per_route else CAPACITY_NEED
+    return template.format(need=format_resources(need), free=format_resources(free))
+
+
+def capacity_wait(capacity: CapacityView, *, known: bool, revision: str, releasing: int) -> str:
+    """`; waiting for capacity: …`, for a cycle that creates fewer routes than its rule wants."""
+    if not known:
+        return CAPACITY_SHORT.format(wait=CAPACITY_NOT_KNOWN.format(revision=revision))
+    wait = CAPACITY_WAIT.format(
+        room=capacity_room(capacity, per_route=True),
+        releasing=CAPACITY_RELEASING.format(routes=count(releasing, "route")) if releasing else "",
+    )
+    return CAPACITY_SHORT.format(wait=wait)
 
 
 def format_seconds(seconds: float) -> str:

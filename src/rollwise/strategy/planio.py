@@ -7,16 +7,19 @@
 Called by the `rollwise plan` command and by the API's dry run. Bad input raises
 `rollwise.model.ValidationFailed` whose message is ONE line naming the field and the problem:
 `routes[2].status: "runing" is not one of provisioning, running, terminating, terminated,
-failed_to_start`. The first problem found wins, in document order (now, deployment, policy, routes).
-Unknown keys are ignored. Defaults are those of docs/strategies.md (route: health not_checked, traffic
-active, ratio 1.0, health check true, not failed, timestamps = now; deployment: mode forward, flags
-false, last_progress_at = now, rollout_started_at null).
+failed_to_start`. The first problem found wins, in document order (now, deployment, policy, routes,
+capacity). Unknown keys are ignored. Defaults are those of docs/strategies.md (route: health
+not_checked, traffic active, ratio 1.0, health check true, not failed, timestamps = now; deployment:
+mode forward, flags false, last_progress_at = now, rollout_started_at null; capacity unlimited).
+`capacity.placeable` (an integer >= 0, or null / absent for unlimited) becomes the deployment view's
+`CapacityView`; the plan input gives no per-route needs, so its reasons count placeable routes.
 
 Must not: open files, read the clock or print; the command does that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -26,6 +29,8 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from rollwise.model import (
+    UNLIMITED,
+    CapacityView,
     Decision,
     DeploymentView,
     Health,
@@ -38,6 +43,7 @@ from rollwise.model import (
     parse_policy,
 )
 from rollwise.model.names import MAX_REPLICAS
+from rollwise.model.policy import MAX_COUNT
 from rollwise.strategy.engine import check_decidable, decide
 
 
@@ -65,6 +71,7 @@ def parse_plan_input(obj: Any) -> PlanInput:
     deployment = _parse_deployment(root.object("deployment"), now)
     policy = _parse_policy(obj)
     routes = _parse_routes(obj.get("routes", _MISSING), now)
+    deployment = dataclasses.replace(deployment, capacity=_parse_capacity(obj.get("capacity", _MISSING)))
     check_decidable(deployment)
     return PlanInput(now=now, deployment=deployment, routes=routes, policy=policy)
 
@@ -122,6 +129,18 @@ def _parse_policy(obj: Mapping[str, Any]) -> Policy:
     if isinstance(raw, dict) and "strategy" not in raw:
         raise ValidationFailed("policy.strategy: is required")
     return parse_policy(raw, prefix="policy")
+
+
+def _parse_capacity(raw: Any) -> CapacityView:
+    """`{"placeable": N}`: N routes of the target revision can be placed this cycle; absent or null
+    (the whole object or `placeable`) is unlimited."""
+    if raw is _MISSING or raw is None:
+        return UNLIMITED
+    if not isinstance(raw, dict):
+        raise ValidationFailed(f"capacity: {_show(raw)} is not an object")
+    if raw.get("placeable") is None:
+        return UNLIMITED
+    return CapacityView(placeable=_Fields(raw, "capacity").integer("placeable", low=0, high=MAX_COUNT))
 
 
 def _parse_routes(raw: Any, now: datetime) -> tuple[RouteView, ...]:

@@ -18,6 +18,10 @@ clock, do I/O, or know about the checks.
 New routes are created in the same cycle that terminates the old ones (the spec's rule); the old
 routes drain while the new ones provision, and neither counts the other as alive. Rollback recreates
 the current revision with the same rules.
+
+Capacity (docs/strategies.md, "Capacity"): create = min(D - t_alive, P), P the target routes that can
+be placed now (None = unlimited). The old routes still hold their resources while they drain, so the
+routes that do not fit are created in later cycles; the reason says what is missing meanwhile.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def decide(view: CycleView, settings: None) -> Decision:
             traffic=traffic,
         )
 
-    create = max(0, d - view.t_alive)
+    wanted = max(0, d - view.t_alive)
+    create = view.placeable(wanted)
     terminate = view.other_alive + surplus
     gone = {r.id for r in surplus}
     staying = [r for r in view.target_alive if r.id not in gone]
@@ -79,6 +84,10 @@ def decide(view: CycleView, settings: None) -> Decision:
             desired=d,
             provisioning=provisioning,
             unready=sum(1 for r in staying if r.status is RouteStatus.RUNNING and not r.is_ready),
+        )
+    if create < wanted:
+        body += msg.capacity_wait(
+            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
         )
     return Decision(
         sub_step=sub_step,

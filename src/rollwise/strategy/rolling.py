@@ -18,11 +18,24 @@ The equations, with surge / unavailable resolved against D (`cycle.resolve_rolli
 Worked example, D=3, surge 1, unavailable 1 (3 old ready): create min(4-3, 3) = 1, terminate
 min(3+0-2, 3) = 1. Both come from the same snapshot, so one cycle may create and terminate.
 Target routes that stay but would get no traffic (inactive or ratio 0) are made active, ratio 1.0.
+
+Capacity (docs/strategies.md, "Capacity"), with create_r / terminate_r the counts above and P the
+routes of T that can be placed now (`view.capacity.placeable`, None = unlimited):
+
+    create     = min(create_r, P)
+    capacity-forced replacement, only with `capacity_fallback: replace`, when create_r > 0, P == 0,
+               every alive target route is ready (none provisioning or unready), terminate_r == 0, no
+               route of the deployment is still releasing its resources (terminating, or failed before
+               its process exited) and another route is alive: terminate the first other route in
+               termination order, create nothing; a later cycle has P >= 1 once its process exited.
+    otherwise  nothing extra; when create < create_r the reason says what capacity is missing.
 """
 
 from __future__ import annotations
 
-from rollwise.model import Decision, Mode, Policy, RouteCreate, SubStep, Traffic
+from dataclasses import dataclass
+
+from rollwise.model import CapacityFallback, Decision, Mode, Policy, RouteCreate, RouteView, SubStep, Traffic
 from rollwise.strategy import messages as msg
 from rollwise.strategy.cycle import (
     CycleView,
@@ -36,24 +49,49 @@ from rollwise.strategy.cycle import (
 LABEL = "rolling"
 
 
-def compute_settings(policy: Policy, desired: int) -> RollingLimits:
-    """The policy's surge / unavailable resolved against the latest D."""
-    return resolve_rolling_limits(policy.max_surge, policy.max_unavailable, desired)
+@dataclass(frozen=True, slots=True)
+class RollingSettings:
+    limits: RollingLimits
+    """`max_surge` / `max_unavailable` resolved against the latest D."""
+    capacity_fallback: CapacityFallback
+
+
+def compute_settings(policy: Policy, desired: int) -> RollingSettings:
+    """The policy's surge / unavailable resolved against the latest D, and its capacity fallback."""
+    return RollingSettings(
+        limits=resolve_rolling_limits(policy.max_surge, policy.max_unavailable, desired),
+        capacity_fallback=policy.capacity_fallback,
+    )
 
 
 def is_complete(view: CycleView) -> bool:
     return view.o_alive == 0 and view.t_prov == 0 and view.t_ready >= view.desired
 
 
-def decide(view: CycleView, limits: RollingLimits) -> Decision:
+def decide(view: CycleView, settings: RollingSettings) -> Decision:
     """One rolling-update cycle for `view` (forward or rollback mode, per `view.mode`)."""
     if is_complete(view):
         return _complete(view)
+    limits = settings.limits
     d = view.desired
-    create = max(0, min(d + limits.surge - (view.o_alive + view.t_alive), d - view.t_alive))
+    wanted = max(0, min(d + limits.surge - (view.o_alive + view.t_alive), d - view.t_alive))
     drop_ready = max(0, min(view.o_ready + view.t_ready - (d - limits.unavailable), view.o_ready))
     terminate = view.other_not_ready + view.other_ready[:drop_ready]
+    create = view.placeable(wanted)
     traffic = activations(view.target_alive)
+    activating = msg.optional(msg.ACTIVATING, len(traffic))
+    forced = _forced_replacement(view, settings.capacity_fallback, wanted=wanted, terminating=len(terminate))
+    if forced is not None:
+        body = msg.CAPACITY_REPLACING.format(
+            revision=forced.revision, room=msg.capacity_room(view.capacity, per_route=False)
+        )
+        return Decision(
+            sub_step=SubStep.ROLLING_BACK if view.mode is Mode.ROLLING_BACK else SubStep.PROGRESSING,
+            mode=view.mode,
+            reason=msg.LINE.format(label=LABEL, body=body + activating),
+            terminate=(forced.id,),
+            traffic=traffic,
+        )
     if view.mode is Mode.ROLLING_BACK:
         sub_step = SubStep.ROLLING_BACK
     elif view.t_prov > 0 or create > 0:
@@ -63,7 +101,7 @@ def decide(view: CycleView, limits: RollingLimits) -> Decision:
     fields = {
         "create": create,
         "terminate": len(terminate),
-        "activating": msg.optional(msg.ACTIVATING, len(traffic)),
+        "activating": activating,
         "surge": limits.surge,
         "unavailable": limits.unavailable,
     }
@@ -78,6 +116,12 @@ def decide(view: CycleView, limits: RollingLimits) -> Decision:
             provisioning=view.t_prov,
             unready=view.t_unready,
         )
+    if create < wanted:
+        body += msg.capacity_wait(
+            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
+        )
+        if settings.capacity_fallback is CapacityFallback.REPLACE and create == 0 and view.o_alive == 0:
+            body += msg.CAPACITY_NOTHING_TO_REPLACE
     return Decision(
         sub_step=sub_step,
         mode=view.mode,
@@ -88,6 +132,23 @@ def decide(view: CycleView, limits: RollingLimits) -> Decision:
         terminate=ids(terminate),
         traffic=traffic,
     )
+
+
+def _forced_replacement(
+    view: CycleView, fallback: CapacityFallback, *, wanted: int, terminating: int
+) -> RouteView | None:
+    """The route the capacity-forced replacement terminates, or None when it does not apply (see the
+    module docstring). Every alive target route must be ready, not only none provisioning: a running
+    target route that is not ready yet either becomes ready (and the unavailability budget then lets an
+    old route go by the plain rule) or fails (and frees its resources), so at most one ready route is
+    given up below D - max(1, unavailable)."""
+    if fallback is not CapacityFallback.REPLACE or not view.capacity_known:
+        return None
+    if wanted == 0 or view.capacity.placeable != 0 or terminating > 0 or view.releasing > 0:
+        return None
+    if view.t_prov > 0 or view.t_unready > 0 or not view.other_alive:
+        return None
+    return view.other_alive[0]
 
 
 def _complete(view: CycleView) -> Decision:
