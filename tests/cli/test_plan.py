@@ -93,6 +93,31 @@ def test_deadline_pause_output_has_set_paused() -> None:
     assert out["create"] == [] and out["terminate"] == [] and out["traffic"] == []
 
 
+def test_capacity_and_fallback() -> None:
+    """D=3 at full capacity (nothing placeable), surge 1, unavailable 1: the unavailability budget lets
+    one old route go; with unavailable 0, `replace` forces one out and `wait` waits."""
+    out = json.loads(invoke(["plan", "--input", "-"], json.dumps(state(capacity={"placeable": 0}))).stdout)
+    assert (out["create"], out["terminate"]) == ([], ["a1"])
+    assert out["reason"].endswith("; waiting for capacity: 0 more routes can be placed")
+    doc = state(capacity={"placeable": 0})
+    doc["policy"]["max_unavailable"] = 0
+    result = invoke(["plan", "--input", "-"], json.dumps(doc))
+    assert result.exit_code == 0 and result.stderr == ""
+    assert json.loads(result.stdout) == {
+        "sub_step": "progressing",
+        "create": [],
+        "terminate": ["a1"],
+        "traffic": [],
+        "mode": "forward",
+        "reason": "rolling: capacity: replacing one r1 route at a time (0 more routes can be placed)",
+    }
+    doc["policy"]["capacity_fallback"] = "wait"
+    out = json.loads(invoke(["plan", "--input", "-"], json.dumps(doc)).stdout)
+    assert (out["create"], out["terminate"], out["sub_step"]) == ([], [], "progressing")
+    doc["capacity"] = {"placeable": None}
+    assert json.loads(invoke(["plan", "--input", "-"], json.dumps(doc)).stdout)["create"] != []
+
+
 def test_bundled_example() -> None:
     path = resources.files("rollwise.examples").joinpath("plan_rolling.json")
     result = invoke(["plan", "--input", str(path)])
@@ -147,6 +172,12 @@ BAD = [
      "error: policy.promote_delay_seconds: -1 is negative"),
     ("negative ratio", _with("routes.0.traffic_ratio", -1),
      "error: routes[0].traffic_ratio: -1 is not between 0 and 1"),
+    ("capacity not an object", json.dumps(state(capacity="lots")), 'error: capacity: "lots" is not an object'),
+    ("negative placeable", json.dumps(state(capacity={"placeable": -1})), "error: capacity.placeable: -1 is negative"),
+    ("placeable not an integer", json.dumps(state(capacity={"placeable": 0.5})),
+     "error: capacity.placeable: 0.5 is not an integer"),
+    ("unknown capacity_fallback", _with("policy.capacity_fallback", "evict"),
+     'error: policy.capacity_fallback: "evict" is not "replace" or "wait"'),
 ]
 
 

@@ -67,9 +67,24 @@ def test_stdin() -> None:
         (json.dumps({**GOOD, "routes": [{"id": "x", "revision": "r2", "status": "runing"}]}),
          'error: routes[0].status: "runing" is not one of provisioning, running, terminating, terminated, '
          "failed_to_start\n"),
+        (json.dumps({**GOOD, "capacity": {"placeable": -2}}), "error: capacity.placeable: -2 is negative\n"),
     ],
-    ids=["not JSON", "unknown status"],
+    ids=["not JSON", "unknown status", "negative placeable"],
 )
 def test_bad_input(stdin: str, line: str) -> None:
     done = rollwise("plan", "--input", "-", stdin=stdin)
     assert (done.returncode, done.stdout, done.stderr) == (2, "", line)
+
+
+def test_capacity() -> None:
+    """Green does not fit: one green route can be placed of the two wanted; blue is kept."""
+    doc = {**GOOD, "routes": GOOD["routes"][:2], "capacity": {"placeable": 1}}
+    done = rollwise("plan", "--input", "-", stdin=json.dumps(doc))
+    assert (done.returncode, done.stderr) == (0, "")
+    out = json.loads(done.stdout)
+    assert out["create"] == [{"revision": "r2", "traffic": "inactive", "traffic_ratio": 0.0}]
+    assert out["terminate"] == [] and out["sub_step"] == "provisioning"
+    assert out["reason"] == (
+        "blue-green: created 1 green (green r2: 0/2 ready); waiting for capacity: 1 more route can be placed"
+        "; green does not fit yet: 1 more route wanted while blue keeps serving"
+    )

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rollwise.model import (
+    UNLIMITED,
+    CapacityView,
     Decision,
     DeploymentView,
     Health,
@@ -84,6 +86,7 @@ def dep(
     promote: bool = False,
     started: float | None = 0,
     progress: float | None = 50,
+    capacity: CapacityView = UNLIMITED,
 ) -> DeploymentView:
     return DeploymentView(
         desired_replicas=d,
@@ -95,7 +98,18 @@ def dep(
         promote_requested=promote,
         rollout_started_at=None if started is None else at(started),
         last_progress_at=None if progress is None else at(progress),
+        capacity=capacity,
     )
+
+
+def gpus(free: int, *, per_route: int = 1) -> CapacityView:
+    """`free` GPUs, each route of the target revision needing `per_route`: P = free // per_route."""
+    return CapacityView(placeable=free // per_route, need={"gpu": per_route}, free={"gpu": free})
+
+
+def slots(placeable: int) -> CapacityView:
+    """Only the number of placeable routes is known (as in `rollwise plan`'s input)."""
+    return CapacityView(placeable=placeable)
 
 
 def policy(strategy: str = "rolling", **settings: Any) -> Policy:

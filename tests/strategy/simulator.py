@@ -3,7 +3,13 @@ of routes, as the controller and the runtime would, one cycle at a time.
 
 - Created routes start `provisioning` and, after a random number of cycles, become `running` +
   `healthy`, or fail (`failed_to_start`, `failed` true), per revision failure probability.
-- Terminated routes disappear at once (they stop counting the moment the decision is applied).
+- Terminated routes disappear at once (they stop counting the moment the decision is applied), or,
+  with `max_drain` set, stay `terminating` for 0..max_drain cycles (their process drains) and then
+  disappear.
+- Optionally, a capacity in route slots (`capacity`): every alive or terminating route holds one slot
+  until it is gone; each cycle the deployment view says how many more routes can be placed
+  (P = capacity - held, as the control layer will compute it), and the simulator checks that the
+  routes held never exceed the capacity.
 - Optionally, ready routes of the deploying revision crash (stopped as unhealthy: `terminated`, failed).
 - The controller's bookkeeping: mode switches to the decision's, `set_paused` pauses, `last_progress_at`
   moves when a cycle creates or terminates routes or the number of ready target routes grows, and an
@@ -20,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from rollwise.model import (
+    UNLIMITED,
+    CapacityView,
     Decision,
     DeploymentView,
     Health,
@@ -78,6 +86,10 @@ class Simulator:
     crash_probability: float = 0.0
     max_delay: int = 3
     operator_promotes: bool = True
+    capacity: int | None = None
+    """Route slots on the node; None: unlimited (the deployment view's capacity stays UNLIMITED)."""
+    max_drain: int | None = None
+    """Cycles a terminated route may stay `terminating`, holding its slot; None: it disappears at once."""
     current: str = "r1"
     deploying: str = "r2"
     mode: Mode = Mode.FORWARD
@@ -108,7 +120,21 @@ class Simulator:
             promote_requested=self.promote,
             rollout_started_at=T0,
             last_progress_at=self.last_progress_at,
+            capacity=self.room(),
         )
+
+    def held(self) -> int:
+        """Slots held: every route whose process has not exited (provisioning, running, terminating)."""
+        return sum(
+            1 for r in self.routes
+            if r.status in (RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING)
+        )
+
+    def room(self) -> CapacityView:
+        if self.capacity is None:
+            return UNLIMITED
+        free = max(0, self.capacity - self.held())
+        return CapacityView(placeable=free, need={"slot": 1}, free={"slot": free})
 
     def views(self) -> list[RouteView]:
         return [r.view() for r in self.routes]
@@ -144,6 +170,7 @@ class Simulator:
         assert all(c.revision == target for c in decision.create), "creates a route of another revision"
         ready_now = self.ready_targets()
         self._apply(decision)
+        assert self.capacity is None or self.held() <= self.capacity, f"over capacity: {decision.reason}"
         if decision.create or decision.terminate or ready_now > self._ready_seen:
             self.last_progress_at = self.now
         self._ready_seen = self.ready_targets()
@@ -154,8 +181,12 @@ class Simulator:
     def advance(self) -> None:
         """Time passes: provisioning routes settle, ready target routes may crash."""
         self.now += CYCLE
+        drained = {r.id for r in self.routes if r.status is RouteStatus.TERMINATING and r.cycles_left <= 0}
+        self.routes = [r for r in self.routes if r.id not in drained]
         for r in self.routes:
-            if r.status is RouteStatus.PROVISIONING:
+            if r.status is RouteStatus.TERMINATING:
+                r.cycles_left -= 1
+            elif r.status is RouteStatus.PROVISIONING:
                 r.cycles_left -= 1
                 if r.cycles_left < 0:
                     if r.will_fail:
@@ -187,7 +218,13 @@ class Simulator:
     # -- applying a decision ------------------------------------------------------------------------
     def _apply(self, decision: Decision) -> None:
         gone = set(decision.terminate)
-        self.routes = [r for r in self.routes if r.id not in gone]
+        if self.max_drain is None:
+            self.routes = [r for r in self.routes if r.id not in gone]
+        else:
+            for r in self.routes:
+                if r.id in gone:
+                    r.status, r.status_updated_at = RouteStatus.TERMINATING, self.now
+                    r.cycles_left = self.rng.randint(0, self.max_drain)
         by_id = {r.id: r for r in self.routes}
         for c in decision.traffic:
             by_id[c.id].traffic, by_id[c.id].ratio = c.traffic, c.traffic_ratio

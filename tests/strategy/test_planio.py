@@ -14,6 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollwise.model import (
+    UNLIMITED,
+    CapacityFallback,
+    CapacityView,
     Decision,
     Health,
     Mode,
@@ -128,6 +131,19 @@ ERRORS = [
     ("route failed not a bool", state(routes__0__failed=1), "routes[0].failed: 1 is not true or false"),
     ("route created_at bad", state(routes__0__created_at="2026-03-04"),
      'routes[0].created_at: "2026-03-04" is not an ISO 8601 timestamp with a zone'),
+    ("capacity_fallback unknown", state(policy={"strategy": "rolling", "capacity_fallback": "evict"}),
+     'policy.capacity_fallback: "evict" is not "replace" or "wait"'),
+    ("capacity not an object", state(capacity=3), "capacity: 3 is not an object"),
+    ("capacity a list", state(capacity=[{"placeable": 1}]), 'capacity: [{"placeable": 1}] is not an object'),
+    ("placeable negative", state(capacity={"placeable": -1}), "capacity.placeable: -1 is negative"),
+    ("placeable a float", state(capacity={"placeable": 1.0}), "capacity.placeable: 1.0 is not an integer"),
+    ("placeable a bool", state(capacity={"placeable": False}), "capacity.placeable: false is not an integer"),
+    ("placeable a string", state(capacity={"placeable": "2"}), 'capacity.placeable: "2" is not an integer'),
+    ("placeable huge", state(capacity={"placeable": 2**31}), "capacity.placeable: 2147483648 is over 2147483647"),
+    ("a bad route is reported before a bad capacity", state(routes__0__status="x", capacity={"placeable": -1}),
+     'routes[0].status: "x" is not one of provisioning, running, terminating, terminated, failed_to_start'),
+    ("a bad capacity is reported before a missing deploying_revision",
+     state(deployment__deploying_revision=None, capacity={"placeable": -1}), "capacity.placeable: -1 is negative"),
 ]
 
 
@@ -174,6 +190,52 @@ def test_routes_default_to_none_and_unknown_keys_are_ignored() -> None:
     assert plan.routes == ()
     doc = state(routes__0__weight=3)
     assert parse_plan_input(doc).routes[0].id == "a1"
+
+
+@pytest.mark.parametrize("capacity", [None, {}, {"placeable": None}, {"need": {"gpu": 1}}])
+def test_capacity_is_unlimited_unless_placeable_is_given(capacity: Any) -> None:
+    assert parse_plan_input(state()).deployment.capacity == UNLIMITED
+    assert parse_plan_input(state(capacity=capacity)).deployment.capacity == UNLIMITED
+
+
+@pytest.mark.parametrize("placeable", [0, 1, 7, 2**31 - 1])
+def test_capacity_placeable(placeable: int) -> None:
+    capacity = parse_plan_input(state(capacity={"placeable": placeable, "other": "ignored"})).deployment.capacity
+    assert capacity == CapacityView(placeable=placeable)
+
+
+def test_capacity_fallback_is_read_with_the_policy() -> None:
+    assert parse_plan_input(state()).policy.capacity_fallback is CapacityFallback.REPLACE
+    doc = state(policy={"strategy": "rolling", "capacity_fallback": "wait"})
+    assert parse_plan_input(doc).policy.capacity_fallback is CapacityFallback.WAIT
+
+
+def test_plan_with_no_room_replaces_one_old_route_or_waits() -> None:
+    """D=3, three old ready routes, surge 25% = 1, unavailable 0, nothing placeable."""
+    replace = compute_plan_output(state(capacity={"placeable": 0}))
+    assert replace == {
+        "sub_step": "progressing",
+        "create": [],
+        "terminate": ["a1"],
+        "traffic": [],
+        "mode": "forward",
+        "reason": "rolling: capacity: replacing one r1 route at a time (0 more routes can be placed)",
+    }
+    wait = compute_plan_output(state(capacity={"placeable": 0}, policy={"strategy": "rolling", "capacity_fallback": "wait"}))
+    assert (wait["sub_step"], wait["create"], wait["terminate"]) == ("progressing", [], [])
+    assert wait["reason"] == (
+        "rolling: waiting for r2 routes: 0/3 ready, 0 provisioning, 0 unready (surge 1, unavailable 0)"
+        "; waiting for capacity: 0 more routes can be placed"
+    )
+    assert list(wait) == list(replace) == ["sub_step", "create", "terminate", "traffic", "mode", "reason"]
+
+
+def test_plan_with_partial_room_creates_what_fits() -> None:
+    doc = state(capacity={"placeable": 2}, policy={"strategy": "recreate"})
+    out = compute_plan_output(doc)
+    assert (len(out["create"]), out["terminate"]) == (2, ["a1", "a2", "a3"])
+    assert out["reason"].endswith("; waiting for capacity: 2 more routes can be placed")
+    assert len(compute_plan_output(state(capacity={"placeable": 3}, policy={"strategy": "recreate"}))["create"]) == 3
 
 
 def test_nullable_fields() -> None:
@@ -265,6 +327,7 @@ FIELDS = [
     "policy.progress_deadline_seconds", "policy.on_deadline", "policy.failure_threshold", "routes.0",
     "routes.0.id", "routes.0.revision", "routes.0.status", "routes.0.health", "routes.0.traffic",
     "routes.0.traffic_ratio", "routes.0.failed", "routes.0.created_at", "routes.1.status",
+    "capacity", "capacity.placeable", "policy.capacity_fallback",
 ]
 
 
