@@ -138,10 +138,12 @@ def _forced_replacement(
     view: CycleView, fallback: CapacityFallback, *, wanted: int, terminating: int
 ) -> RouteView | None:
     """The route the capacity-forced replacement terminates, or None when it does not apply (see the
-    module docstring). Every alive target route must be ready, not only none provisioning: a running
-    target route that is not ready yet either becomes ready (and the unavailability budget then lets an
-    old route go by the plain rule) or fails (and frees its resources), so at most one ready route is
-    given up below D - max(1, unavailable)."""
+    module docstring). Every alive target route must be ready, not only none provisioning (Decision):
+    a running target route that is not ready yet either becomes ready or fails and frees its resources,
+    so waiting for it costs no deadlock; and when the node holds D routes (one slot each), P == 0 with
+    nothing releasing then means at least D ready routes, so the forced replacement never leaves fewer
+    than D - 1 serving.
+    In a view for the other mode of a limited capacity (`capacity_known` false) P is not known: no."""
     if fallback is not CapacityFallback.REPLACE or not view.capacity_known:
         return None
     if wanted == 0 or view.capacity.placeable != 0 or terminating > 0 or view.releasing > 0:
