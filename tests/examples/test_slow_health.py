@@ -15,8 +15,11 @@ import httpx
 import pytest
 from model_server_process import Server
 
-FAST = 0.4
-"""A fast /healthz answer takes milliseconds; anything under this counts as fast."""
+SLOW = 2.0
+"""The delay of the slow answers in these tests: at least this long by construction."""
+FAST = SLOW
+"""A fast /healthz answer takes milliseconds; anything that beats the slow delay counts as fast (a busy
+machine stretches milliseconds, never to the delay)."""
 
 
 def timed_get(url: str, *, timeout: float = 10.0) -> tuple[float, httpx.Response]:
@@ -26,15 +29,15 @@ def timed_get(url: str, *, timeout: float = 10.0) -> tuple[float, httpx.Response
 
 
 def test_every_second_healthz_is_slow_starting_with_the_second(start_server: Callable[..., Server]) -> None:
-    server = start_server("--slow-health", "0.5", "--slow-health-every", "2")
+    server = start_server("--slow-health", str(SLOW), "--slow-health-every", "2")
     durations: list[float] = []
-    for _ in range(6):
+    for _ in range(4):
         elapsed, response = timed_get(f"{server.url}/healthz")
         assert (response.status_code, response.json()) == (200, {"status": "ok"})
         durations.append(elapsed)
-    fast, slow = durations[0::2], durations[1::2]  # the 1st, 3rd, 5th; the 2nd, 4th, 6th
+    fast, slow = durations[0::2], durations[1::2]  # the 1st, 3rd; the 2nd, 4th
     assert all(d < FAST for d in fast), durations
-    assert all(d >= 0.5 for d in slow), durations
+    assert all(d >= SLOW for d in slow), durations
 
 
 def test_by_default_every_healthz_is_slow(start_server: Callable[..., Server]) -> None:
@@ -73,21 +76,19 @@ def test_a_probe_with_a_shorter_timeout_fails_on_every_nth_only_and_leaves_no_tr
 def test_a_slow_healthz_holds_up_neither_predictions_nor_other_requests(
     start_server: Callable[..., Server],
 ) -> None:
-    server = start_server("--slow-health", "2")
+    server = start_server("--slow-health", "5")
     health: dict[str, float] = {}
     probe = threading.Thread(target=lambda: health.setdefault("elapsed", timed_get(f"{server.url}/healthz")[0]))
     probe.start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
-            started = time.monotonic()
             for _ in range(5):
                 assert client.post("/predict", json={"text": "awful"}).json()["label"] == "negative"
                 assert client.get("/version").status_code == 200
-            assert time.monotonic() - started < 1.5
-        assert probe.is_alive()  # the slow /healthz was pending all along
+        assert probe.is_alive()  # ten answers came while the slow /healthz was pending
     finally:
         probe.join(timeout=10)
-    assert health["elapsed"] >= 2.0
+    assert health["elapsed"] >= 5.0
 
 
 @pytest.mark.parametrize("args", [["--slow-health-every", "0"], ["--slow-health", "-1"], ["--slow-health-every", "x"]])

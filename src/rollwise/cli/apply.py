@@ -55,7 +55,8 @@ FILE_KEYS = ("name", "replicas", "policy", "revision")
 REQUIRED_KEYS = ("name", "replicas", "revision")
 
 POLICY_DEFAULTS: dict[str, Any] = {
-    "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "auto_promote": False,
+    "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "capacity_fallback": "replace",
+    "auto_promote": False,
     "promote_delay_seconds": 0.0, "progress_deadline_seconds": 600.0, "on_deadline": "rollback",
     "failure_threshold": None,
 }

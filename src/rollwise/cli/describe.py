@@ -115,6 +115,8 @@ def policy_words(policy: Mapping[str, Any] | None) -> str:
     strategy = policy.get("strategy")
     if strategy == "rolling":
         words = f"rolling, max surge {policy.get('max_surge')}, max unavailable {policy.get('max_unavailable')}"
+        if policy.get("capacity_fallback") == "wait":
+            words += ", waits for capacity"
     elif strategy == "blue_green":
         auto = "auto-promote" if policy.get("auto_promote") else "manual promotion"
         delay = policy.get("promote_delay_seconds") or 0
