@@ -6,7 +6,7 @@ mode and kills whatever is still running when the test ends, passed or failed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 from model_server_process import HTTP_MODES, Server
@@ -20,11 +20,12 @@ def http_mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def start_server(http_mode: str) -> Iterator[Callable[..., Server]]:
-    """start(*args, wait=True, python_options=()) -> Server, in the test's HTTP mode."""
+    """start(*args, wait=True, python_options=(), env=None) -> Server, in the test's HTTP mode."""
     servers: list[Server] = []
 
-    def start(*args: str, wait: bool = True, python_options: tuple[str, ...] = ()) -> Server:
-        server = Server("--http", http_mode, *args, python_options=python_options)
+    def start(*args: str, wait: bool = True, python_options: tuple[str, ...] = (),
+              env: Mapping[str, str] | None = None) -> Server:
+        server = Server("--http", http_mode, *args, python_options=python_options, env=env)
         servers.append(server)
         if wait:
             server.wait_listening()

@@ -6,14 +6,17 @@ Waits are on conditions with deadlines, never fixed sleeps.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 HTTP_MODES = ("stdlib", "uvicorn")
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROLLWISE_RESOURCES")
+"""What a route is given of its devices; unset in a server started here unless the test sets them."""
 
 
 def free_port() -> int:
@@ -55,9 +58,11 @@ def catches_sigterm(pid: int) -> bool:
 
 
 class Server:
-    """`python -m rollwise.examples.model_server --port P ARGS...` with stderr captured."""
+    """`python -m rollwise.examples.model_server --port P ARGS...` with stderr captured; `env` is added to
+    this process's environment, from which the device variables are removed (the test's machine may set
+    CUDA_VISIBLE_DEVICES)."""
 
-    def __init__(self, *args: str, python_options: tuple[str, ...] = ()) -> None:
+    def __init__(self, *args: str, python_options: tuple[str, ...] = (), env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -65,6 +70,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={k: v for k, v in os.environ.items() if k not in DEVICE_VARIABLES} | dict(env or {}),
         )
 
     def wait_listening(self, *, timeout: float = 10.0) -> None:

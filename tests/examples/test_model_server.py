@@ -97,7 +97,8 @@ def test_predict(server: Server, text: str, label: str) -> None:
 
 
 def test_version_and_healthz(server: Server) -> None:
-    assert httpx.get(f"{server.url}/version").json() == {"version": "v7"}
+    assert httpx.get(f"{server.url}/version").json() == {"version": "v7", "cuda_visible_devices": None,
+                                                         "resources": None}
     health = httpx.get(f"{server.url}/healthz")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
 

@@ -26,6 +26,8 @@ from typing import Any
 
 WEIGHTS_RESOURCE = "sentiment_weights.json"
 MAX_BODY_BYTES = 64 * 1024
+DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+RESOURCES_ENV = "ROLLWISE_RESOURCES"
 
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -95,6 +97,20 @@ def parse_predict_body(body: bytes) -> str:
     return text
 
 
+def devices_from(environ: Mapping[str, str]) -> tuple[str | None, Any]:
+    """What the route was given, as /version reports it: CUDA_VISIBLE_DEVICES as received and
+    ROLLWISE_RESOURCES parsed (e.g. {"gpu": [0]}); None for a variable that is not set. ValueError when
+    ROLLWISE_RESOURCES is not JSON (rollwise always sets JSON: anything else is a misconfiguration)."""
+    raw = environ.get(RESOURCES_ENV)
+    resources: Any = None
+    if raw is not None:
+        try:
+            resources = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{RESOURCES_ENV} is not JSON ({e.msg}): {raw[:80]!r}") from None
+    return environ.get(DEVICES_ENV), resources
+
+
 class ServingState:
     """The model, its version, the misbehaviour settings, the drain flag and the in-flight count.
 
@@ -112,6 +128,8 @@ class ServingState:
         latency: float = 0.0,
         slow_health: float = 0.0,
         slow_health_every: int = 1,
+        cuda_visible_devices: str | None = None,
+        resources: Any = None,
     ) -> None:
         if slow_health_every < 1:
             raise ValueError("slow_health_every must be at least 1")
@@ -120,6 +138,8 @@ class ServingState:
         self.latency = latency
         self.slow_health = slow_health
         self.slow_health_every = slow_health_every
+        self.cuda_visible_devices = cuda_visible_devices
+        self.resources = resources
         self.draining = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -183,6 +203,11 @@ class ServingState:
             return HTTPStatus.OK, {"status": "ok"}
         status = "draining" if self.draining.is_set() else "unhealthy"
         return HTTPStatus.SERVICE_UNAVAILABLE, {"status": status}
+
+    def version_info(self) -> dict[str, Any]:
+        """The /version answer: the version, and the devices the process was given (`devices_from`)."""
+        return {"version": self.version, "cuda_visible_devices": self.cuda_visible_devices,
+                "resources": self.resources}
 
     def predict(self, text: str) -> dict[str, Any]:
         """The /predict answer body (the front end adds --latency: it knows how to wait)."""

@@ -10,9 +10,14 @@ HTTP (HTTP/1.1 with keep-alive, many requests at once, so a proxy such as Traefi
     POST /predict  {"text": "..."}  -> 200 {"label": "positive"|"negative", "score": p, "version": v}
                                        400 {"error": ...} on a bad body (413 when too large)
     GET  /healthz                   -> 200 {"status": "ok"}, 503 once unhealthy or while draining
-    GET  /version                   -> 200 {"version": v}
+    GET  /version                   -> 200 {"version": v, "cuda_visible_devices": "0,1" | null,
+                                                 "resources": {"gpu": [0, 1]} | null}
 
-`score` is the model's probability for the returned label (0.5 to 1).
+`score` is the model's probability for the returned label (0.5 to 1). `/version` also says which devices
+the process was given: `cuda_visible_devices` is the CUDA_VISIBLE_DEVICES it received and `resources` the
+parsed ROLLWISE_RESOURCES (rollwise sets both for a route that holds slots, e.g. `--resources gpu=4` and a
+revision with `resources: {gpu: 1}`), each null when unset. A ROLLWISE_RESOURCES that is not JSON stops
+it at start (exit 1). The model itself never touches a GPU.
 
 Two HTTP front ends answer alike (`_serving` holds what they share):
 
@@ -66,6 +71,7 @@ from rollwise.examples._serving import (
     HttpError,
     SentimentModel,
     ServingState,
+    devices_from,
     parse_predict_body,
     tokenize,
 )
@@ -183,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(delay)
             self._send_json(*state.health())
         elif path == "/version":
-            self._send_json(HTTPStatus.OK, {"version": state.version})
+            self._send_json(HTTPStatus.OK, state.version_info())
         elif path == "/predict":
             self._send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, "use POST /predict", allow="POST")
         else:
@@ -411,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(FAIL_START_SECONDS)
             log("failing on purpose (--fail-start), never listened")
             return 1
+        devices = devices_from(os.environ)
         time.sleep(args.startup_delay)
         model = SentimentModel.load_packaged()
         if args.http == "uvicorn":
@@ -419,11 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             keep_alive = UVICORN_KEEPALIVE_SECONDS if args.keep_alive is None else args.keep_alive
             sock = _listening_socket(args.host, args.port)
-            state = _state(args, model)
+            state = _state(args, model, devices)
             front_end = UvicornFrontEnd(sock, state, keep_alive=keep_alive)
         else:
             keep_alive = STDLIB_KEEPALIVE_SECONDS if args.keep_alive is None else args.keep_alive
-            state = _state(args, model)
+            state = _state(args, model, devices)
             front_end = _StdlibFrontEnd(ModelServer((args.host, args.port), state, keep_alive=keep_alive))
     except _StopBeforeListening:
         log("stopped before listening")
@@ -442,8 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _state(args: argparse.Namespace, model: SentimentModel) -> ServingState:
+def _state(args: argparse.Namespace, model: SentimentModel, devices: tuple[str | None, Any]) -> ServingState:
+    cuda_visible_devices, resources = devices
     return ServingState(
+        cuda_visible_devices=cuda_visible_devices,
+        resources=resources,
         model=model,
         version=args.version,
         unhealthy_after=args.unhealthy_after,

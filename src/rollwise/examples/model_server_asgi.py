@@ -86,7 +86,7 @@ class SentimentApp:
                 status, payload = state.health()
                 return _Answer(status, payload)
             if path == "/version":
-                return _Answer(HTTPStatus.OK, {"version": state.version})
+                return _Answer(HTTPStatus.OK, state.version_info())
             if path == "/predict":
                 return _error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST /predict", allow="POST")
             return _error(HTTPStatus.NOT_FOUND, f"no route {path}")
