@@ -15,6 +15,12 @@ Two real implementations live in this package: `local` (one OS process per route
   It never raises for file problems and never blocks the event loop on file work.
 - `exit_report` says how a route's process ended (exit status, last lines it wrote). The controller
   calls it once it sees the process gone; it is cheap and never raises for missing files.
+- `capacity` says what the runtime offers, per node: named countable slots such as `{"gpu": 4}`
+  (docs/strategies.md, "Capacity"). A route whose `LaunchSpec.resources` asks for slots gets free device
+  indices on its node at `start` (in its handle's `devices`); an index is free again only once the
+  route's process has exited, and `adopt` restores who holds what. Two alive routes never share an
+  index. When the indices a route needs are still held (a process that has not exited yet), `start`
+  raises `DevicesBusy`, which is transient: the controller tries again on a later pass.
 
 Errors: implementations raise `RuntimeFailure` (a RollwiseError) for launch problems, never raw OSError.
 This module holds only types: no I/O, no imports beyond rollwise.model.
@@ -36,6 +42,27 @@ class RuntimeFailure(RollwiseError):
     code = "runtime.failure"
 
 
+class DevicesBusy(RuntimeFailure):
+    """The device indices a route needs are still held by routes whose processes have not exited yet.
+    Transient: the same start succeeds once they have."""
+
+    code = "runtime.devices_busy"
+    transient = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """One node's slots: `total` maps a resource name to how many units the node has (e.g. {"gpu": 4});
+    units of a resource are device indices 0..total-1."""
+
+    name: str
+    total: Mapping[str, int] = field(default_factory=dict)
+
+
+Devices = Mapping[str, tuple[int, ...]]
+"""Device indices a route holds, per resource, e.g. {"gpu": (0, 1)}; resources it needs none of are absent."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
     route_id: str
@@ -49,6 +76,8 @@ class LaunchSpec:
     """Names of extra ports the route needs besides its main one (e.g. "grpc", "metrics"): each gets
     its own free port, given as "{port.NAME}" and in the variable PORT_<NAME upper-cased>. Names match
     ^[a-z][a-z0-9_]{0,29}$, are distinct and are never "port" (the model validates them)."""
+    resources: Mapping[str, int] = field(default_factory=dict)
+    """What the route needs, per resource (e.g. {"gpu": 1}); zero or absent = none of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +88,10 @@ class RouteHandle:
     pid: int | None = None
     identity: str = ""
     """Opaque proof that `pid` is still the process we started (e.g. its start time)."""
+    devices: Devices = field(default_factory=dict)
+    """The device indices the route was given at start (see `Runtime.capacity`)."""
+    node: str | None = None
+    """The node the route runs on (None: the runtime has one node, or the route has not started)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +135,10 @@ class Runtime(Protocol):
 
     async def exit_report(self, handle: RouteHandle, *, lines: int = 5) -> ExitReport:
         """How the route's process ended, with at most `lines` of its last output. Never raises."""
+        ...
+
+    def capacity(self) -> tuple[NodeCapacity, ...]:
+        """The nodes and their slots; a node without slots still appears (with an empty `total`)."""
         ...
 
 
