@@ -177,18 +177,21 @@ async def test_mixed_changeset_leaves_the_same_state_on_both_backends(store: Sto
         "traffic": Traffic.ACTIVE, "traffic_ratio": 1.0, "failed": False, "address": None, "pid": None,
         "identity": None, "health_failures": 0, "health_successes": 0, "created_at": NOW,
         "status_updated_at": LATER, "drain_until": LATER, "detail": None, "started_at": None,
+        "holds": {}, "devices": {}, "node": None,
     }.items()))
     assert _route_state(routes["a2"]) == tuple(sorted({
         "id": "a2", "revision": 2, "status": RouteStatus.PROVISIONING, "health": Health.NOT_CHECKED,
         "traffic": Traffic.INACTIVE, "traffic_ratio": 0.0, "failed": True, "address": None, "pid": None,
         "identity": None, "health_failures": 0, "health_successes": 0, "created_at": LATER,
         "status_updated_at": LATER, "drain_until": None, "detail": None, "started_at": None,
+        "holds": {}, "devices": {}, "node": None,
     }.items()))
     assert _route_state(routes["b1"]) == tuple(sorted({
         "id": "b1", "revision": 1, "status": RouteStatus.PROVISIONING, "health": Health.UNHEALTHY,
         "traffic": Traffic.ACTIVE, "traffic_ratio": 1.0, "failed": True, "address": None, "pid": None,
         "identity": None, "health_failures": 0, "health_successes": 4, "created_at": NOW,
         "status_updated_at": NOW, "drain_until": None, "detail": None, "started_at": None,
+        "holds": {}, "devices": {}, "node": None,
     }.items()))
 
     [ha] = await store.list_history(a.id)

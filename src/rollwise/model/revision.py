@@ -25,6 +25,11 @@ PORT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 PORT_REFERENCE = re.compile(r"\{port\.([^{}]*)\}")
 """`{port.NAME}` in an argument or env value: NAME must be one of the revision's `ports`."""
 MAX_PORTS = 8
+RESOURCE_NAME = PORT_NAME
+"""A resource (slot) name, e.g. "gpu": the same shape as a port name."""
+MAX_RESOURCES = 16
+MAX_RESOURCE_UNITS = 1024
+"""Most units of one resource a route may ask for (a node with more GPUs than this does not exist)."""
 LABEL_MAX = 63
 """Longest revision label (also the size of the store's `revisions.label` column)."""
 
@@ -88,6 +93,33 @@ class RevisionInput(BaseModel):
         description='Extra ports the route gets besides its main one, by name (e.g. ["grpc", "metrics"]): each '
         'is a free port, given as "{port.NAME}" in the command and env values and as PORT_NAME in the environment',
     )
+
+    resources: dict[str, int] = Field(
+        default_factory=dict,
+        description='What ONE route needs of the node\'s countable slots, e.g. {"gpu": 1}: integers >= 0; '
+        "absent or {} = nothing. A gpu route gets its device indices in CUDA_VISIBLE_DEVICES",
+    )
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources_shape(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name, units in v.items():
+                if isinstance(units, bool) or not isinstance(units, int):
+                    raise ValueError(f"{name}: {units!r} is not an integer")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, int]) -> dict[str, int]:
+        if len(v) > MAX_RESOURCES:
+            raise ValueError(f"at most {MAX_RESOURCES} resources")
+        for name, units in v.items():
+            if not RESOURCE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a resource name (a-z first, then a-z, 0-9 or _, at most 30)")
+            if units < 0 or units > MAX_RESOURCE_UNITS:
+                raise ValueError(f"{name}: {units} is not between 0 and {MAX_RESOURCE_UNITS}")
+        return {name: units for name, units in sorted(v.items()) if units > 0}
 
     @field_validator("command")
     @classmethod

@@ -15,6 +15,7 @@ do I/O or import SQLAlchemy.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
@@ -69,6 +70,7 @@ class RevisionSpec:
     stop_grace_seconds: float = 5.0
     label: str | None = None
     ports: tuple[str, ...] = ()
+    resources: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str):
@@ -95,6 +97,8 @@ class NewRoute:
     pid: int | None = None
     identity: str | None = None
     detail: str | None = None
+    holds: Mapping[str, int] | None = None
+    """The slots the route holds (its revision's `resources`); None or empty = none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +126,8 @@ class RouteUpdate:
     drain_until: datetime | None | _Unset = UNSET
     detail: str | None | _Unset = UNSET
     started_at: datetime | None | _Unset = UNSET
+    devices: Mapping[str, tuple[int, ...]] | _Unset = UNSET
+    node: str | None | _Unset = UNSET
 
     def __post_init__(self) -> None:
         for name, enum in (("status", RouteStatus), ("health", Health), ("traffic", Traffic)):

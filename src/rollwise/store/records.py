@@ -12,13 +12,38 @@ Called by: the store and every layer above it that reads. Must not: do I/O or im
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from rollwise.model import Health, Lifecycle, Mode, Policy, RollbackReason, RouteStatus, SubStep, Traffic
 
-__all__ = ["DeploymentRecord", "HistoryRecord", "RevisionRecord", "RouteRecord"]
+__all__ = ["NOTHING", "DeploymentRecord", "HistoryRecord", "RevisionRecord", "RouteRecord"]
+
+class _Nothing(Mapping[str, Any]):
+    """An empty mapping that is hashable, so it can be a frozen dataclass field's shared default."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+NOTHING: Final[Mapping[str, Any]] = _Nothing()
+"""The empty, shared `resources` / `holds` / `devices` of records that have none (most of them)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +93,8 @@ class RevisionRecord:
     created_at: datetime
     ports: tuple[str, ...] = ()
     """Names of the extra ports the route gets besides its main one (e.g. ("grpc", "metrics"))."""
+    resources: Mapping[str, int] = NOTHING
+    """What ONE route of this revision needs of the node's slots, e.g. {"gpu": 1}; empty = nothing."""
 
     @property
     def has_health_check(self) -> bool:
@@ -97,6 +124,13 @@ class RouteRecord:
     started_at: datetime | None = None
     """When its process was started (None before): the startup timeout counts from here, not from
     `created_at`, because a route may wait for a start slot (starts are bounded per pass)."""
+    holds: Mapping[str, int] = NOTHING
+    """The slots this route holds from its creation until its process has exited (its revision's
+    `resources`, copied when the route is created); empty = none."""
+    devices: Mapping[str, tuple[int, ...]] = NOTHING
+    """The device indices the runtime gave it at start, e.g. {"gpu": (0,)}."""
+    node: str | None = None
+    """The node it runs on (set at start)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,7 +38,7 @@ from rollwise.model import (
     parse_policy,
 )
 from rollwise.store.commands import NewHistory, NewRoute, RevisionSpec, RouteUpdate
-from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import NOTHING, DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 
 
 class NamedRow(Protocol):
@@ -138,13 +138,15 @@ def revision_from_row(row: NamedRow) -> RevisionRecord:
         label=row["label"],
         created_at=row["created_at"],
         ports=tuple(row["ports"] or ()),
+        resources=row["resources"] or NOTHING,
     )
 
 
 def route_from_row(row: Sequence[Any]) -> RouteRecord:
     """A `routes` row as ROUTE_COLUMNS (positional: a cycle maps 40,000 of them)."""
     (id_, deployment_id, revision, status, health, traffic, traffic_ratio, failed, address, pid, identity,
-     health_failures, health_successes, created_at, status_updated_at, drain_until, detail, started_at) = row
+     health_failures, health_successes, created_at, status_updated_at, drain_until, detail, started_at,
+     holds, devices, node) = row
     return RouteRecord(
         id=id_,
         deployment_id=deployment_id,
@@ -164,7 +166,21 @@ def route_from_row(row: Sequence[Any]) -> RouteRecord:
         drain_until=drain_until,
         detail=detail,
         started_at=started_at,
+        holds=holds or NOTHING,
+        devices=devices_from_json(devices),
+        node=node,
     )
+
+
+def devices_from_json(value: Any) -> Mapping[str, tuple[int, ...]]:
+    """A `routes.devices` value ({"gpu": [0, 1]} or NULL) as the record's mapping of tuples."""
+    if not value:
+        return NOTHING
+    return {str(name): tuple(int(i) for i in idx) for name, idx in value.items()}
+
+
+def devices_to_json(devices: Mapping[str, Any]) -> dict[str, list[int]] | None:
+    return {name: [int(i) for i in idx] for name, idx in devices.items()} or None
 
 
 def history_from_row(row: NamedRow) -> HistoryRecord:
@@ -211,6 +227,7 @@ def revision_values(deployment_id: int, number: int, spec: RevisionSpec, now: da
         "label": spec.label,
         "created_at": now,
         "ports": list(spec.ports) or None,
+        "resources": dict(spec.resources) or None,
     }
 
 
@@ -243,13 +260,19 @@ def new_route_values(route: NewRoute, route_id: str) -> dict[str, Any]:
         "drain_until": None,
         "detail": route.detail,
         "started_at": None,
+        "holds": dict(route.holds) if route.holds else None,
+        "devices": None,
+        "node": None,
     }
 
 
 
 
 def route_update_values(update: RouteUpdate) -> dict[str, Any]:
-    return {key: db_value(value) for key, value in update.changes().items()}
+    values = {key: db_value(value) for key, value in update.changes().items()}
+    if "devices" in values:
+        values["devices"] = devices_to_json(values["devices"])
+    return values
 
 
 def history_values(h: NewHistory) -> dict[str, Any]:

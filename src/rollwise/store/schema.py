@@ -29,6 +29,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -190,6 +191,7 @@ revisions = Table(
     Column("label", String(LABEL_MAX), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("ports", JSONDoc, nullable=True),
+    Column("resources", JSONDoc, nullable=True),
     UniqueConstraint("deployment_id", "number"),
 )
 
@@ -214,7 +216,15 @@ routes = Table(
     Column("drain_until", UtcDateTime, nullable=True),
     Column("detail", Text, nullable=True),
     Column("started_at", UtcDateTime, nullable=True),
+    Column("holds", JSONDoc, nullable=True),
+    Column("devices", JSONDoc, nullable=True),
+    Column("node", String(255), nullable=True),
 )
+Index(
+    "ix_routes_holding", routes.c.status,
+    sqlite_where=routes.c.holds.isnot(None), postgresql_where=routes.c.holds.isnot(None),
+)
+"""Only routes that hold slots (few, on GPU nodes): what the capacity read of every cycle scans."""
 
 meta = Table(
     "meta",
