@@ -28,6 +28,8 @@ from fastapi.security import HTTPBearer
 
 from rollwise.api.errors import responses
 from rollwise.api.schemas import (
+    CapacityOut,
+    capacity_out,
     DeploymentCreate,
     DeploymentOut,
     DeploymentPatch,
@@ -139,6 +141,13 @@ def build_router(ops: Operations) -> APIRouter:
     verb("resume", "Resume a paused rollout", ops.resume)
     verb("abort", "Abort the rollout in progress: roll back now", ops.abort)
     verb("undo", "Roll out the revision that served before the current one", ops.undo)
+
+    # --- capacity -------------------------------------------------------------------------------------
+
+    @router.get("/capacity", response_model=CapacityOut, responses=responses(401, 503),
+                summary="Each node's slots: total, held, free, and which route holds which device")
+    async def capacity() -> CapacityOut:
+        return capacity_out(await ops.capacity())
 
     # --- history and plan -----------------------------------------------------------------------------
 

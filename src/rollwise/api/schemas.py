@@ -13,7 +13,7 @@ Called by `api.endpoints`. Must not: talk to the store or the operations layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -36,6 +36,7 @@ from rollwise.model import (
     is_ready_state,
 )
 from rollwise.model.policy import MAX_COUNT
+from rollwise.control.operations import NodeUsage
 from rollwise.control.rules.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
@@ -145,6 +146,10 @@ class RouteOut(BaseModel):
     pid: int | None = Field(None, description="Process id of the route (local runtime) once started")
     failed: bool = Field(..., description="Terminated because it failed")
     detail: str | None = Field(None, description="Why the route failed or stopped, when known")
+    devices: dict[str, list[int]] = Field(
+        default_factory=dict, description='Device indices it was given at start, e.g. {"gpu": [0]}'
+    )
+    node: str | None = Field(None, description="The node it runs on, once started")
     created_at: datetime
     status_updated_at: datetime
 
@@ -198,7 +203,39 @@ class RevisionOut(BaseModel):
     stop_grace_seconds: float
     label: str | None = None
     ports: list[str] = Field(default_factory=list, description="Names of the extra ports its routes get")
+    resources: dict[str, int] = Field(
+        default_factory=dict, description='What one of its routes needs of the node\'s slots, e.g. {"gpu": 1}'
+    )
     created_at: datetime
+
+
+class HolderOut(BaseModel):
+    """A route that holds slots on a node."""
+
+    id: str = Field(..., description="Route id")
+    deployment: str
+    revision: int
+    status: RouteStatus = Field(..., description="provisioning, running or terminating (all of them hold)")
+    holds: dict[str, int] = Field(..., description="Units it holds, per resource")
+    devices: dict[str, list[int]] = Field(
+        default_factory=dict, description="The device indices it was given ({} until it has started)"
+    )
+
+
+class NodeOut(BaseModel):
+    """One node's slots."""
+
+    name: str
+    total: dict[str, int] = Field(..., description="Units per resource")
+    held: dict[str, int] = Field(..., description="Units held by routes whose process has not exited")
+    free: dict[str, int] = Field(..., description="total - held (never below 0)")
+    routes: list[HolderOut] = Field(default_factory=list, description="The routes holding slots here")
+
+
+class CapacityOut(BaseModel):
+    """What the runtime offers and who holds it."""
+
+    nodes: list[NodeOut]
 
 
 class HistoryOut(BaseModel):
@@ -270,8 +307,26 @@ def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
     return RouteOut(
         id=r.id, revision=r.revision, status=r.status, health=r.health, ready=ready, traffic=r.traffic,
         traffic_ratio=r.traffic_ratio, address=r.address, pid=r.pid, failed=r.failed, detail=r.detail,
-        created_at=r.created_at, status_updated_at=r.status_updated_at,
+        devices=devices_out(r.devices), node=r.node, created_at=r.created_at, status_updated_at=r.status_updated_at,
     )
+
+
+def devices_out(devices: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    return {name: list(idx) for name, idx in devices.items()}
+
+
+def capacity_out(nodes: Sequence[NodeUsage]) -> CapacityOut:
+    return CapacityOut(nodes=[
+        NodeOut(
+            name=n.name, total=n.total, held=n.held, free=n.free,
+            routes=[
+                HolderOut(id=r.id, deployment=name, revision=r.revision, status=r.status, holds=dict(r.holds),
+                          devices=devices_out(r.devices))
+                for r, name in n.routes
+            ],
+        )
+        for n in nodes
+    ])
 
 
 def deployment_out(
@@ -302,7 +357,7 @@ def revision_out(rev: RevisionRecord) -> RevisionOut:
         health_check=HealthCheck.model_validate(rev.health_check) if rev.health_check is not None else None,
         startup_timeout_seconds=rev.startup_timeout_seconds, drain_seconds=rev.drain_seconds,
         stop_grace_seconds=rev.stop_grace_seconds, label=rev.label, ports=list(rev.ports),
-        created_at=rev.created_at,
+        resources=dict(rev.resources), created_at=rev.created_at,
     )
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from rollwise.cli.early import EarlyResponder
 from rollwise.control.clock import Clock, SystemClock
-from rollwise.control.coordinator import Coordinator, Intervals
+from rollwise.control.coordinator import Coordinator, Intervals, node_totals
 from rollwise.control.operations import Operations
 from rollwise.control.supervisor import ProxySupervisor
 from rollwise.model.errors import RollwiseError, ValidationFailed
@@ -79,6 +79,9 @@ class ServerConfig:
     """"local" (processes) or "simulated" (no processes; routes become ready after a startup time)."""
     token: str | None = None
     token_file: Path | None = None
+    resources: dict[str, int] | None = None
+    """The node's slots (`--resources gpu=4`); None = detect GPUs with nvidia-smi (local runtime), none
+    for the simulated runtime."""
     intervals: Intervals = field(default_factory=Intervals)
 
     @property
@@ -170,13 +173,14 @@ async def build_plane(
         if config.runtime == "simulated":
             from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
 
-            sim = SimulatedRuntime(clock.now, default=SimBehaviour(startup_seconds=0.5))
+            sim = SimulatedRuntime(clock.now, default=SimBehaviour(startup_seconds=0.5),
+                                   resources=config.resources or {})
             runtime, prober = sim, sim
         else:
             from rollwise.runtime.local import LocalRuntime
             from rollwise.traffic.health import HttpProber
 
-            runtime = LocalRuntime(config.data_dir)
+            runtime = LocalRuntime(config.data_dir, resources=config.resources)
             http = HttpProber()
             prober = http
             closers.append(http.aclose)
@@ -203,6 +207,7 @@ async def build_plane(
             store, clock, coordinator.mark,
             is_active=lambda: bool(holder) and holder[0].writable,
             route_overlay=coordinator.routes.overlay,
+            capacity=lambda: node_totals(runtime),
         )
         supervisor = ProxySupervisor(traffic, clock=clock, on_restart=coordinator.wake)
         plane = Plane(config, store, runtime, prober, traffic, coordinator, ops, clock, supervisor)

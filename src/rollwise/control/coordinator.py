@@ -103,6 +103,7 @@ class Coordinator:
         """Times (`clock.monotonic()`) at which a cycle must run again although nothing marked it (requeue_after)."""
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
+        self.runtime = runtime
         self.routes = RouteController(
             store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake,
             max_starting=max_starting,
@@ -165,7 +166,7 @@ class Coordinator:
             self._needed.discard(kind)
             self._last_run[kind] = mono
             started = self.clock.monotonic()
-            report = await run_cycle(self.store, kind, self.clock.now())
+            report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime))
             elapsed = self.clock.monotonic() - started
             for observer in self.observers:
                 observer(report, elapsed)
@@ -212,3 +213,8 @@ class Coordinator:
 
     async def close(self) -> None:
         await self.routes.wait_stops()
+
+
+def node_totals(runtime: Runtime) -> dict[str, dict[str, int]]:
+    """The runtime's capacity as the cycles take it: node -> resource -> units."""
+    return {node.name: dict(node.total) for node in runtime.capacity()}

@@ -12,12 +12,13 @@ Called by the coordinator; does not touch processes or the proxy (the route cont
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
 from rollwise.control.rules import transitions
+from rollwise.control.rules.capacity import NO_ROOM, Room, Totals, target_revision
 from rollwise.control.rules.deploying import compute_deploying_outcome, compute_error_outcome
 from rollwise.control.rules.lifecycle import (
     compute_destroying_outcome,
@@ -74,7 +75,10 @@ class CycleReport:
         return self.applied > 0
 
 
-Rule = Callable[[DeploymentRecord, Sequence[RouteRecord], HealthChecks, datetime], Outcome]
+Rule = Callable[[DeploymentRecord, Sequence[RouteRecord], HealthChecks, datetime, Room], Outcome]
+
+PLACING = frozenset({CycleKind.SCALING, CycleKind.CHECK_REPLICAS, CycleKind.DEPLOYING})
+"""The cycle kinds that create routes, hence read the capacity."""
 
 
 def _rule_for(kind: CycleKind) -> Rule:
@@ -83,8 +87,24 @@ def _rule_for(kind: CycleKind) -> Rule:
     if kind in (CycleKind.SCALING, CycleKind.CHECK_REPLICAS):
         return compute_replicas_outcome
     if kind is CycleKind.DESTROYING:
-        return lambda dep, routes, checks, now: compute_destroying_outcome(dep, routes, now)
-    return lambda dep, routes, checks, now: compute_pending_outcome(dep, now)
+        return lambda dep, routes, checks, now, room: compute_destroying_outcome(dep, routes, now)
+    return lambda dep, routes, checks, now, room: compute_pending_outcome(dep, now)
+
+
+def revisions_placed(deployments: Sequence[DeploymentRecord]) -> set[tuple[int, int]]:
+    """The revisions a placing cycle may create routes of: each deployment's target and serving one."""
+    keys = {(d.id, rev) for d in deployments if (rev := target_revision(d)) is not None}
+    return keys | {(d.id, d.current_revision) for d in deployments if d.current_revision is not None}
+
+
+async def read_room(
+    store: Store, capacity: Totals, needs: Mapping[tuple[int, int], Mapping[str, int]]
+) -> Room:
+    """What is free now (control.rules.capacity) for routes of revisions with these `needs`: one read of
+    the routes that hold slots, and none at all when no such revision needs anything."""
+    if not needs:
+        return NO_ROOM
+    return Room.compute(capacity, await store.list_holding_routes(), needs)
 
 
 def _evaluate(
@@ -94,11 +114,12 @@ def _evaluate(
     dep_routes: Sequence[RouteRecord],
     health_checks: HealthChecks,
     now: datetime,
+    room: Room,
     report: CycleReport,
 ) -> Outcome:
     """One deployment's outcome; an evaluation that raises is recorded for this deployment only."""
     try:
-        return rule(dep, dep_routes, health_checks, now)
+        return rule(dep, dep_routes, health_checks, now, room)
     except Exception as exc:  # noqa: BLE001 - recorded for this deployment only
         log.exception("cycle %s failed for deployment %s", kind.value, dep.name)
         report.errors[dep.id] = f"{type(exc).__name__}: {exc}"
@@ -110,8 +131,10 @@ def _evaluate(
         return outcome
 
 
-async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport:
-    """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once."""
+async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None) -> CycleReport:
+    """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once.
+    `capacity`: the runtime's node totals (node -> resource -> units); deployments are visited in id
+    order and each one's creations are taken from what is free before the next is decided."""
     report = CycleReport(kind)
     deployments = await store.list_deployments([LIFECYCLE_OF[kind]])
     report.deployments = len(deployments)
@@ -119,16 +142,20 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime) -> CycleReport
         return report
     routes_by_dep: dict[int, list[RouteRecord]] = {}
     health_checks: HealthChecks = {}
+    room = NO_ROOM
     if kind is not CycleKind.CHECK_PENDING:
         routes = await store.list_routes([d.id for d in deployments])
         routes_by_dep = group_by_deployment(routes)
-        if kind is not CycleKind.DESTROYING:
-            # Of the revisions, the rules only need "has a health check" (no JSON read or decoded).
-            health_checks = await store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
+        if kind in PLACING:
+            # Of the revisions, the rules need "has a health check" and what a route needs of the
+            # node's slots, in one read (no big JSON column read or decoded).
+            keys = {(r.deployment_id, r.revision) for r in routes} | revisions_placed(deployments)
+            health_checks, needs = await store.revision_facts(keys)
+            room = await read_room(store, capacity or {}, needs)
     rule = _rule_for(kind)
     with gc_paused():  # synchronous and allocation-heavy (see rollwise.store.bulk)
-        outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, report)
-                    for dep in deployments]
+        outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, room, report)
+                    for dep in sorted(deployments, key=lambda d: d.id)]
         changes = gather(outcomes)
     waits = [o.requeue_after for o in outcomes if o.requeue_after is not None]
     report.requeue_after = min(waits, default=None)

@@ -26,9 +26,11 @@ from typing import Any
 from rollwise.control.rules import transitions
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind
+from rollwise.control.cycles import read_room, revisions_placed
+from rollwise.control.rules.capacity import Room, Totals, compute_target_view
 from rollwise.control.rules.lifecycle import compute_replicas_decision
 from rollwise.control.rules.views import compute_deployment_view, compute_route_views
-from rollwise.model import Decision, Lifecycle, Policy, ValidationFailed, check_deployment_name
+from rollwise.model import Decision, Lifecycle, Policy, RouteStatus, ValidationFailed, check_deployment_name
 from rollwise.model.policy import parse_policy
 from rollwise.model.revision import RevisionInput, parse_revision
 from rollwise.model.names import MAX_REPLICAS
@@ -37,6 +39,9 @@ from rollwise.store import Store
 from rollwise.store.commands import UNSET, ChangeSet, DeploymentUpdate, RevisionSpec
 from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
 from rollwise.strategy import decide
+
+HOLDING = frozenset({RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING})
+"""Route statuses that hold slots: until the process has exited (docs/strategies.md, "Capacity")."""
 
 MAX_ATTEMPTS = 200
 """Decide-and-write attempts of one request; each failed attempt means another writer made progress."""
@@ -69,7 +74,33 @@ def to_revision_spec(rev: RevisionInput) -> RevisionSpec:
         stop_grace_seconds=rev.stop_grace_seconds,
         label=rev.label,
         ports=tuple(rev.ports),
+        resources=dict(rev.resources),
     )
+
+
+def check_fits(rev: RevisionInput, capacity: Totals, *, prefix: str = "revision") -> None:
+    """Refuse a revision whose routes no node could ever hold (ValidationFailed naming the resource)."""
+    for name, need in sorted(rev.resources.items()):
+        most = max((totals.get(name, 0) for totals in capacity.values()), default=0)
+        if most == 0:
+            raise ValidationFailed(
+                f"{prefix}.resources.{name}: the node has no {name} slots "
+                f"(declare them with rollwise server --resources {name}=N)"
+            )
+        if need > most:
+            raise ValidationFailed(f"{prefix}.resources.{name}: needs {need} per route, the node has {most}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    """One node's slots as `GET /v1/capacity` shows them."""
+
+    name: str
+    total: dict[str, int]
+    held: dict[str, int]
+    free: dict[str, int]
+    routes: builtins.list[tuple[RouteRecord, str]]
+    """The routes that hold slots here, each with its deployment's name."""
 
 
 class Operations:
@@ -81,10 +112,14 @@ class Operations:
         *,
         is_active: Callable[[], bool] = lambda: True,
         route_overlay: Callable[[Sequence[RouteRecord]], builtins.list[RouteRecord]] = list,
+        capacity: Callable[[], Totals] = dict,
     ) -> None:
         """`route_overlay` turns stored route rows into what the route controller knows (changes the
-        database refused are kept in its memory): reads never show a gone process as healthy."""
+        database refused are kept in its memory): reads never show a gone process as healthy.
+        `capacity`: the runtime's node totals (node -> resource -> units), for validation, the dry run
+        and `GET /v1/capacity`."""
         self.store = store
+        self._capacity = capacity
         self.clock = clock
         self._mark = mark
         self._is_active = is_active
@@ -131,6 +166,25 @@ class Operations:
     async def history(self, name: str, limit: int | None = None) -> builtins.list[HistoryRecord]:
         return await self.store.list_history((await self.get(name)).id, limit=limit)
 
+    async def capacity(self) -> builtins.list[NodeUsage]:
+        """Each node's slots: total, held (by every route that holds some, of any deployment), free,
+        and the holders. Two reads (the holding routes, the deployments' names)."""
+        totals = self._capacity()
+        holding = self._overlay(await self.store.list_holding_routes())
+        holding = [r for r in holding if r.holds and r.status in HOLDING]
+        names = {d.id: d.name for d in await self.store.list_deployments(None)} if holding else {}
+        room = Room.compute(totals, holding, {})
+        nodes = builtins.list(totals) or []
+        out = []
+        for node in nodes:
+            total = dict(totals[node])
+            free = {name: max(0, room.free[node].get(name, 0)) for name in total}
+            held = {name: total[name] - room.free[node].get(name, 0) for name in total}
+            mine = [(r, names.get(r.deployment_id, str(r.deployment_id))) for r in holding
+                    if r.node == node or (r.node is None and node == nodes[0])]
+            out.append(NodeUsage(node, total, held, free, mine))
+        return out
+
     # --- create, revisions, changes -----------------------------------------------------------------
 
     async def create(
@@ -142,6 +196,7 @@ class Operations:
         check_replicas(replicas)
         pol = policy if isinstance(policy, Policy) else parse_policy(dict(policy or {}))
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)
+        check_fits(rev, self._capacity())
         existing = await self.store.get_deployment(name)
         if existing is not None and existing.lifecycle is not Lifecycle.DESTROYED:
             raise AlreadyExists(f"deployment {name!r} already exists")
@@ -160,6 +215,7 @@ class Operations:
         self._check_active()
         dep = await self.get(name)
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)
+        check_fits(rev, self._capacity())
         return await self.store.add_revision(dep.id, to_revision_spec(rev), self.clock.now())
 
     async def patch(
@@ -237,15 +293,19 @@ class Operations:
         """What the next cycle will decide for this deployment (no write)."""
         dep = await self.get(name)
         routes = await self.store.list_routes([dep.id])
-        # The same read of the revisions as the cycles (`run_cycle`), so the plan is their decision.
-        checks = await self.store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
+        # The same reads as the cycles (`run_cycle`), so the plan is their decision: the revisions'
+        # facts and what is free (every deployment's holding routes; this one's own included).
+        keys = {(r.deployment_id, r.revision) for r in routes} | revisions_placed([dep])
+        checks, needs = await self.store.revision_facts(keys)
+        room = await read_room(self.store, self._capacity(), needs)
         now = self.clock.now()
         if dep.lifecycle is Lifecycle.DEPLOYING:
             if dep.policy is None:
                 raise NotApplicable(f"deployment {name!r}: its policy cannot be evaluated")
-            return decide(compute_deployment_view(dep), compute_route_views(routes, checks), dep.policy, now)
+            view = replace(compute_deployment_view(dep), capacity=compute_target_view(room, dep))
+            return decide(view, compute_route_views(routes, checks), dep.policy, now)
         if dep.lifecycle in (Lifecycle.READY, Lifecycle.SCALING):
-            return compute_replicas_decision(dep, routes, checks, now)
+            return compute_replicas_decision(dep, routes, checks, now, room)
         raise NotApplicable(f"deployment {name!r} is {dep.lifecycle.value}: no cycle decision to show")
 
     # --- helpers ------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from rollwise.control.rules.restarts import OUTPUT_MARK
 from rollwise.control.rules.routing import RoutingTable, compute_routing, compute_served
 from rollwise.model import Health, RouteStatus, Traffic
 from rollwise.model.errors import RollwiseError
-from rollwise.runtime.base import LaunchSpec, Prober, RouteHandle, Runtime
+from rollwise.runtime.base import DevicesBusy, LaunchSpec, Prober, RouteHandle, Runtime
 from rollwise.store import Store
 from rollwise.store.errors import StoreError
 from rollwise.store.commands import RouteUpdate
@@ -84,7 +84,8 @@ class RoutePassReport:
 def handle_of(route: RouteRecord) -> RouteHandle | None:
     if route.address is None:
         return None
-    return RouteHandle(route_id=route.id, address=route.address, pid=route.pid, identity=route.identity or "")
+    return RouteHandle(route_id=route.id, address=route.address, pid=route.pid, identity=route.identity or "",
+                       devices=route.devices, node=route.node)
 
 
 
@@ -274,14 +275,22 @@ class RouteController:
                 command=tuple(rev.command),
                 env=dict(rev.env),
                 ports=rev.ports,
+                resources=dict(r.holds),
             )
             try:
                 handle = await self._runtime.start(spec)
+            except DevicesBusy as e:
+                # The cycle placed it on devices whose last holder's process is still exiting (a route
+                # that failed its start is marked failed before its clean-up ends): try again next pass.
+                if _age(r.created_at, now) <= rev.startup_timeout_seconds:
+                    return None
+                return _fail(r, now, f"failed to start: {e.message.removeprefix(f'route {r.id}: ')}"), "failed"
             except RollwiseError as e:
                 # Without the "route <id>: " prefix, so repeated failures read (and merge) alike.
                 reason = e.message.removeprefix(f"route {r.id}: ")
                 return _fail(r, now, f"failed to start: {reason}"), "failed"
-            started = _change(r, address=handle.address, pid=handle.pid, identity=handle.identity, started_at=now)
+            started = _change(r, address=handle.address, pid=handle.pid, identity=handle.identity, started_at=now,
+                              devices=dict(handle.devices), node=handle.node)
             return started, "started"
         if not await self._runtime.is_running(handle):
             detail = await self._exit_detail(handle, "the process exited before it listened")

@@ -23,7 +23,12 @@ from enum import Enum
 SIGKILL = 9
 """The signal a simulated crash reports (the number is the same on every platform rollwise runs on)."""
 
-from rollwise.runtime.base import ExitReport, LaunchSpec, RouteHandle
+from rollwise.runtime.base import ExitReport, LaunchSpec, NodeCapacity, RouteHandle
+from rollwise.runtime.devices import DeviceTable
+
+
+NODE = "sim"
+"""The simulated runtime's one node."""
 
 
 class SimFailure(str, Enum):
@@ -63,9 +68,12 @@ class SimulatedRuntime:
         default: SimBehaviour | None = None,
         seed: int | None = None,
         jitter: float = 0.0,
+        resources: Mapping[str, int] | None = None,
     ) -> None:
         """`jitter` spreads each route's startup time by up to +-jitter (a fraction), drawn from a
-        random generator seeded with `seed`, so runs with the same seed are identical."""
+        random generator seeded with `seed`, so runs with the same seed are identical. `resources`: the
+        slots of the one simulated node ("sim"), e.g. {"gpu": 4}; devices are given and freed like the
+        local runtime's (runtime.devices)."""
         self._now = now
         self._behaviours = dict(behaviours or {})
         self._default = default or SimBehaviour()
@@ -76,6 +84,8 @@ class SimulatedRuntime:
         self._jitter = jitter
         self.starts = 0
         self.stops = 0
+        self.devices = DeviceTable(resources or {})
+        """Who holds which simulated device; `devices.peak` is the most units ever held at once."""
 
     def set_behaviour(self, revision: int, behaviour: SimBehaviour) -> None:
         self._behaviours[revision] = behaviour
@@ -83,12 +93,15 @@ class SimulatedRuntime:
     # Runtime -------------------------------------------------------------------------------------
 
     async def start(self, spec: LaunchSpec) -> RouteHandle:
+        devices = self.devices.allocate(spec.route_id, spec.resources)  # DevicesBusy: nothing started
         self._next_port += 1
         handle = RouteHandle(
             route_id=spec.route_id,
             address=f"sim:{self._next_port}",
             pid=self._next_port,
             identity=f"sim-{spec.route_id}",
+            devices=devices,
+            node=NODE,
         )
         behaviour = self._behaviours.get(spec.revision, self._default)
         if self._jitter:
@@ -102,11 +115,14 @@ class SimulatedRuntime:
 
     async def is_running(self, handle: RouteHandle) -> bool:
         route = self._routes.get(handle.route_id)
-        if route is None or route.stopped or route.crashed or route.handle.identity != handle.identity:
+        if route is None or route.handle.identity != handle.identity:
             return False
-        if route.behaviour.failure is SimFailure.START:
-            return self._age(route) < route.behaviour.startup_seconds
-        return True
+        running = not (route.stopped or route.crashed)
+        if running and route.behaviour.failure is SimFailure.START:
+            running = self._age(route) < route.behaviour.startup_seconds
+        if not running:
+            self.devices.release(route.spec.route_id)  # the process is gone: its devices are free
+        return running
 
     async def stop(self, handle: RouteHandle, *, grace_seconds: float) -> None:
         route = self._routes.get(handle.route_id)
@@ -130,6 +146,9 @@ class SimulatedRuntime:
 
     async def maintain(self) -> None:
         """Nothing to maintain: simulated routes write no files."""
+
+    def capacity(self) -> tuple[NodeCapacity, ...]:
+        return (NodeCapacity(NODE, dict(self.devices.total)),)
 
     async def exit_report(self, handle: RouteHandle, *, lines: int = 5) -> ExitReport:
         """How the simulated process ended (module docstring); what ended it first wins."""
@@ -173,6 +192,7 @@ class SimulatedRuntime:
         return {rid for rid, r in self._routes.items() if not (r.stopped or r.crashed)}
 
     def _mark_stopped(self, route: _SimRoute) -> None:
+        self.devices.release(route.spec.route_id)
         if not route.stopped:
             route.stopped = True
             route.stopped_at = self._now()

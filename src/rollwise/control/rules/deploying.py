@@ -15,9 +15,11 @@ replica reconciler restores the serving revision). So no deployment stays DEPLOY
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from rollwise.control.rules import transitions
+from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
 from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, hold_creates
 from rollwise.control.rules.views import HealthChecks, compute_deployment_view, compute_route_views
@@ -34,7 +36,9 @@ def compute_deploying_outcome(
     routes: Sequence[RouteRecord],
     health_checks: HealthChecks,
     now: datetime,
+    room: Room = NO_ROOM,
 ) -> Outcome:
+    """`room`: what is free on the nodes now; the decision's creations are taken from it."""
     out = Outcome(dep)
     policy = dep.policy
     if dep.mode is Mode.ROLLING_BACK and (policy is None or dep.error_count > 0):
@@ -47,11 +51,14 @@ def compute_deploying_outcome(
         raise ValueError("DEPLOYING without a current and a deploying revision")
     # The route views are computed once: the decision and the progress check both read them.
     views = compute_route_views(routes, health_checks)
-    decision = decide(compute_deployment_view(dep), views, policy, now)
+    view = replace(compute_deployment_view(dep), capacity=compute_target_view(room, dep))
+    decision = decide(view, views, policy, now)
     if decision.mode is Mode.ROLLING_BACK:
         # A rollback has no failure budget: a serving revision that keeps failing backs off instead.
         decision = hold_creates(decision, compute_restart_backoff(routes, dep.current_revision, now), now)
-    out.apply_route_decision(decision, now)
+    out.apply_route_decision(decision, now, holds=lambda rev: room.need_of(dep.id, rev))
+    for new in out.new_routes:
+        room.take(new.holds or {})
     out.requeue_after = decision.requeue_after
     out.apply(transitions.rollout_step(dep, decision, views, policy, now))
     return out

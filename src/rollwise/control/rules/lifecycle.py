@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from rollwise.control.rules import transitions
+from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
 from rollwise.control.rules.deploying import ROLLBACK_POLICY
 from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, failure_cause, hold_creates
@@ -38,6 +39,7 @@ def compute_replicas_decision(
     routes: Sequence[RouteRecord],
     health_checks: HealthChecks,
     now: datetime,
+    room: Room = NO_ROOM,
 ) -> Decision:
     """The replica reconciler's decision: a rolling update towards the serving revision in rollback mode
     (its completion is reported as sub-step rolled_back), plus the surplus.
@@ -53,6 +55,7 @@ def compute_replicas_decision(
         deploying_revision=serving,
         mode=Mode.ROLLING_BACK,
         last_progress_at=now,
+        capacity=compute_target_view(room, dep),
     )
     views = compute_route_views(routes, health_checks)
     decision = decide(view, views, ROLLBACK_POLICY, now)
@@ -70,12 +73,15 @@ def compute_replicas_outcome(
     routes: Sequence[RouteRecord],
     health_checks: HealthChecks,
     now: datetime,
+    room: Room = NO_ROOM,
 ) -> Outcome:
-    """SCALING and READY: keep `replicas` ready routes of the serving revision."""
+    """SCALING and READY: keep `replicas` ready routes of the serving revision, as capacity allows."""
     out = Outcome(dep)
     backoff = compute_restart_backoff(routes, dep.current_revision, now)
-    decision = hold_creates(compute_replicas_decision(dep, routes, health_checks, now), backoff, now)
-    out.apply_route_decision(decision, now)
+    decision = hold_creates(compute_replicas_decision(dep, routes, health_checks, now, room), backoff, now)
+    out.apply_route_decision(decision, now, holds=lambda rev: room.need_of(dep.id, rev))
+    for new in out.new_routes:
+        room.take(new.holds or {})
     out.requeue_after = decision.requeue_after
     done = decision.sub_step is SubStep.ROLLED_BACK
     created, terminated = len(decision.create), len(decision.terminate)

@@ -7,7 +7,7 @@ into the ChangeSet. Constructors of store input types are kept here, in one plac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,20 +47,25 @@ class Outcome:
         self.history.extend(transition.history)
         self.swap = self.swap or transition.swap
 
-    def apply_route_decision(self, decision: Decision, now: datetime) -> None:
-        """Route creations, terminations and traffic changes of a strategy decision."""
+    def apply_route_decision(
+        self, decision: Decision, now: datetime, *, holds: Callable[[int], Mapping[str, int]] | None = None
+    ) -> None:
+        """Route creations, terminations and traffic changes of a strategy decision. `holds(revision)`:
+        what a new route of that revision holds (its revision's resources; control.rules.capacity)."""
         dep_id = self.deployment.id
         for c in decision.create:
+            number = revision_number(c.revision)
             self.new_routes.append(
                 NewRoute(
                     id=None,
                     deployment_id=dep_id,
-                    revision=revision_number(c.revision),
+                    revision=number,
                     status=RouteStatus.PROVISIONING,
                     health=Health.NOT_CHECKED,
                     traffic=c.traffic,
                     traffic_ratio=c.traffic_ratio,
                     created_at=now,
+                    holds=holds(number) if holds is not None else None,
                 )
             )
         for route_id in decision.terminate:
