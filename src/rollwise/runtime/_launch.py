@@ -5,9 +5,11 @@ before spawning. Pure functions: no I/O, no process or file handling (that is `l
 
 Environment rule. A route must not see the server's secrets (ROLLWISE_TOKEN would let model code drive
 the control plane), so it inherits only `INHERITED_VARIABLES` from the server; everything else it needs
-comes from the revision's env. On top come PORT, PORT_<NAME> per extra port, and the two markers that
-name its route and data directory; neither the revision nor the server can override those, since the
-runtime relies on them to recognise its processes.
+comes from the revision's env. On top come PORT, PORT_<NAME> per extra port, the device variables
+(CUDA_VISIBLE_DEVICES and ROLLWISE_RESOURCES, from `runtime.devices.device_env`, when the node has
+slots), and the two markers that name its route and data directory; neither the revision nor the server
+can override those: the ports and devices are the ones the runtime reserved for the route, and the
+runtime relies on the markers to recognise its processes.
 
 Placeholders. "{port}" is the main port and "{port.NAME}" an extra port, in every argv element and in
 every value of the revision's env (not in the inherited server variables: their text is not ours to
@@ -75,12 +77,16 @@ def route_environment(
     ports: Mapping[str, int],
     route_id: str,
     data_dir: str,
+    device_variables: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of a route process; UnknownPort from a value's placeholder."""
+    """The whole environment of a route process; UnknownPort from a value's placeholder.
+
+    `device_variables` (CUDA_VISIBLE_DEVICES, ROLLWISE_RESOURCES) override the revision's values."""
     env = {name: server_env[name] for name in INHERITED_VARIABLES if name in server_env}
     env.update({name: substitute(value, main_port, ports) for name, value in spec_env.items()})
     env["PORT"] = str(main_port)
     env.update({port_variable(name): str(port) for name, port in ports.items()})
+    env.update(device_variables or {})
     env[ROUTE_ID_VAR] = route_id
     env[DATA_DIR_VAR] = data_dir
     return env
