@@ -12,6 +12,23 @@ markers, ROLLWISE_ROUTE_ID and ROLLWISE_DATA_DIR, which the spec cannot override
 process gets its own session and process group, so a killed server (even `kill -9`) does not take
 routes down with it and a stop reaches the route's children too.
 
+Devices. The node's slots are `resources` (e.g. {"gpu": 4}, from `rollwise server --resources gpu=4`,
+used as given) or, when None, the GPUs `nvidia-smi -L` lists (runtime._gpus; none when it is absent or
+fails); `capacity()` is the one node "local" with them. `start` allocates what `spec.resources` asks
+for from a `DeviceTable` (runtime.devices) before anything is spawned: the lowest free indices, or
+`DevicesBusy` (transient) when they are held, or `RuntimeFailure` when the node has too few of them.
+The route gets CUDA_VISIBLE_DEVICES and ROLLWISE_RESOURCES (`device_env`, over the spec's own values),
+its handle's `devices` and `node="local"`, and its registry file records them. An index is free again
+only once every process of its route has exited (the leader, its group, marked strays): when a stop
+ends with them gone, when `is_running` finds them gone, at `close`; a launch that fails before its
+spawn gives its indices back at once. A stop that leaves processes behind keeps the route's indices
+and registry file; the route is "lingering" until a later check (a start that finds no free index,
+`maintain`, `is_running`, `close`) sees them gone. `adopt` gives verified routes back what their
+registry file and handle name (their union); an index already held by another adopted route stays
+with it and is handed to the claimant the moment it is released, with a warning, so no new route ever
+gets an index an alive route may be using (stopping a verified route on a bookkeeping conflict would
+be worse than waiting). Routes `adopt` stops hold nothing afterwards, unless they outlive the stop.
+
 Logs. stdout and stderr are appended to `<data_dir>/logs/<route>.log` through an O_APPEND descriptor
 (the runtime adds one line at each start and stop). `maintain()` rotates logs over `max_log_bytes` by
 copy-truncate, keeping `log_backups` backups, and removes the logs of routes this runtime neither runs
@@ -26,22 +43,25 @@ merely inherited a number. The runtime never signals its own process or process 
 handle says.
 
 Registry. `<data_dir>/routes/<route>.json` is written atomically right after a spawn and removed when a
-stop has finished: {route_id, pid, pgid, identity, port, ports, address, deployment, revision, command,
-started_at}; `ports` holds the extra ports by name (files of older versions, without it, load with
-none). With the environment markers it lets `adopt` find processes of a previous server that no handle
-names: anything under this data directory that is not verified by a handle is stopped.
+stop has finished (unless the route lingers, above): {route_id, pid, pgid, identity, port, ports,
+address, deployment, revision, command, started_at, devices}; `ports` holds the extra ports by name and
+`devices` the indices per resource (files of older versions, without them, load with none). With the
+environment markers it lets `adopt` find processes of a previous server that no handle names: anything
+under this data directory that is not verified by a handle is stopped.
 
 Stop. SIGTERM to the route's process group (and to marked processes that left the group), up to the
 grace period for all of them to exit, then SIGKILL, then the exit status is collected when the process
-is our child. Concurrent stops of one route share one stop; stopping a gone route is a no-op.
+is our child. Concurrent stops of one route share one stop; stopping a gone route is a no-op. Then the
+route's devices are released if its processes are all gone (see Devices).
 
 Files. The logs/ and routes/ directories are 0700, log files, backups and registry files 0600 (they
 hold commands and output); the constructor fixes the modes of what an older version left.
 
 Errors. Launch problems (command not found, not executable, argument list too long, no port,
-unwritable data directory) raise `RuntimeFailure` naming the route and the cause in one line; OSError
-never leaks. Stopping never raises for processes that are already gone; neither do `maintain` and
-`exit_report` for file problems.
+unwritable data directory, a resource the node lacks) raise `RuntimeFailure` naming the route and the
+cause in one line (`DevicesBusy` when the indices are merely held for now); OSError never leaks.
+Stopping never raises for processes that are already gone; neither do `maintain` and `exit_report`
+for file problems.
 """
 
 from __future__ import annotations
@@ -58,14 +78,23 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollwise.runtime import _launch, _logs, _proc
+from rollwise.runtime import _gpus, _launch, _logs, _proc
 from rollwise.runtime._proc import Pinned
-from rollwise.runtime.base import ExitReport, LaunchSpec, RouteHandle, RuntimeFailure
+from rollwise.runtime.base import (
+    Devices,
+    DevicesBusy,
+    ExitReport,
+    LaunchSpec,
+    NodeCapacity,
+    RouteHandle,
+    RuntimeFailure,
+)
+from rollwise.runtime.devices import GPU, DeviceTable, device_env
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +111,9 @@ DEFAULT_LOG_BACKUPS = 3
 DEFAULT_LOG_RETENTION_SECONDS = 7 * 24 * 3600.0
 RETENTION_SWEEP_SECONDS = 600.0
 """Old logs are looked for at most this often (rotation checks run at every `maintain`)."""
+
+NODE = "local"
+"""The name of the local runtime's one node (`capacity()`, `RouteHandle.node`)."""
 
 _ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
@@ -103,10 +135,14 @@ class RegistryEntry:
     """UTC, ISO 8601; for people reading the file."""
     ports: Mapping[str, int] = field(default_factory=dict)
     """The extra ports by name (LaunchSpec.ports); absent from files of older versions."""
+    devices: Devices = field(default_factory=dict)
+    """The device indices the route's process was given, e.g. {"gpu": (0,)} (JSON {"gpu": [0]});
+    absent from files of older versions (none)."""
 
     def to_json(self) -> str:
         data = asdict(self)
         data["ports"] = dict(self.ports)
+        data["devices"] = {name: list(idx) for name, idx in sorted(self.devices.items()) if idx}
         return json.dumps(data, indent=1)
 
     @classmethod
@@ -126,13 +162,14 @@ class RegistryEntry:
                 command=tuple(str(part) for part in data.get("command", ())),
                 started_at=str(data.get("started_at", "")),
                 ports={str(name): int(port) for name, port in data.get("ports", {}).items()},
+                devices=_parse_devices(data.get("devices", {})),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"not a registry entry: {e}") from e
         return entry
 
     def handle(self) -> RouteHandle:
-        return RouteHandle(self.route_id, self.address, self.pid, self.identity)
+        return RouteHandle(self.route_id, self.address, self.pid, self.identity, dict(self.devices), NODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +186,8 @@ class LocalRuntime:
     `grace_seconds` is the SIGTERM-to-SIGKILL grace used where the protocol gives none (`adopt`'s
     leftovers, `close`); `kill_wait_seconds` is how long a stop waits after SIGKILL before giving up.
     `max_log_bytes`, `log_backups` and `log_retention_seconds` (None: keep forever) govern the logs
-    `maintain` rotates and removes.
+    `maintain` rotates and removes. `resources` is the node's slots (e.g. {"gpu": 4}, used as given);
+    None detects the GPUs with `nvidia-smi -L` (runtime._gpus): {"gpu": count}, or {} without any.
     """
 
     def __init__(
@@ -162,11 +200,20 @@ class LocalRuntime:
         max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
         log_backups: int = DEFAULT_LOG_BACKUPS,
         log_retention_seconds: float | None = DEFAULT_LOG_RETENTION_SECONDS,
+        resources: Mapping[str, int] | None = None,
     ) -> None:
         if not _proc.is_supported():
             raise RuntimeFailure("the local runtime needs Linux (/proc is missing)")
         if max_log_bytes < 1 or log_backups < 0:
             raise RuntimeFailure("local runtime: max_log_bytes must be positive and log_backups not negative")
+        if resources is None:
+            gpus = _gpus.detect_gpus()
+            total = {GPU: gpus} if gpus > 0 else {}
+        else:
+            total = dict(resources)
+        for name, count in total.items():
+            if not name or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise RuntimeFailure(f"local runtime: resource {name!r}: {count!r} is not a count of units")
         self._data_dir = Path(data_dir).resolve()
         self._marker = str(self._data_dir)
         self._logs_dir = self._data_dir / "logs"
@@ -196,6 +243,18 @@ class LocalRuntime:
         # in a worker thread; both sides hold it for a few system calls only.)
         self._log_lock = threading.Lock()
         self._closed = False
+        # Devices: the table says who holds which index. A route may be found using indices that are
+        # held by another route (adoption of inconsistent files): those wait in `_contested` and are
+        # taken by it the moment their holder releases them, so no new route ever gets them.
+        # `_lingering` holds the routes whose stop finished with processes left: they keep their
+        # indices (and registry file) until their processes are seen gone. `_epochs` changes at every
+        # allocation or claim of a route, so a check begun before it cannot release what it gave.
+        self._total: dict[str, int] = total
+        self._devices = DeviceTable(total)
+        self._contested: dict[str, dict[str, set[int]]] = {}
+        self._lingering: dict[str, RouteHandle] = {}
+        self._epochs: dict[str, int] = {}
+        self._epoch = 0
 
     # Facts ------------------------------------------------------------------------------------------
 
@@ -213,6 +272,15 @@ class LocalRuntime:
         """The extra ports of a route this runtime started or adopted, by name (empty if none)."""
         route = self._routes.get(route_id)
         return dict(route.ports) if route is not None else {}
+
+    def holders(self) -> dict[str, dict[int, str]]:
+        """resource -> device index -> the route holding it (for people and tests)."""
+        return self._devices.holders()
+
+    @property
+    def peak(self) -> dict[str, int]:
+        """The most units of each resource held at once since this runtime was built."""
+        return dict(self._devices.peak)
 
     def exit_code(self, route_id: str) -> int | None:
         """How the route's process ended: its exit status, or -N when killed by signal N.
@@ -244,24 +312,37 @@ class LocalRuntime:
         except ValueError as e:
             raise RuntimeFailure(f"route {route_id}: {e}") from e
 
-        port = self._pick_port()
-        extra = {name: self._pick_port() for name in spec.ports}
+        # From here to the spawn nothing awaits: the indices allocated cannot be claimed meanwhile.
+        devices = await self._allocate(route_id, spec.resources)
         try:
-            argv = [_launch.substitute(part, port, extra) for part in spec.command]
-            env = _launch.route_environment(
-                os.environ, spec.env, main_port=port, ports=extra, route_id=route_id, data_dir=self._marker
-            )
-        except _launch.UnknownPort as e:
-            raise RuntimeFailure(f"route {route_id}: {e}") from e
-        program = _proc.resolve_executable(argv[0], env)
-        if program is None:
-            raise RuntimeFailure(f"route {route_id}: command {argv[0]!r} not found")
-        pid = self._spawn(spec, program, argv, env)
+            port = self._pick_port()
+            extra = {name: self._pick_port() for name in spec.ports}
+            try:
+                argv = [_launch.substitute(part, port, extra) for part in spec.command]
+                env = _launch.route_environment(
+                    os.environ,
+                    spec.env,
+                    main_port=port,
+                    ports=extra,
+                    route_id=route_id,
+                    data_dir=self._marker,
+                    device_variables=device_env(devices, self._total),
+                )
+            except _launch.UnknownPort as e:
+                raise RuntimeFailure(f"route {route_id}: {e}") from e
+            program = _proc.resolve_executable(argv[0], env)
+            if program is None:
+                raise RuntimeFailure(f"route {route_id}: command {argv[0]!r} not found")
+            pid = self._spawn(spec, program, argv, env)
+        except BaseException:
+            self._release(route_id)  # nothing was spawned
+            raise
         stat = _proc.read_stat(pid)  # present: an unreaped child cannot vanish
         if stat is None:
+            self._release(route_id)
             raise RuntimeFailure(f"route {route_id}: process {pid} vanished at start")
         address = f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
-        handle = RouteHandle(route_id, address, pid, stat.identity)
+        handle = RouteHandle(route_id, address, pid, stat.identity, dict(devices), NODE)
         # Known before the first await, so a concurrent close() stops it too.
         route = self._routes[route_id] = _Route(handle, port, extra)
         self._exit_codes.pop(route_id, None)
@@ -280,6 +361,7 @@ class LocalRuntime:
             command=tuple(argv),
             started_at=_now(),
             ports=extra,
+            devices=dict(devices),
         )
         try:
             self._write_registry(entry)
@@ -289,10 +371,15 @@ class LocalRuntime:
         return handle
 
     async def is_running(self, handle: RouteHandle) -> bool:
-        if handle.pid is None or not handle.identity:
-            return False
-        self._collect_exit(handle.route_id, handle.pid, handle.identity)
-        return _proc.verify(handle.pid, handle.identity, route_id=handle.route_id, data_dir=self._marker)
+        """Whether the handle's process is alive and ours. When it is not and the route holds devices,
+        they are released once none of the route's processes is left (children included)."""
+        running = False
+        if handle.pid is not None and handle.identity:
+            self._collect_exit(handle.route_id, handle.pid, handle.identity)
+            running = _proc.verify(handle.pid, handle.identity, route_id=handle.route_id, data_dir=self._marker)
+        if not running and self._holds(handle.route_id) and handle.route_id not in self._stopping:
+            await self._release_if_gone(handle.route_id, handle)
+        return running
 
     async def stop(self, handle: RouteHandle, *, grace_seconds: float) -> None:
         """Stop every process of `handle.route_id` under this data directory; see the module docstring.
@@ -318,6 +405,11 @@ class LocalRuntime:
 
         "Everything else": unverified handles, registry files and marked processes (ROLLWISE_DATA_DIR
         equal to this data directory) whose route id no verified handle has. Returns the verified ids.
+
+        A verified route holds again the device indices its registry file and handle name; an index
+        another adopted route already holds is taken by it as soon as that route releases it (a warning
+        says so), so no new route is given it meanwhile. Routes stopped here hold nothing afterwards,
+        unless their processes survive the stop (then they keep their indices until seen gone).
         """
         grace = self._grace if grace_seconds is None else grace_seconds
         verified: set[str] = set()
@@ -326,9 +418,15 @@ class LocalRuntime:
                 continue
             verified.add(handle.route_id)
             entry = self._read_registry(handle.route_id)
+            same = entry is not None and entry.pid == handle.pid and entry.identity == handle.identity
             ports = entry.ports if entry is not None and entry.pid == handle.pid else {}
-            self._routes[handle.route_id] = _Route(handle, _port_of(handle.address), ports)
-            self._ensure_registered(handle)
+            # What the process was given: its registry file's record and its handle's (they agree unless
+            # a file was lost or is from an older version; the union is the side that never shares).
+            devices = _union(handle.devices, entry.devices if entry is not None and same else {})
+            self._claim(handle.route_id, devices)
+            adopted = replace(handle, devices=devices, node=NODE)
+            self._routes[handle.route_id] = _Route(adopted, _port_of(handle.address), ports)
+            self._ensure_registered(adopted)
         registered = self._registered_route_ids()
         marked = await asyncio.to_thread(_proc.scan_marked, self._marker)
         by_id = {h.route_id: h for h in handles}
@@ -351,6 +449,7 @@ class LocalRuntime:
         stops: list[Awaitable[None]] = [
             self.stop(route.handle, grace_seconds=grace) for route in list(self._routes.values())
         ]
+        stops += [self.stop(handle, grace_seconds=grace) for handle in list(self._lingering.values())]
         stops += [asyncio.shield(pending) for pending in list(self._stopping.values())]
         await asyncio.gather(*stops)
 
@@ -358,8 +457,14 @@ class LocalRuntime:
         """Rotate logs over `max_log_bytes`; now and then remove logs of long-gone routes.
 
         Covers every log under logs/, leftovers of earlier servers included. The file work runs in a
-        worker thread; concurrent calls share one run. Problems are logged, never raised.
+        worker thread; concurrent calls share one run. Problems are logged, never raised. Routes whose
+        stop left processes behind release their devices here once those processes are gone.
         """
+        if self._lingering:
+            try:
+                await self._reclaim_lingering()
+            except Exception:  # upkeep never raises
+                logger.exception("local runtime: checking routes whose processes outlived their stop failed")
         if self._maintaining is None:
             now = time.monotonic()
             sweep = self._log_retention is not None and (
@@ -435,6 +540,163 @@ class LocalRuntime:
         finally:
             os.close(fd)
 
+    # Devices ----------------------------------------------------------------------------------------
+
+    def capacity(self) -> tuple[NodeCapacity, ...]:
+        """The one node, "local", with its slots ({} without any)."""
+        return (NodeCapacity(NODE, dict(self._total)),)
+
+    async def _allocate(self, route_id: str, need: Mapping[str, int]) -> Devices:
+        """The lowest free indices for `need` (DevicesBusy, RuntimeFailure); the caller spawns at once."""
+        if self._holds(route_id):
+            # An earlier start under this id left processes that may still use its indices.
+            if not await self._release_if_gone(route_id, self._lingering.get(route_id) or RouteHandle(route_id, "")):
+                raise DevicesBusy(
+                    f"route {route_id}: processes of its earlier start still hold {_describe(self._claims(route_id))}"
+                )
+        try:
+            devices = self._devices.allocate(route_id, need)
+        except DevicesBusy:
+            if not self._lingering:
+                raise
+            await self._reclaim_lingering()  # a process that outlived its stop may have exited since
+            if self._holds(route_id):
+                raise RuntimeFailure(f"route {route_id}: started twice at once") from None
+            devices = self._devices.allocate(route_id, need)
+        self._new_epoch(route_id)
+        return devices
+
+    def _holds(self, route_id: str) -> bool:
+        return bool(self._devices.held_by(route_id)) or route_id in self._contested
+
+    def _claims(self, route_id: str) -> dict[str, set[int]]:
+        """What the route holds plus what it waits for (contested)."""
+        claims = {name: set(idx) for name, idx in self._devices.held_by(route_id).items()}
+        for name, idx in self._contested.get(route_id, {}).items():
+            claims.setdefault(name, set()).update(idx)
+        return claims
+
+    def _new_epoch(self, route_id: str) -> None:
+        """Mark a change of what the route holds (kept only while it holds something)."""
+        if not self._holds(route_id):
+            self._epochs.pop(route_id, None)
+            return
+        self._epoch += 1
+        self._epochs[route_id] = self._epoch
+
+    def _claim(self, route_id: str, devices: Mapping[str, Iterable[int]]) -> None:
+        """Hold `devices` for a route whose process may be using them (adopted, or outliving its stop).
+
+        Indices another route holds cannot be taken now: they wait in `_contested` and are taken the
+        moment that route releases them. Indices the node does not have are left out (no route can be
+        given them anyway).
+        """
+        wanted = self._claims(route_id)
+        for name, idx in devices.items():
+            wanted.setdefault(name, set()).update(idx)
+        holders = self._devices.holders()
+        take: dict[str, tuple[int, ...]] = {}
+        waiting: dict[str, set[int]] = {}
+        for name, idx in sorted(wanted.items()):
+            total = self._total.get(name, 0)
+            outside = sorted(i for i in idx if not 0 <= i < total)
+            if outside:
+                logger.warning("route %s: holds %s %s, which this node (%s %d) does not have; left out",
+                               route_id, name, outside, name, total)
+            inside = sorted(i for i in idx if 0 <= i < total)
+            mine = [i for i in inside if holders.get(name, {}).get(i, route_id) == route_id]
+            others = {i: holders[name][i] for i in inside if i not in mine}
+            if mine:
+                take[name] = tuple(mine)
+            if others:
+                waiting[name] = set(others)
+                if self._contested.get(route_id, {}).get(name, set()) != set(others):
+                    logger.warning(
+                        "route %s: %s %s also held by %s, whose processes are alive too; it keeps running and "
+                        "takes them once the holder's processes have exited (no new route gets them)",
+                        route_id, name, sorted(others), sorted(set(others.values())),
+                    )
+        previous = self._contested.pop(route_id, None)
+        if not self._devices.restore(route_id, take):  # cannot fail: only free or own indices in range
+            logger.error("route %s: could not hold %s", route_id, _describe(take))
+        if waiting:
+            self._contested[route_id] = waiting
+        elif previous:
+            logger.info("route %s: now holds %s", route_id, _describe(self._devices.held_by(route_id)))
+        self._new_epoch(route_id)
+
+    def _release(self, route_id: str) -> None:
+        """Free the route's indices (its processes are gone) and give contested ones to their claimants."""
+        self._devices.release(route_id)
+        self._contested.pop(route_id, None)
+        self._epochs.pop(route_id, None)
+        if self._lingering.pop(route_id, None) is not None:
+            logger.info("route %s: its remaining processes have exited; its devices are free", route_id)
+            self._unregister(route_id)
+        for claimant in list(self._contested):
+            self._claim(claimant, {})
+
+    async def _release_if_gone(self, route_id: str, handle: RouteHandle) -> bool:
+        """Release the route's indices if none of its processes is left; True when it holds none."""
+        if not self._holds(route_id):
+            return True
+        epoch = self._epochs.get(route_id)
+        candidates = self._candidate_handles(handle)
+        gone = await asyncio.to_thread(self._gone, route_id, candidates)
+        if gone and self._epochs.get(route_id) == epoch:  # else: given again meanwhile, by a new start
+            self._release(route_id)
+        return not self._holds(route_id)
+
+    async def _reclaim_lingering(self) -> None:
+        for route_id, handle in list(self._lingering.items()):
+            if route_id not in self._stopping:
+                await self._release_if_gone(route_id, handle)
+
+    async def _devices_after_stop(self, handle: RouteHandle) -> bool:
+        """After a stop: release the route's indices if its processes are gone (True), else keep them,
+        together with any its registry file or handles name, until they are (False: lingering)."""
+        route_id = handle.route_id
+        candidates = self._candidate_handles(handle)
+        named = _union(*(candidate.devices for candidate in candidates))
+        if not self._holds(route_id) and not named:
+            return True
+        epoch = self._epochs.get(route_id)
+        if await asyncio.to_thread(self._gone, route_id, candidates):
+            if self._epochs.get(route_id) == epoch:
+                self._release(route_id)
+            return True
+        self._claim(route_id, named)
+        if not self._holds(route_id):
+            return True  # nothing this node has (indices out of range): nothing to keep
+        route = self._routes.get(route_id)
+        self._lingering[route_id] = route.handle if route is not None else candidates[-1]
+        logger.warning("route %s: processes left after the stop; it keeps %s until they have exited",
+                       route_id, _describe(self._claims(route_id)))
+        return False
+
+    def _gone(self, route_id: str, candidates: Sequence[RouteHandle]) -> bool:
+        """No process of the route is left (worker thread): no candidate leader alive or with a live
+        group, and no live process marked with the route's id under this data directory."""
+        seen: set[tuple[int, str]] = set()
+        for candidate in candidates:
+            pid = candidate.pid
+            if pid is None or not candidate.identity or (pid, candidate.identity) in seen:
+                continue
+            seen.add((pid, candidate.identity))
+            if pid in (os.getpid(), os.getpgrp()):
+                continue  # never the server itself
+            stat = _proc.read_stat(pid)
+            if stat is None:
+                # The leader is reaped; a group with its id can only be its own (a pid is not reused
+                # while a group bears it), whose members may run on.
+                if _proc.live_group_members(pid):
+                    return False
+            elif stat.identity == candidate.identity:
+                if not stat.has_exited or _proc.live_group_members(pid):
+                    return False
+            # else: the pid is another process's now, so the route's group had ended before
+        return not _proc.scan_marked(self._marker, route_id=route_id)
+
     # Stop -------------------------------------------------------------------------------------------
 
     async def _stop_route(self, handle: RouteHandle, grace: float) -> None:
@@ -450,8 +712,11 @@ class LocalRuntime:
         if stopped_any:
             code = self._exit_codes.get(route_id)
             self._append_log(route_id, f"stopped (exit code {'unknown' if code is None else code})")
+        released = await self._devices_after_stop(handle)
         self._routes.pop(route_id, None)
-        self._unregister(route_id)
+        if released:
+            self._unregister(route_id)
+        # else: processes are left and the route keeps its devices and its registry file (lingering)
 
     def _candidate_handles(self, handle: RouteHandle) -> list[RouteHandle]:
         """Where the route's leader may be found: the caller's handle, our memory, the registry file."""
@@ -459,6 +724,9 @@ class LocalRuntime:
         route = self._routes.get(handle.route_id)
         if route is not None:
             candidates.append(route.handle)
+        lingering = self._lingering.get(handle.route_id)
+        if lingering is not None:
+            candidates.append(lingering)
         entry = self._read_registry(handle.route_id)
         if entry is not None:
             candidates.append(entry.handle())
@@ -618,9 +886,15 @@ class LocalRuntime:
             return set()
 
     def _ensure_registered(self, handle: RouteHandle) -> None:
-        """After adoption, make sure the registry names the adopted process (a crash may have lost it)."""
+        """After adoption, make sure the registry names the adopted process (a crash may have lost it)
+        and the devices it holds (a file of an older version has none)."""
         entry = self._read_registry(handle.route_id)
         if entry is not None and entry.pid == handle.pid and entry.identity == handle.identity:
+            if _union(entry.devices, {}) != _union(handle.devices, {}):
+                try:
+                    self._write_registry(replace(entry, devices=dict(handle.devices)))
+                except OSError as e:
+                    logger.warning("route %s: cannot write registry file: %s", handle.route_id, e)
             return
         stat = _proc.read_stat(handle.pid) if handle.pid is not None else None
         if stat is None or handle.pid is None or not _ROUTE_ID.match(handle.route_id):
@@ -635,6 +909,7 @@ class LocalRuntime:
                     port=_port_of(handle.address),
                     address=handle.address,
                     started_at=_now(),
+                    devices=dict(handle.devices),
                 )
             )
         except OSError as e:
@@ -690,6 +965,28 @@ def _quietly(action: Callable[..., object], *args: object) -> None:
         action(*args)
     except OSError as e:
         logger.warning("local runtime: %s%s failed: %s", getattr(action, "__name__", action), args, e)
+
+
+def _parse_devices(data: Any) -> dict[str, tuple[int, ...]]:
+    """A registry file's {"gpu": [0, 1]}; TypeError unless it is one (resources with none left out)."""
+    if not isinstance(data, dict) or not all(isinstance(idx, list) for idx in data.values()):
+        raise TypeError(f"devices must map names to lists of indices, not {data!r}")
+    return {str(name): tuple(int(i) for i in idx) for name, idx in data.items() if idx}
+
+
+def _union(*devices: Mapping[str, Iterable[int]]) -> dict[str, tuple[int, ...]]:
+    """The indices named in any of `devices`, per resource, sorted; resources with none left out."""
+    merged: dict[str, set[int]] = {}
+    for one in devices:
+        for name, idx in one.items():
+            merged.setdefault(name, set()).update(idx)
+    return {name: tuple(sorted(idx)) for name, idx in sorted(merged.items()) if idx}
+
+
+def _describe(devices: Mapping[str, Iterable[int]]) -> str:
+    """ "gpu 0,1" (or "nothing")."""
+    parts = [f"{name} {','.join(str(i) for i in sorted(idx))}" for name, idx in sorted(devices.items()) if idx]
+    return "; ".join(parts) or "nothing"
 
 
 def _port_of(address: str) -> int:
