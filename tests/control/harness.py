@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rollwise.control.clock import ManualClock
-from rollwise.control.coordinator import Coordinator, Intervals, StepReport
+from rollwise.control.coordinator import Coordinator, Intervals, StepReport, node_totals
 from rollwise.control.operations import Operations
 from rollwise.model import Lifecycle, RouteStatus, SubStep, Traffic, is_ready_state
 from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
@@ -134,7 +134,8 @@ class Scenario:
         self.clock = clock
         self.runtime = runtime
         self.coord = coordinator
-        self.ops = Operations(store, clock, coordinator.mark, route_overlay=coordinator.routes.overlay)
+        self.ops = Operations(store, clock, coordinator.mark, route_overlay=coordinator.routes.overlay,
+                              capacity=lambda: node_totals(runtime))
         self.watches: dict[str, Watch] = {}
         self.rounds = 0
 
@@ -147,12 +148,15 @@ class Scenario:
         seed: int = 0,
         jitter: float = 0.0,
         intervals: Intervals | None = None,
+        resources: Mapping[str, int] | None = None,
     ) -> Scenario:
+        """`resources`: the simulated node's slots (e.g. {"gpu": 4}); none by default."""
         store = await InterceptingStore.open(f"sqlite+aiosqlite:///{tmp_path}/rollwise.db")
         assert isinstance(store, InterceptingStore)
         clock = ManualClock()
         runtime = SimulatedRuntime(
-            clock.now, behaviours, default=SimBehaviour(startup_seconds=1.0), seed=seed, jitter=jitter
+            clock.now, behaviours, default=SimBehaviour(startup_seconds=1.0), seed=seed, jitter=jitter,
+            resources=resources,
         )
         coord = Coordinator(
             store=store, runtime=runtime, prober=runtime, traffic=NoTraffic(), clock=clock, intervals=intervals

@@ -27,6 +27,6 @@ def pids() -> Iterator[list[int]]:
 
 @pytest.fixture
 async def runtime(tmp_path: Path, pids: list[int]) -> AsyncIterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "data", grace_seconds=1.0)
+    rt = LocalRuntime(tmp_path / "data", grace_seconds=1.0, resources={})
     yield rt
     await rt.close()

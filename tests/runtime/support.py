@@ -107,7 +107,7 @@ def route_of_a_killed_server(data_dir: Path, pids: list[int]) -> RouteHandle:
         from rollwise.runtime.local import LocalRuntime
 
         async def main():
-            runtime = LocalRuntime(Path({str(data_dir)!r}))
+            runtime = LocalRuntime(Path({str(data_dir)!r}), resources={{}})
             handle = await runtime.start(LaunchSpec("r-1", "demo", 1, {SLEEPER!r}))
             print(json.dumps(dataclasses.asdict(handle)), flush=True)
             await asyncio.sleep(60)

@@ -102,7 +102,7 @@ async def test_rollwise_lines_and_earlier_runs_are_not_in_the_tail(runtime: Loca
 
 
 async def test_a_just_rotated_log_gives_its_tail_from_the_backup(tmp_path: Path, pids: list[int]) -> None:
-    runtime = LocalRuntime(tmp_path, max_log_bytes=64)
+    runtime = LocalRuntime(tmp_path, max_log_bytes=64, resources={})
     handle = await ended(runtime, "r-1", "for n in range(20): print(f'output line {n}')\nraise SystemExit(2)")
     pids.append(handle.pid or 0)
     await runtime.maintain()
@@ -111,7 +111,7 @@ async def test_a_just_rotated_log_gives_its_tail_from_the_backup(tmp_path: Path,
 
 
 async def test_only_the_last_16_kib_are_read(tmp_path: Path) -> None:
-    runtime = LocalRuntime(tmp_path)
+    runtime = LocalRuntime(tmp_path, resources={})
     log = runtime.log_path("big")
     log.write_bytes(b"".join(b"line %07d\n" % n for n in range(200_000)))  # 2.6 MB
     report = await runtime.exit_report(RouteHandle("big", ""), lines=5000)
@@ -128,7 +128,7 @@ async def test_missing_files_and_unknown_routes_never_raise(runtime: LocalRuntim
 async def test_a_route_that_is_not_our_child_has_an_unknown_exit_code(tmp_path: Path, pids: list[int]) -> None:
     # A route started by another server process (killed with -9): its exit status goes to its new parent.
     handle = route_of_a_killed_server(tmp_path, pids)
-    runtime = LocalRuntime(tmp_path, grace_seconds=1)
+    runtime = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     try:
         assert await runtime.adopt([handle]) == {"r-1"}
         await wait_ready(runtime, "r-1")

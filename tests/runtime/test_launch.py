@@ -182,11 +182,11 @@ async def test_registry_records_the_extra_ports(runtime: LocalRuntime, pids: lis
 
 
 async def test_adoption_keeps_the_extra_ports(tmp_path: Path, pids: list[int]) -> None:
-    first = LocalRuntime(tmp_path, grace_seconds=1)
+    first = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     handle = await first.start(spec("r-1", SLEEPER, ports=("grpc",)))
     pids.append(handle.pid or 0)
     ports = first.ports("r-1")
-    second = LocalRuntime(tmp_path, grace_seconds=1)
+    second = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     assert await second.adopt([handle]) == {"r-1"}
     assert second.ports("r-1") == ports
     await second.close()

@@ -48,7 +48,7 @@ async def test_start_serves_with_port_substitution_and_port_env(runtime: LocalRu
     await wait_for(lambda: serves(by_env.address))
     async with httpx.AsyncClient(trust_env=False) as client:
         for handle, version in ((by_argv, "v1"), (by_env, "v2")):
-            assert (await client.get(f"http://{handle.address}/version")).json() == {"version": version}
+            assert (await client.get(f"http://{handle.address}/version")).json()["version"] == version
     assert await runtime.is_running(by_argv) and await runtime.is_running(by_env)
     log = runtime.log_path("r-1").read_text()
     assert "route r-1 (deployment demo, revision 1) starting" in log and "listening on" in log
@@ -199,7 +199,7 @@ async def test_early_exit_is_not_running_and_keeps_its_exit_code(runtime: LocalR
 
 
 async def test_adopt_after_a_crash(tmp_path: Path, pids: list[int]) -> None:
-    first = LocalRuntime(tmp_path, grace_seconds=1)
+    first = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     kept = await first.start(spec("r-1", (*MODEL_SERVER, "--port", "{port}")))
     bad = await first.start(spec("r-2", SLEEPER))
     orphan = await first.start(spec("r-3", STUBBORN))
@@ -208,7 +208,7 @@ async def test_adopt_after_a_crash(tmp_path: Path, pids: list[int]) -> None:
     await wait_for(lambda: serves(kept.address))
     del first  # the server dies without closing anything
 
-    second = LocalRuntime(tmp_path, grace_seconds=0.5)
+    second = LocalRuntime(tmp_path, grace_seconds=0.5, resources={})
     verified = await second.adopt([kept, replace(bad, identity="proc1:bogus:1")])
     assert verified == {"r-1"}
     assert is_gone(bad.pid or 0) and is_gone(orphan.pid or 0)
@@ -221,20 +221,20 @@ async def test_adopt_after_a_crash(tmp_path: Path, pids: list[int]) -> None:
 
 
 async def test_adopt_finds_marked_orphans_without_registry_files(tmp_path: Path, pids: list[int]) -> None:
-    first = LocalRuntime(tmp_path, grace_seconds=1)
+    first = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     lost = await first.start(spec("r-1", SLEEPER))
     pids.append(lost.pid or 0)
     first.registry_path("r-1").unlink()  # as if the server died between spawn and the registry write
-    second = LocalRuntime(tmp_path, grace_seconds=1)
+    second = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     assert await second.adopt([]) == set()
     assert is_gone(lost.pid or 0)
 
 
 async def test_adopt_leaves_other_data_directories_alone(tmp_path: Path, pids: list[int]) -> None:
-    mine = LocalRuntime(tmp_path / "a", grace_seconds=1)
+    mine = LocalRuntime(tmp_path / "a", grace_seconds=1, resources={})
     handle = await mine.start(spec("r-1", SLEEPER))
     pids.append(handle.pid or 0)
-    other = LocalRuntime(tmp_path / "b", grace_seconds=1)
+    other = LocalRuntime(tmp_path / "b", grace_seconds=1, resources={})
     assert await other.adopt([handle]) == set()  # not under b's data directory: not b's to keep
     assert await mine.is_running(handle)
     await mine.close()
@@ -243,7 +243,7 @@ async def test_adopt_leaves_other_data_directories_alone(tmp_path: Path, pids: l
 
 async def test_routes_survive_kill_9_of_the_server_and_are_adopted(tmp_path: Path, pids: list[int]) -> None:
     handle = route_of_a_killed_server(tmp_path, pids)
-    runtime = LocalRuntime(tmp_path, grace_seconds=1)
+    runtime = LocalRuntime(tmp_path, grace_seconds=1, resources={})
     assert await runtime.is_running(handle)
     assert await runtime.adopt([handle]) == {"r-1"}
     await runtime.close()
@@ -254,7 +254,7 @@ async def test_routes_survive_kill_9_of_the_server_and_are_adopted(tmp_path: Pat
 
 
 async def test_close_stops_everything_in_parallel(tmp_path: Path, pids: list[int]) -> None:
-    runtime = LocalRuntime(tmp_path, grace_seconds=0.5)
+    runtime = LocalRuntime(tmp_path, grace_seconds=0.5, resources={})
     handles = [await runtime.start(spec(f"r-{i}", STUBBORN)) for i in range(4)]
     pids += [h.pid or 0 for h in handles]
     for h in handles:
@@ -297,7 +297,7 @@ def test_unusable_data_directory_is_a_runtime_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(RuntimeFailure, match="data directory"):
-        LocalRuntime(blocker)
+        LocalRuntime(blocker, resources={})
 
 
 async def test_start_refuses_a_route_id_that_is_running(runtime: LocalRuntime, pids: list[int]) -> None:

@@ -48,7 +48,7 @@ CHATTY = (
 
 @pytest.fixture
 async def small_logs(tmp_path: Path, pids: list[int]) -> AsyncIterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "data", grace_seconds=1.0, max_log_bytes=LIMIT, log_backups=2)
+    rt = LocalRuntime(tmp_path / "data", grace_seconds=1.0, max_log_bytes=LIMIT, log_backups=2, resources={})
     yield rt
     await rt.close()
 
@@ -127,7 +127,7 @@ async def test_leftover_logs_are_rotated_and_surplus_backups_removed(tmp_path: P
         (logs_dir / f"gone.log.{number}").write_text(f"backup {number}\n")
     (logs_dir / "small.log").write_text("under the limit\n")
     (logs_dir / "notes.txt").write_text("x" * 10_000)
-    rt = LocalRuntime(tmp_path, max_log_bytes=LIMIT, log_backups=2)
+    rt = LocalRuntime(tmp_path, max_log_bytes=LIMIT, log_backups=2, resources={})
     await rt.maintain()
     assert names(logs_dir) == ["gone.log", "gone.log.1", "gone.log.2", "notes.txt", "small.log"]
     assert (logs_dir / "gone.log").stat().st_size == 0
@@ -138,7 +138,7 @@ async def test_leftover_logs_are_rotated_and_surplus_backups_removed(tmp_path: P
 
 
 async def test_no_backups_means_the_content_is_dropped(tmp_path: Path) -> None:
-    rt = LocalRuntime(tmp_path, max_log_bytes=100, log_backups=0)
+    rt = LocalRuntime(tmp_path, max_log_bytes=100, log_backups=0, resources={})
     (tmp_path / "logs" / "x.log").write_text("z" * 500)
     await rt.maintain()
     assert names(tmp_path / "logs") == ["x.log"] and (tmp_path / "logs" / "x.log").stat().st_size == 0
@@ -148,7 +148,7 @@ async def test_no_backups_means_the_content_is_dropped(tmp_path: Path) -> None:
 
 
 async def test_old_logs_of_routes_no_longer_here_are_removed(tmp_path: Path, pids: list[int]) -> None:
-    rt = LocalRuntime(tmp_path, grace_seconds=1, log_retention_seconds=3600)
+    rt = LocalRuntime(tmp_path, grace_seconds=1, log_retention_seconds=3600, resources={})
     handle = await rt.start(spec("running", SLEEPER))
     pids.append(handle.pid or 0)
     logs_dir, routes_dir = tmp_path / "logs", tmp_path / "routes"
@@ -168,7 +168,7 @@ async def test_old_logs_of_routes_no_longer_here_are_removed(tmp_path: Path, pid
 
 
 async def test_no_retention_keeps_every_log(tmp_path: Path) -> None:
-    rt = LocalRuntime(tmp_path, log_retention_seconds=None)
+    rt = LocalRuntime(tmp_path, log_retention_seconds=None, resources={})
     old = tmp_path / "logs" / "gone.log"
     old.write_text("x\n")
     os.utime(old, (0, 0))
@@ -204,7 +204,7 @@ async def test_modes_left_by_an_older_version_are_fixed(tmp_path: Path) -> None:
         path.chmod(0o644)
     (logs_dir / "notes.txt").write_text("")
     (logs_dir / "notes.txt").chmod(0o644)
-    rt = LocalRuntime(tmp_path)
+    rt = LocalRuntime(tmp_path, resources={})
     assert mode(logs_dir) == 0o700 and mode(routes_dir) == 0o700
     assert [mode(path) for path in files] == [0o600] * 3
     assert mode(logs_dir / "notes.txt") == 0o644  # not ours

@@ -9,6 +9,7 @@ at once (`rollwise simulate` reports it as `max_held`).
 
 The environment a route gets from what it holds is here too: `CUDA_VISIBLE_DEVICES` (the `gpu`
 indices, comma separated; set to "" on a node with GPUs for a route that holds none, so it sees none)
+with `CUDA_DEVICE_ORDER=PCI_BUS_ID` (CUDA numbers devices as nvidia-smi does, not fastest first)
 and `ROLLWISE_RESOURCES` (JSON, resource -> list of indices; `{}` on a node with slots for a route that
 holds none).
 """
@@ -94,6 +95,7 @@ def device_env(devices: Devices, total: Mapping[str, int]) -> dict[str, str]:
     env: dict[str, str] = {}
     if total.get(GPU, 0) > 0 or GPU in devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in devices.get(GPU, ()))
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = nvidia-smi's, which the indices follow
     if devices or any(total.values()):
         env["ROLLWISE_RESOURCES"] = json.dumps({name: list(idx) for name, idx in sorted(devices.items())},
                                                separators=(",", ":"))

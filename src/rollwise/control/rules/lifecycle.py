@@ -25,6 +25,7 @@ from rollwise.control.rules.views import HealthChecks, compute_route_views, revi
 from rollwise.model import Decision, DeploymentView, Lifecycle, Mode, RouteStatus, SubStep
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
+from rollwise.strategy.messages import CAPACITY_WAIT, capacity_room
 from rollwise.strategy.cycle import in_termination_order, is_alive, pick_surplus
 
 
@@ -100,6 +101,12 @@ def compute_replicas_outcome(
             f"(back-off up to 300 s): {failure_cause(latest.detail)}",
             to_revision=dep.current_revision, error=latest.detail,
         ))
+    elif not created and (waiting := _capacity_wait(dep, decision, room)):
+        out.apply(transitions.record(
+            dep, now, result="progress",
+            message=f"replicas: {waiting} (desired {dep.replicas} of revision {dep.current_revision})",
+            to_revision=dep.current_revision,
+        ))
     elif created or terminated:
         words = []
         if created:
@@ -125,3 +132,12 @@ def compute_destroying_outcome(dep: DeploymentRecord, routes: Sequence[RouteReco
     elif not any(r.status is RouteStatus.TERMINATING for r in routes):
         out.apply(transitions.destroyed(dep, now))
     return out
+
+
+def _capacity_wait(dep: DeploymentRecord, decision: Decision, room: Room) -> str | None:
+    """"waiting for capacity: needs gpu 1 per route, free gpu 0" when the reconciler wants routes the
+    node cannot hold now (the same words every cycle: repeated rows merge), else None."""
+    capacity = compute_target_view(room, dep)
+    if capacity.placeable != 0 or CAPACITY_WAIT.partition(":")[0] not in decision.reason:
+        return None
+    return CAPACITY_WAIT.format(room=capacity_room(capacity, per_route=True), releasing="")
