@@ -47,9 +47,13 @@ def clock_of(plane: Plane) -> ManualClock:
     return plane.clock
 
 
-async def open_api(data_dir: Path) -> tuple[Any, Plane, httpx.AsyncClient]:
-    """(the build_plane context manager, the plane, an authenticated client); close in reverse."""
-    cm = build_plane(ServerConfig(data_dir=data_dir, runtime="simulated", proxy=False), clock=ManualClock())
+async def open_api(
+    data_dir: Path, *, resources: dict[str, int] | None = None
+) -> tuple[Any, Plane, httpx.AsyncClient]:
+    """(the build_plane context manager, the plane, an authenticated client); close in reverse.
+    `resources`: the simulated node's slots (`rollwise server --resources`)."""
+    config = ServerConfig(data_dir=data_dir, runtime="simulated", proxy=False, resources=resources)
+    cm = build_plane(config, clock=ManualClock())
     plane = await cm.__aenter__()
     fast(plane)
     app = create_app(plane.ops, token=TOKEN, coordinator=plane.coordinator)
