@@ -59,6 +59,8 @@ COMMANDS: list[tuple[list[str], int, bool, bool]] = [
     (["get"], 0, True, False),
     (["get", "-o", "json"], 0, False, False),
     (["get", "imports"], 0, True, False),
+    (["get", "capacity"], 0, True, False),
+    (["get", "capacity", "-o", "json"], 0, False, False),
     (["describe", "imports"], 0, True, False),
     (["describe", "imports", "-o", "json"], 0, False, False),
     (["history", "imports"], 0, True, False),

@@ -1,6 +1,7 @@
 """`rollwise apply -f FILE` (declarative) and `rollwise delete NAME`, through the API.
 
-A deployment file (YAML) holds `name`, `replicas`, `policy` and `revision` (see examples/). `apply`:
+A deployment file (YAML) holds `name`, `replicas`, `policy` and `revision` (see examples/; a revision
+may say what one route needs of the node's slots, `resources: {gpu: 1}`). `apply`:
 
 - creates the deployment when it does not exist;
 - otherwise patches replicas and policy when they differ (the file's policy is the whole policy:
@@ -64,7 +65,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
 
 REVISION_DEFAULTS: dict[str, Any] = {
     "env": {}, "health_check": None, "startup_timeout_seconds": 60.0, "drain_seconds": 1.0,
-    "stop_grace_seconds": 5.0, "label": None, "ports": [],
+    "stop_grace_seconds": 5.0, "label": None, "ports": [], "resources": {},
 }
 """rollwise.model.revision.RevisionInput's defaults (`command` is required)."""
 REVISION_FIELDS = ("command", *REVISION_DEFAULTS)
@@ -153,6 +154,10 @@ def revision_content(revision: Mapping[str, Any]) -> dict[str, Any]:
     filled = REVISION_DEFAULTS | dict(revision)
     if isinstance(filled.get("health_check"), dict):
         filled["health_check"] = HEALTH_CHECK_DEFAULTS | filled["health_check"]
+    if isinstance(filled.get("resources"), dict):
+        # The server drops zero counts ({"gpu": 0} is stored as {}); other values are the server's to refuse.
+        filled["resources"] = {k: v for k, v in filled["resources"].items()
+                               if not (type(v) is int and v == 0)}
     return {k: filled.get(k) for k in REVISION_FIELDS}
 
 
@@ -215,7 +220,10 @@ def apply_document(client: Client, doc: dict[str, Any], *, supersede: bool = Fal
             added = client.post(deployment_path(name, "revisions"), doc["revision"])
         except ApiError as e:
             if e.code == "invalid":
-                raise ApiError(e.code, f"revision.{e.message}", status=e.status) from e
+                # The endpoint names the revision's own fields ("health_check.path: ..."); some checks
+                # already say "revision." (the node's capacity): the file's field either way.
+                field = e.message if e.message.startswith("revision.") else f"revision.{e.message}"
+                raise ApiError(e.code, field, status=e.status) from e
             raise
 
     changes: dict[str, Any] = {}

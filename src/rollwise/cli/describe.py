@@ -1,5 +1,6 @@
 """`rollwise describe NAME`, and the Rich renderings of API answers that `get`, `history` and `rollout
-status` share (a deployment's summary, its routes, its revisions, its last events, the traffic split).
+status` share (a deployment's summary, its routes, its revisions, its last events, the traffic split,
+the node capacity of `get capacity`).
 
 Renderers take the JSON the API returned (plain dicts) and return Rich renderables; they never call the
 API. Commands print them, or print the JSON itself with `-o json`. Rich is imported by the renderers
@@ -143,6 +144,35 @@ def traffic_split(routes: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     return {rev: w / total for rev, w in sorted(weights.items())} if total > 0 else {}
 
 
+def index_words(indices: Iterable[int]) -> str:
+    """Device indices as people read them: "0", "0,1", runs of three or more as "0-3" ("0-3,6")."""
+    ordered = sorted(set(int(i) for i in indices))
+    runs: list[list[int]] = []
+    for i in ordered:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else ",".join(map(str, r)) for r in runs)
+
+
+def devices_words(devices: Mapping[str, Iterable[int]] | None) -> str:
+    """A route's device indices per resource, e.g. "gpu 0" or "gpu 0,1; fpga 2"; "-" when it holds none."""
+    words = [f"{name} {index_words(idx)}" for name, idx in sorted((devices or {}).items()) if idx]
+    return "; ".join(words) or "-"
+
+
+def amounts_words(amounts: Mapping[str, int] | None) -> str:
+    """Counts per resource, e.g. "gpu 1" or "gpu 2, mem_gb 40" (what a revision's route needs); "-" for none."""
+    words = [f"{name} {count}" for name, count in sorted((amounts or {}).items()) if count]
+    return ", ".join(words) or "-"
+
+
+def uses_devices(dep: Dep, revisions: Sequence[Mapping[str, Any]] = ()) -> bool:
+    """Whether a deployment's revisions need slots or its routes hold devices (describe then shows them)."""
+    return any(r.get("resources") for r in revisions) or any(r.get("devices") for r in dep.get("routes", []))
+
+
 # ---------------------------------------------------------------------------------------------- renderers
 
 
@@ -185,25 +215,31 @@ def summary(dep: Dep) -> Table:
     return grid
 
 
-def routes_table(routes: Sequence[Mapping[str, Any]]) -> Table:
+def routes_table(routes: Sequence[Mapping[str, Any]], *, devices: bool = False) -> Table:
+    """One row per route; with `devices`, a DEVICES column (the indices each route was given, "-" for
+    none or not started yet)."""
     from rich.table import Table
 
     table = Table(title="Routes", title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "REV", "STATUS", "HEALTH", "READY", "TRAFFIC", "ADDRESS", "AGE"):
+    columns = ["ID", "REV", "STATUS", "HEALTH", "READY", "TRAFFIC", "ADDRESS"] + (["DEVICES"] if devices else [])
+    for column in [*columns, "AGE"]:
         table.add_column(column, no_wrap=True)
     for r in sorted(routes, key=lambda r: (r["revision"], r["created_at"])):
         status = r["status"] + (" (failed)" if r.get("failed") else "")
         traffic = f"{r['traffic']} {float(r['traffic_ratio']):g}"
-        table.add_row(r["id"], str(r["revision"]), status, r["health"], "yes" if r.get("ready") else "no",
-                      traffic, r.get("address") or "-", age(r.get("created_at")))
+        cells = [r["id"], str(r["revision"]), status, r["health"], "yes" if r.get("ready") else "no",
+                 traffic, r.get("address") or "-"] + ([devices_words(r.get("devices"))] if devices else [])
+        table.add_row(*cells, age(r.get("created_at")))
     return table
 
 
-def revisions_table(revisions: Sequence[Mapping[str, Any]], dep: Dep) -> Table:
+def revisions_table(revisions: Sequence[Mapping[str, Any]], dep: Dep, *, resources: bool = False) -> Table:
+    """One row per revision; with `resources`, a RESOURCES column (what one route of it needs)."""
     from rich.table import Table
 
     table = Table(title="Revisions", title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for column in ("REV", "LABEL", "COMMAND", "HEALTH CHECK", "AGE", ""):
+    columns = ["REV", "LABEL", "COMMAND", "HEALTH CHECK"] + (["RESOURCES"] if resources else []) + ["AGE", ""]
+    for column in columns:
         table.add_column(column, no_wrap=column != "COMMAND")
     for rev in revisions:
         mark = ""
@@ -212,9 +248,59 @@ def revisions_table(revisions: Sequence[Mapping[str, Any]], dep: Dep) -> Table:
         if rev["number"] == dep.get("deploying_revision"):
             mark = "deploying"
         check = rev.get("health_check")
-        table.add_row(str(rev["number"]), rev.get("label") or "-", " ".join(rev["command"]),
-                      check["path"] if check else "none", age(rev.get("created_at")), mark)
+        cells = [str(rev["number"]), rev.get("label") or "-", " ".join(rev["command"]),
+                 check["path"] if check else "none"] + ([amounts_words(rev.get("resources"))] if resources else [])
+        table.add_row(*cells, age(rev.get("created_at")), mark)
     return table
+
+
+def capacity_view(capacity: Mapping[str, Any]) -> Group:
+    """`GET /v1/capacity` for people: per node, a table of its slots (total, held, free per resource) and
+    the routes that hold them (deployment, revision, status, what each holds and its device indices)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[RenderableType] = []
+    for node in capacity.get("nodes", []):
+        if parts:
+            parts.append(Text(""))
+        total, held, free = node.get("total") or {}, node.get("held") or {}, node.get("free") or {}
+        names = sorted(set(total) | set(held) | set(free))
+        holders = node.get("routes") or []
+        if not names:
+            parts.append(Text(f"Node {node['name']}: no slots (start the server with --resources gpu=N, or on a "
+                              "machine where nvidia-smi lists GPUs)"))
+        else:
+            slots = Table(title=f"Node {node['name']}", title_justify="left", box=None, pad_edge=False,
+                          header_style="bold")
+            for column in ("RESOURCE", "TOTAL", "HELD", "FREE"):
+                slots.add_column(column, no_wrap=True, justify="left" if column == "RESOURCE" else "right")
+            for name in names:
+                slots.add_row(name, str(total.get(name, 0)), str(held.get(name, 0)), str(free.get(name, 0)))
+            parts.append(slots)
+        if not holders:
+            if names:
+                parts += [Text(""), Text("Holders: none")]
+            continue
+        table = Table(title="Holders", title_justify="left", box=None, pad_edge=False, header_style="bold")
+        for column in ("ROUTE", "DEPLOYMENT", "REV", "STATUS", "HOLDS", "DEVICES"):
+            table.add_column(column, no_wrap=True)
+
+        def first_index(route: Mapping[str, Any]) -> tuple[int, str, int, str]:
+            # In device order (gpu first), so the table reads like a map of the node; unplaced routes last.
+            devices = route.get("devices") or {}
+            indices = list(devices.get("gpu") or []) or [i for idx in devices.values() for i in idx]
+            return (min(indices) if indices else 1 << 30, str(route.get("deployment")),
+                    int(route.get("revision") or 0), str(route.get("id")))
+
+        for r in sorted(holders, key=first_index):
+            table.add_row(str(r.get("id")), str(r.get("deployment")), str(r.get("revision")), str(r.get("status")),
+                          amounts_words(r.get("holds")),
+                          devices_words(r.get("devices")) if r.get("devices") or not r.get("holds")
+                          else "- (not started yet)")
+        parts += [Text(""), table]
+    return Group(*(parts or [Text("no nodes")]))
 
 
 def events_table(history: Sequence[Mapping[str, Any]], *, title: str = "Events", revisions: bool = False) -> Table:
@@ -249,9 +335,11 @@ def describe_view(dep: Dep, revisions: Sequence[Mapping[str, Any]], history: Seq
     from rich.console import Group
     from rich.text import Text
 
+    devices = uses_devices(dep, revisions)
     parts: list[RenderableType] = [summary(dep), Text("")]
-    parts += [routes_table(dep.get("routes", [])) if dep.get("routes") else Text("Routes: none"), Text("")]
-    parts += [revisions_table(revisions, dep), Text("")]
+    parts += [routes_table(dep.get("routes", []), devices=devices) if dep.get("routes") else Text("Routes: none"),
+              Text("")]
+    parts += [revisions_table(revisions, dep, resources=devices), Text("")]
     parts += [events_table(history, title=f"Events (last {len(history)})") if history else Text("Events: none")]
     return Group(*parts)
 
@@ -268,7 +356,8 @@ def describe(
     token: TokenOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Show a deployment in detail: state, policy, traffic split, routes, revisions, recent events."""
+    """Show a deployment in detail: state, policy, traffic split, routes (and their devices), revisions
+    (and what their routes need), recent events."""
     with cli_errors(), connect(server, token, data_dir) as client:
         dep = client.get(deployment_path(name))
         revisions = client.get(deployment_path(name, "revisions"))
