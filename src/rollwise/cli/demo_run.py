@@ -10,18 +10,34 @@ failed and every rollout ended as planned. Every process it started is stopped b
 
 What is deployed and called is a `Workload` (EXAMPLE, the example model server, by default);
 benchmarks/pressure.py runs the same three rollouts with MLServer through another one.
+
+`rollwise demo --gpus N` (`run_gpus`) is another story: a node of N gpu slots (fake ones: the server is
+told `resources={"gpu": N}`, no GPU is touched), N replicas that each need one (`resources: {gpu: 1}`),
+and one rolling rollout with the default policy (surge 25%, unavailable 0), so there is no spare slot at
+all: rollwise replaces one route at a time. Besides the traffic's failed requests, it checks what the
+devices did: it samples `GET /v1/capacity` (served by the demo's own in-process API) about every 100 ms
+and asks every route's process, at its own address, which CUDA_VISIBLE_DEVICES it received (the example
+server's `/version`); the node never holds more than N, no index is given to two alive processes at
+once, and each process got the indices the server says its route holds. The last line is
+`demo --gpus N: 1 rollout, R requests, F failed, max H of N gpu held`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import secrets
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -160,7 +176,10 @@ EXAMPLE = Workload(
 )
 
 
-async def render(ops: Operations, load: LoadGenerator | None, title: str, name: str = NAME) -> Panel:
+async def render(ops: Operations, load: LoadGenerator | None, title: str, name: str = NAME,
+                 capacity: Mapping[str, Any] | None = None) -> Panel:
+    """The live view; with `capacity` (a `GET /v1/capacity` answer) also each route's gpu indices and the
+    node's held/total slots."""
     dep = await ops.get(name)
     routes = await ops.routes(dep)
     labels = {r.number: r.label or f"r{r.number}" for r in await ops.revisions(name)}
@@ -196,17 +215,48 @@ async def render(ops: Operations, load: LoadGenerator | None, title: str, name: 
         f"{dep.sub_step.value if dep.sub_step else '-'}[/]  serving [green]{cur}[/]  deploying [yellow]{nxt}[/]\n"
         f"requests {sent}  failed [{'red' if failed else 'green'}]{failed}[/]"
     )
-    return Panel(Group(head, table, events), title=title)
+    parts: list[Any] = [head, table]
+    if capacity is not None:
+        parts.append(devices_panel(capacity, routes, labels))
+    return Panel(Group(*parts, events), title=title)
+
+
+def devices_panel(capacity: Mapping[str, Any], routes: Sequence[RouteRecord], labels: Mapping[int, str]) -> Group:
+    """Each gpu index of the node and the route holding it (revision label, status); then held/total."""
+    node = (capacity.get("nodes") or [{}])[0]
+    total = int((node.get("total") or {}).get(GPU, 0))
+    held = int((node.get("held") or {}).get(GPU, 0))
+    status = {r.id: r.status.value for r in routes}
+    holder: dict[int, Mapping[str, Any]] = {}
+    waiting = 0
+    for r in node.get("routes") or []:
+        indices = (r.get("devices") or {}).get(GPU) or []
+        waiting += 0 if indices else 1
+        for i in indices:
+            holder[int(i)] = r
+    table = Table(box=None, header_style="bold")
+    for col in ("gpu", "route", "revision", "status"):
+        table.add_column(col)
+    for i in range(total):
+        r = holder.get(i)
+        if r is None:
+            table.add_row(str(i), "[dim]free[/]", "", "")
+        else:
+            table.add_row(str(i), str(r["id"])[:8], labels.get(int(r["revision"]), str(r["revision"])),
+                          status.get(str(r["id"]), str(r.get("status"))))
+    line = f"gpu held [bold]{held}/{total}[/]" + (f"  ({waiting} route(s) not started yet)" if waiting else "")
+    return Group(line, table)
 
 
 async def wait_for(ops: Operations, pred: Any, live: Live | None, load: LoadGenerator | None, title: str,
-                   workload: Workload = EXAMPLE) -> Any:
+                   workload: Workload = EXAMPLE, capacity: Callable[[], Mapping[str, Any] | None] = lambda: None) -> Any:
+    """Redraw the live view until `pred(deployment)`; `capacity()`: the latest `GET /v1/capacity`, if any."""
     timeout = workload.rollout_timeout
     deadline = time.monotonic() + timeout
     while True:
         dep = await ops.get(workload.name)
         if live is not None:
-            live.update(await render(ops, load, title, workload.name))
+            live.update(await render(ops, load, title, workload.name, capacity()))
         if pred(dep):
             return dep
         if time.monotonic() > deadline:
@@ -297,5 +347,287 @@ def run(console: Console, *, rate: float, replicas: int, workload: Workload = EX
         console.print(f"[red]demo failed: {report.error}[/]")
         return 1
     print_rollouts(console, report.rollouts)
+    print(report.line(), flush=True)
+    return 0 if report.ok else 1
+
+
+# ----------------------------------------------------------------------------------------- demo --gpus N
+
+GPU = "gpu"
+GPU_POLICY: dict[str, Any] = {"strategy": "rolling"}
+"""The default rolling policy: max surge 25%, max unavailable 0, capacity_fallback replace."""
+SAMPLE_EVERY = 0.1
+"""Seconds between two samples of the node's slots and the routes' devices."""
+VERSION_TIMEOUT = 0.5
+"""Seconds a route's /version may take to answer a sample (a draining route may not answer at all)."""
+ALIVE = ("provisioning", "running", "terminating")
+
+
+def gpu_revision(label: str) -> dict[str, Any]:
+    """The example model server needing one gpu slot."""
+    return revision(label) | {"resources": {GPU: 1}}
+
+
+@dataclass
+class Answer:
+    """One /version answer of a route's process: when it was asked and answered, and its gpu indices."""
+
+    sent: float
+    received: float
+    indices: frozenset[int]
+
+
+@dataclass
+class DeviceCheck:
+    """What the samples saw of the node's gpu slots, and every problem found (each once)."""
+
+    gpus: int
+    samples: int = 0
+    """Answers of GET /v1/capacity."""
+    max_held: int = 0
+    """The most gpu slots the node held in one sample."""
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
+    """route id -> its process's /version answers."""
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        text = " ".join(text.split())
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def observe_capacity(self, capacity: Mapping[str, Any]) -> None:
+        """One GET /v1/capacity: held within total, and no index held by two routes."""
+        self.samples += 1
+        for node in capacity.get("nodes") or []:
+            total = int((node.get("total") or {}).get(GPU, 0))
+            held = int((node.get("held") or {}).get(GPU, 0))
+            if total != self.gpus:
+                self.problem(f"node {node.get('name')}: {total} gpu slots, not {self.gpus}")
+            self.max_held = max(self.max_held, held)
+            if held > self.gpus:
+                self.problem(f"node {node.get('name')}: {held} gpu slots held, over {self.gpus}")
+            owner: dict[int, str] = {}
+            for route in node.get("routes") or []:
+                for i in (route.get("devices") or {}).get(GPU) or []:
+                    if int(i) in owner:
+                        self.problem(f"gpu {i} held by routes {owner[int(i)]} and {route['id']} at once")
+                    owner[int(i)] = str(route["id"])
+
+    def observe_version(self, route: Mapping[str, Any], body: Mapping[str, Any], sent: float, received: float) -> None:
+        """One process's /version: it received the indices its route holds (per the server)."""
+        given = body.get("cuda_visible_devices")
+        expected = sorted(int(i) for i in (route.get("devices") or {}).get(GPU) or [])
+        try:
+            indices = sorted(int(i) for i in str(given).split(",") if i.strip()) if given is not None else None
+        except ValueError:
+            indices = None
+        if indices != expected:
+            self.problem(f"route {route['id']}: its process has CUDA_VISIBLE_DEVICES={given!r}, the server says "
+                         f"it holds gpu {expected}")
+            return
+        self.answers.setdefault(str(route["id"]), []).append(Answer(sent, received, frozenset(indices)))
+
+    def check_processes(self) -> None:
+        """No gpu index was in the CUDA_VISIBLE_DEVICES of two processes alive at the same moment.
+
+        A process is certainly alive from the moment its first /version answer arrived to the moment its
+        last was asked for (same route, same process); two processes sharing an index must not overlap
+        there. (Looser bounds could blame a process that answered just before exiting.)"""
+        alive = {rid: (min(a.received for a in answers), max(a.sent for a in answers),
+                       frozenset().union(*(a.indices for a in answers)))
+                 for rid, answers in self.answers.items()}
+        for (a, (a0, a1, ia)), (b, (b0, b1, ib)) in itertools.combinations(sorted(alive.items()), 2):
+            shared = ia & ib
+            if shared and max(a0, b0) < min(a1, b1):
+                self.problem(f"gpu {','.join(map(str, sorted(shared)))} given to the processes of routes {a} and "
+                             f"{b} while both were alive")
+
+    @property
+    def processes(self) -> int:
+        """Route processes that answered /version at least once."""
+        return len(self.answers)
+
+
+@dataclass
+class GpuReport:
+    """What one `demo --gpus N` run did."""
+
+    gpus: int
+    check: DeviceCheck
+    rollout: Result | None = None
+    requests: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def problems(self) -> list[str]:
+        found = list(self.check.problems)
+        if self.error is not None:
+            found.insert(0, self.error)
+        if self.failed:
+            found.append(f"{self.failed} request(s) failed: {self.errors}")
+        if self.rollout is not None and not self.rollout.as_planned:
+            found.append(f"the rollout {self.rollout.outcome}, not {self.rollout.expected}")
+        if self.check.samples == 0:
+            found.append("GET /v1/capacity never answered")
+        if self.check.processes == 0:
+            found.append("no route process answered /version")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def line(self) -> str:
+        done = 1 if self.rollout is not None else 0
+        return (f"demo --gpus {self.gpus}: {done} rollout{'s' if done != 1 else ''}, {self.requests} requests, "
+                f"{self.failed} failed, max {self.check.max_held} of {self.gpus} gpu held")
+
+
+class _QuietUvicorn:
+    """uvicorn serving the API on a socket, leaving Ctrl-C to the demo (no signal handlers of its own)."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.sock = sock
+
+    async def serve(self) -> None:
+        await self.server.serve(sockets=[self.sock])
+
+
+@contextlib.asynccontextmanager
+async def api_client(plane: Plane) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API over the demo's plane on a free loopback port, and a client of it (with the token)."""
+    from rollwise.api.app import create_app
+
+    token = secrets.token_urlsafe(24)
+    app = create_app(plane.ops, token=token, role=lambda: plane.role, coordinator=plane.coordinator,
+                     proxy=plane.traffic)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    api = _QuietUvicorn(app, sock)
+    task = asyncio.create_task(api.serve())
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=5.0, trust_env=False) as client:
+            yield client
+    finally:
+        api.server.should_exit = True
+        await task
+        sock.close()
+
+
+async def sample_devices(api: httpx.AsyncClient, check: DeviceCheck, latest: list[Mapping[str, Any]],
+                         stop: asyncio.Event, name: str = NAME) -> None:
+    """Every SAMPLE_EVERY seconds until `stop`: GET /v1/capacity, then /version of every started route's
+    process at its own address; `latest` keeps the newest capacity (for the live view)."""
+    async with httpx.AsyncClient(timeout=VERSION_TIMEOUT, trust_env=False) as routes_client:
+
+        async def version_of(route: Mapping[str, Any]) -> None:
+            sent = time.monotonic()
+            try:
+                response = await routes_client.get(f"http://{route['address']}/version")
+                body = response.json() if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                return  # not listening yet, or gone: nothing proved either way
+            if isinstance(body, dict):
+                check.observe_version(route, body, sent, time.monotonic())
+
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                capacity = (await api.get("/v1/capacity")).raise_for_status().json()
+                dep = (await api.get(f"/v1/deployments/{name}")).raise_for_status().json()
+            except (httpx.HTTPError, ValueError) as e:
+                check.problem(f"the API did not answer a sample: {type(e).__name__}: {str(e).splitlines()[0]}")
+            else:
+                check.observe_capacity(capacity)
+                latest[:] = [capacity]
+                started_routes = [r for r in dep.get("routes") or [] if r.get("address") and r["status"] in ALIVE]
+                await asyncio.gather(*(version_of(r) for r in started_routes))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, SAMPLE_EVERY - (time.monotonic() - started)))
+
+
+async def run_gpu_demo(console: Console, *, rate: float, gpus: int, data_dir: Path) -> GpuReport:
+    """A node of `gpus` fake gpu slots, as many replicas needing one each, one rolling rollout under
+    traffic with the default policy; what the devices did is checked all along (module docstring)."""
+    config = ServerConfig(
+        data_dir=data_dir,
+        proxy_port=free_port(),
+        runtime="local",
+        resources={GPU: gpus},
+        intervals=Intervals(short=0.02, long=5.0, routes=0.1),
+    )
+    workload = Workload(name=NAME, revision=lambda label, broken: gpu_revision(label), path=EXAMPLE.path,
+                        body=EXAMPLE.body)
+    report = GpuReport(gpus, DeviceCheck(gpus))
+    load: LoadGenerator | None = None
+    latest: list[Mapping[str, Any]] = []
+
+    def capacity() -> Mapping[str, Any] | None:
+        return latest[0] if latest else None
+
+    async with build_plane(config) as plane, running(plane), api_client(plane) as api:
+        ops = plane.ops
+        console.print(f"[bold]rollwise demo --gpus {gpus}[/]: data in {data_dir}, proxy on "
+                      f"127.0.0.1:{config.proxy_port}, {gpus} gpu slots (fake), {gpus} replicas needing 1 each")
+        await ops.create(name=NAME, replicas=gpus, policy=GPU_POLICY, revision=gpu_revision("v1"))
+        stop_sampling = asyncio.Event()
+        sampler = asyncio.create_task(sample_devices(api, report.check, latest, stop_sampling))
+        try:
+            with Live(console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
+                try:
+                    await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up",
+                                   workload, capacity)
+                    url = f"http://127.0.0.1:{config.proxy_port}/d/{NAME}{workload.path}"
+                    async with LoadGenerator(url, rate=rate, body=workload.body) as load:
+                        await asyncio.sleep(1.0)
+                        rev = await ops.add_revision(NAME, gpu_revision("v2"))
+                        sent0, failed0 = load.stats.snapshot()
+                        t0 = time.monotonic()
+                        await ops.activate(NAME, rev.number)
+                        title = "v2: rolling rollout, no spare gpu"
+                        dep = await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, load, title,
+                                             workload, capacity)
+                        sent1, failed1 = load.stats.snapshot()
+                        completed = dep.sub_step is SubStep.COMPLETED and dep.current_revision == rev.number
+                        outcome = "completed" if completed else "rolled_back"
+                        report.rollout = Result("v2", "rolling", "completed", outcome, time.monotonic() - t0,
+                                                sent1 - sent0, failed1 - failed0, t0, rev.number)
+                        console.print(f"{title}: {outcome} in {time.monotonic() - t0:.1f}s")
+                        await asyncio.sleep(0.5)
+                except TimeoutError as e:
+                    report.error = str(e)
+            if report.error is None:
+                console.print(await render(ops, load, "final state", NAME, capacity()))
+        finally:
+            stop_sampling.set()
+            await sampler
+    report.check.check_processes()
+    if load is not None:
+        report.requests, report.failed, report.errors = load.stats.sent, load.stats.failed, dict(load.stats.errors)
+    return report
+
+
+def run_gpus(console: Console, *, rate: float, gpus: int) -> int:
+    """`rollwise demo --gpus N` in a temporary data directory; print the summary; return the exit status."""
+    with tempfile.TemporaryDirectory(prefix="rollwise-demo-") as tmp:
+        report = asyncio.run(run_gpu_demo(console, rate=rate, gpus=gpus, data_dir=Path(tmp)))
+    if report.rollout is not None:
+        print_rollouts(console, [report.rollout])
+    console.print(f"devices: {report.check.samples} capacity samples, {report.check.processes} route processes "
+                  f"asked for their CUDA_VISIBLE_DEVICES")
+    for problem in report.problems():
+        console.print(f"[red]check failed: {problem}[/]")
     print(report.line(), flush=True)
     return 0 if report.ok else 1
