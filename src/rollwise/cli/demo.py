@@ -26,8 +26,8 @@ DEFAULT_REPLICAS = 3
 @app.command("demo")
 def demo(
     rate: float = typer.Option(100.0, min=1, max=1000, help="Requests per second sent through the proxy"),
-    replicas: int | None = typer.Option(None, min=1, max=20, show_default=False,
-                                        help=f"Replicas of the example model [default: {DEFAULT_REPLICAS}]"),
+    replicas: int | None = typer.Option(None, min=1, max=20, show_default=str(DEFAULT_REPLICAS),
+                                        help="Replicas of the example model"),
     gpus: int | None = typer.Option(
         None, "--gpus", min=1, max=16, show_default=False,
         help="Instead: a node of N fake gpu slots, N replicas needing 1 each, one rolling rollout with no "

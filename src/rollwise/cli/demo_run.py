@@ -526,10 +526,25 @@ async def api_client(plane: Plane) -> AsyncIterator[httpx.AsyncClient]:
         sock.close()
 
 
-async def sample_devices(api: httpx.AsyncClient, check: DeviceCheck, latest: list[Mapping[str, Any]],
-                         stop: asyncio.Event, name: str = NAME) -> None:
-    """Every SAMPLE_EVERY seconds until `stop`: GET /v1/capacity, then /version of every started route's
-    process at its own address; `latest` keeps the newest capacity (for the live view)."""
+async def sample_capacity(api: httpx.AsyncClient, check: DeviceCheck, latest: list[Mapping[str, Any]],
+                          stop: asyncio.Event) -> None:
+    """GET /v1/capacity every SAMPLE_EVERY seconds until `stop`; `latest` keeps the newest (live view)."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            capacity = (await api.get("/v1/capacity")).raise_for_status().json()
+        except (httpx.HTTPError, ValueError) as e:
+            check.problem(f"the API did not answer a sample: {type(e).__name__}: {str(e).splitlines()[0]}")
+        else:
+            check.observe_capacity(capacity)
+            latest[:] = [capacity]
+        await _pause(stop, started)
+
+
+async def sample_processes(api: httpx.AsyncClient, check: DeviceCheck, stop: asyncio.Event,
+                           name: str = NAME) -> None:
+    """Every SAMPLE_EVERY seconds until `stop`: the deployment's routes (API), then the /version of every
+    started route's process, at its own address, all at once."""
     async with httpx.AsyncClient(timeout=VERSION_TIMEOUT, trust_env=False) as routes_client:
 
         async def version_of(route: Mapping[str, Any]) -> None:
@@ -545,17 +560,19 @@ async def sample_devices(api: httpx.AsyncClient, check: DeviceCheck, latest: lis
         while not stop.is_set():
             started = time.monotonic()
             try:
-                capacity = (await api.get("/v1/capacity")).raise_for_status().json()
                 dep = (await api.get(f"/v1/deployments/{name}")).raise_for_status().json()
             except (httpx.HTTPError, ValueError) as e:
                 check.problem(f"the API did not answer a sample: {type(e).__name__}: {str(e).splitlines()[0]}")
             else:
-                check.observe_capacity(capacity)
-                latest[:] = [capacity]
                 started_routes = [r for r in dep.get("routes") or [] if r.get("address") and r["status"] in ALIVE]
                 await asyncio.gather(*(version_of(r) for r in started_routes))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, SAMPLE_EVERY - (time.monotonic() - started)))
+            await _pause(stop, started)
+
+
+async def _pause(stop: asyncio.Event, since: float) -> None:
+    """Until SAMPLE_EVERY seconds after `since`, or `stop`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, SAMPLE_EVERY - (time.monotonic() - since)))
 
 
 async def run_gpu_demo(console: Console, *, rate: float, gpus: int, data_dir: Path) -> GpuReport:
@@ -583,7 +600,8 @@ async def run_gpu_demo(console: Console, *, rate: float, gpus: int, data_dir: Pa
                       f"127.0.0.1:{config.proxy_port}, {gpus} gpu slots (fake), {gpus} replicas needing 1 each")
         await ops.create(name=NAME, replicas=gpus, policy=GPU_POLICY, revision=gpu_revision("v1"))
         stop_sampling = asyncio.Event()
-        sampler = asyncio.create_task(sample_devices(api, report.check, latest, stop_sampling))
+        samplers = [asyncio.create_task(sample_capacity(api, report.check, latest, stop_sampling)),
+                    asyncio.create_task(sample_processes(api, report.check, stop_sampling))]
         try:
             with Live(console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
                 try:
@@ -612,7 +630,7 @@ async def run_gpu_demo(console: Console, *, rate: float, gpus: int, data_dir: Pa
                 console.print(await render(ops, load, "final state", NAME, capacity()))
         finally:
             stop_sampling.set()
-            await sampler
+            await asyncio.gather(*samplers)
     report.check.check_processes()
     if load is not None:
         report.requests, report.failed, report.errors = load.stats.sent, load.stats.failed, dict(load.stats.errors)
