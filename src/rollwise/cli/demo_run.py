@@ -32,7 +32,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,16 +217,16 @@ async def render(ops: Operations, load: LoadGenerator | None, title: str, name: 
     )
     parts: list[Any] = [head, table]
     if capacity is not None:
-        parts.append(devices_panel(capacity, routes, labels))
+        parts.append(devices_panel(capacity, labels))
     return Panel(Group(*parts, events), title=title)
 
 
-def devices_panel(capacity: Mapping[str, Any], routes: Sequence[RouteRecord], labels: Mapping[int, str]) -> Group:
-    """Each gpu index of the node and the route holding it (revision label, status); then held/total."""
+def devices_panel(capacity: Mapping[str, Any], labels: Mapping[int, str]) -> Group:
+    """Held/total gpu slots, then each gpu index of the node and the route holding it (revision label,
+    status), all as of the same `GET /v1/capacity` answer."""
     node = (capacity.get("nodes") or [{}])[0]
     total = int((node.get("total") or {}).get(GPU, 0))
     held = int((node.get("held") or {}).get(GPU, 0))
-    status = {r.id: r.status.value for r in routes}
     holder: dict[int, Mapping[str, Any]] = {}
     waiting = 0
     for r in node.get("routes") or []:
@@ -243,7 +243,7 @@ def devices_panel(capacity: Mapping[str, Any], routes: Sequence[RouteRecord], la
             table.add_row(str(i), "[dim]free[/]", "", "")
         else:
             table.add_row(str(i), str(r["id"])[:8], labels.get(int(r["revision"]), str(r["revision"])),
-                          status.get(str(r["id"]), str(r.get("status"))))
+                          str(r.get("status")))
     line = f"gpu held [bold]{held}/{total}[/]" + (f"  ({waiting} route(s) not started yet)" if waiting else "")
     return Group(line, table)
 
