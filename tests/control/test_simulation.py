@@ -10,13 +10,14 @@ from rollwise.control.simulation import SimulationOptions, run_simulation
 async def test_json_contract() -> None:
     result = (await run_simulation(SimulationOptions(replicas=2, seed=3))).to_json()
 
-    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "timeline"}
+    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "max_held", "timeline"}
     assert (result["outcome"], result["final_revision"]) == ("completed", "v2")
     assert isinstance(result["cycles"], int) and result["cycles"] >= 1
     assert result["max_alive"] <= 2 + 1 and result["min_serving"] >= 2
+    assert result["max_held"] is None  # no capacity: nothing counted
     assert json.loads(json.dumps(result)) == result  # plain JSON values only
     first, last = result["timeline"][0], result["timeline"][-1]
-    assert {"cycle", "t", "lifecycle", "sub_step", "alive", "serving", "routes", "events"} <= set(first)
+    assert {"cycle", "t", "lifecycle", "sub_step", "alive", "serving", "held", "routes", "events"} <= set(first)
     assert (last["lifecycle"], last["sub_step"]) == ("ready", "completed")
     assert [e["t"] for e in result["timeline"]] == sorted(e["t"] for e in result["timeline"])
 
