@@ -33,7 +33,7 @@ HOLDING = ("provisioning", "running", "terminating")
 
 
 class RequestsFailed(AssertionError):
-    """Requests through the proxy failed: the known bug test 1 is marked xfail for (and only this)."""
+    """Requests through the proxy failed."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -307,20 +307,14 @@ def proc_devices(data_dir: Path) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.xfail(strict=True, raises=RequestsFailed, reason=(
-    "bug (strategy/rolling.py _forced_replacement with control/rules/capacity.py Room): the gpu freed by beta's "
-    "capacity-forced replacement goes to alpha (lower id, still wanting a surge route); beta then sees P=0 with "
-    "nothing releasing and force-replaces its LAST ready r1 route: 0 ready routes for 1-3 s, 30-110 HTTP 503. "
-    "_forced_replacement assumes P=0 means D ready routes, true only for a deployment alone on its node"))
 def test_two_deployments_share_a_four_gpu_node(tmp_path: Path) -> None:
     """Two deployments of 2 routes needing gpu 1 fill a node of 4 GPUs; rolling both out at once (default
     policy: surge 1, unavailable 0) replaces one route at a time per deployment, under load, with no
     index ever held by two live processes and never more than 4 in use.
 
-    Measured (6 runs, busy 2-core machine): the two rollouts take 2.5-5 s; 4 route processes and 4 indices
-    in use at most, held gpu never above 4, never an index on two live processes; alpha never fails a
-    request; beta loses every request for 1-3 s (the xfail's bug): its history shows only
-    "rolling: capacity: replacing one r1 route at a time" rows before its first r2 route is created."""
+    Before the serving floor of the forced replacement (docs/strategies.md, "Capacity", Decisions), beta
+    lost every request for 1-3 s: the gpu its forced replacement freed went to alpha (lower id), and it
+    then replaced its last ready route too."""
     server = ResourceServer(tmp_path / "data", resources="gpu=4")
     names = ("alpha", "beta")
     try:

@@ -166,6 +166,22 @@ ROLLING = [
         Expect("progressing", reason_has=[NO_GPU + "; no other route to replace"]),
     ),
     row(
+        "not forced: the replacement would leave fewer than D - max(1, U) ready (a shared node gave the "
+        "room this deployment freed to another one)",
+        dep(2, capacity=gpus(0)), ready("a", "r1", 1), S1U0,
+        Expect("progressing", reason_has=[NO_GPU + "; not replacing: 1 ready, at least 1 must keep serving"]),
+    ),
+    row(
+        "forced again once D ready: the serving floor counts new ready routes too",
+        dep(2, capacity=gpus(0)), ready("a", "r1", 1) + ready("b", "r2", 1, created=40), S1U0,
+        Expect("progressing", terminate=["a1"], reason_has=[REPLACING]),
+    ),
+    row(
+        "with unavailable 2 of 4 the floor is 2: the plain rule already let 2 go, nothing is forced",
+        dep(4, capacity=gpus(0)), ready("a", "r1", 2), rolling(1, 2),
+        Expect("progressing", reason_has=[NO_GPU + "; not replacing: 2 ready, at least 2 must keep serving"]),
+    ),
+    row(
         "not forced: P is 1, not 0 (create instead)",
         dep(3, capacity=gpus(1)), OLD3 + [route("a0", "r1", "terminating", created=0)], S2U0,
         Expect("provisioning", create=1, reason_has=["created 1, terminating 0 (surge 2, unavailable 0)" + NO_GPU[:-1] + "1"]),

@@ -94,6 +94,9 @@ of the revision that was being deployed, so no route of the revision rolled back
 CAPACITY_REPLACING = "capacity: replacing one {revision} route at a time ({room})"
 """The rolling update's capacity-forced replacement (`capacity_fallback: replace`)."""
 CAPACITY_NOTHING_TO_REPLACE = "; no other route to replace"
+CAPACITY_KEEPING = "; not replacing: {ready} ready, at least {floor} must keep serving"
+"""The forced replacement held back by the serving floor: the room this deployment freed was placed by
+another deployment first (a shared node)."""
 BG_DOES_NOT_FIT = "; green does not fit yet: {missing} wanted while blue keeps serving"
 
 

@@ -26,8 +26,9 @@ routes of T that can be placed now (`view.capacity.placeable`, None = unlimited)
     capacity-forced replacement, only with `capacity_fallback: replace`, when create_r > 0, P == 0,
                every alive target route is ready (none provisioning or unready), terminate_r == 0, no
                route of the deployment is still releasing its resources (terminating, or failed before
-               its process exited) and another route is alive: terminate the first other route in
-               termination order, create nothing; a later cycle has P >= 1 once its process exited.
+               its process exited), another route is alive, and at least D - max(1, unavailable) ready
+               routes remain after it: terminate the first other route in termination order, create
+               nothing; a later cycle has P >= 1 once its process exited.
     otherwise  nothing extra; when create < create_r the reason says what capacity is missing.
 """
 
@@ -80,7 +81,9 @@ def decide(view: CycleView, settings: RollingSettings) -> Decision:
     create = view.placeable(wanted)
     traffic = activations(view.target_alive)
     activating = msg.optional(msg.ACTIVATING, len(traffic))
-    forced = _forced_replacement(view, settings.capacity_fallback, wanted=wanted, terminating=len(terminate))
+    forced = _forced_replacement(
+        view, settings.capacity_fallback, wanted=wanted, terminating=len(terminate), floor=serving_floor(settings, d)
+    )
     if forced is not None:
         body = msg.CAPACITY_REPLACING.format(
             revision=forced.revision, room=msg.capacity_room(view.capacity, per_route=False)
@@ -122,6 +125,10 @@ def decide(view: CycleView, settings: RollingSettings) -> Decision:
         )
         if settings.capacity_fallback is CapacityFallback.REPLACE and create == 0 and view.o_alive == 0:
             body += msg.CAPACITY_NOTHING_TO_REPLACE
+        elif _keeps_floor_only(view, settings, wanted=wanted, terminating=len(terminate)):
+            body += msg.CAPACITY_KEEPING.format(
+                ready=view.o_ready + view.t_ready, floor=serving_floor(settings, d)
+            )
     return Decision(
         sub_step=sub_step,
         mode=view.mode,
@@ -134,8 +141,19 @@ def decide(view: CycleView, settings: RollingSettings) -> Decision:
     )
 
 
+def serving_floor(settings: RollingSettings, desired: int) -> int:
+    """The fewest ready routes a capacity-forced replacement may leave: D - max(1, unavailable)."""
+    return max(0, desired - max(1, settings.limits.unavailable))
+
+
+def _keeps_floor_only(view: CycleView, settings: RollingSettings, *, wanted: int, terminating: int) -> bool:
+    """Whether the forced replacement was held back by the serving floor alone (the reason says so)."""
+    unlimited = _forced_replacement(view, settings.capacity_fallback, wanted=wanted, terminating=terminating, floor=0)
+    return unlimited is not None and view.o_ready + view.t_ready - 1 < serving_floor(settings, view.desired)
+
+
 def _forced_replacement(
-    view: CycleView, fallback: CapacityFallback, *, wanted: int, terminating: int
+    view: CycleView, fallback: CapacityFallback, *, wanted: int, terminating: int, floor: int
 ) -> RouteView | None:
     """The route the capacity-forced replacement terminates, or None when it does not apply (see the
     module docstring). Every alive target route must be ready, not only none provisioning (Decision):
@@ -143,12 +161,17 @@ def _forced_replacement(
     so waiting for it costs no deadlock; and when the node holds D routes (one slot each), P == 0 with
     nothing releasing then means at least D ready routes, so the forced replacement never leaves fewer
     than D - 1 serving.
-    In a view for the other mode of a limited capacity (`capacity_known` false) P is not known: no."""
+    In a view for the other mode of a limited capacity (`capacity_known` false) P is not known: no.
+    The serving floor (`floor` = D - max(1, unavailable) ready routes must remain) matters when the node
+    is shared: the room a deployment frees may be placed by a deployment visited before it (id order),
+    and without the floor it would then give up its next route, and the next, down to none serving."""
     if fallback is not CapacityFallback.REPLACE or not view.capacity_known:
         return None
     if wanted == 0 or view.capacity.placeable != 0 or terminating > 0 or view.releasing > 0:
         return None
     if view.t_prov > 0 or view.t_unready > 0 or not view.other_alive:
+        return None
+    if view.o_ready + view.t_ready - 1 < floor:
         return None
     return view.other_alive[0]
 
