@@ -319,6 +319,7 @@ def test_two_deployments_share_a_four_gpu_node(tmp_path: Path) -> None:
     names = ("alpha", "beta")
     try:
         server.start()
+        assert "slots gpu=4" in server.log_tail()  # the start-up line says what the node offers
         with server.client() as client, DeviceSampler(server, total=4) as sampler:
             for name in names:
                 r = client.post("/v1/deployments", json={"name": name, "replicas": 2, "revision": gpu_revision("v1")})
@@ -432,6 +433,7 @@ def test_a_revision_needing_a_slot_the_node_lacks_is_refused(tmp_path: Path) -> 
     server = ResourceServer(tmp_path / "data", resources=None)
     try:
         server.start()
+        assert "no slots" in server.log_tail()
         with server.client() as client:
             assert client.get("/v1/capacity").json()["nodes"][0]["total"].get("gpu", 0) == 0
             r = client.post("/v1/deployments", json={"name": "needy", "replicas": 1, "revision": gpu_revision("v1")})

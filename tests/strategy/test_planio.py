@@ -234,7 +234,7 @@ def test_plan_with_partial_room_creates_what_fits() -> None:
     doc = state(capacity={"placeable": 2}, policy={"strategy": "recreate"})
     out = compute_plan_output(doc)
     assert (len(out["create"]), out["terminate"]) == (2, ["a1", "a2", "a3"])
-    assert out["reason"].endswith("; waiting for capacity: 2 more routes can be placed")
+    assert out["reason"].endswith("; waiting for capacity: 0 more routes can be placed")
     assert len(compute_plan_output(state(capacity={"placeable": 3}, policy={"strategy": "recreate"}))["create"]) == 3
 
 

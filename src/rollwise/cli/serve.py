@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,7 +334,8 @@ async def run_server(config: ServerConfig, *, early: EarlyResponder | None = Non
                 print(f"rollwise: API token in {token_path}", flush=True)
             print(
                 f"rollwise: API on http://{config.host}:{config.api_port}"
-                + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else ""),
+                + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else "")
+                + f", {slots_words(node_totals(plane.runtime))}",
                 flush=True,
             )
             plane.role = "starting" if leader else "standby"
@@ -394,3 +395,9 @@ async def run_server(config: ServerConfig, *, early: EarlyResponder | None = Non
     finally:
         await leadership.release()
     return status
+
+
+def slots_words(totals: Mapping[str, Mapping[str, int]]) -> str:
+    """"slots gpu=4" (or "no slots"): the node's slots as the start-up line says them."""
+    slots = ",".join(f"{name}={n}" for node in totals.values() for name, n in sorted(node.items()) if n)
+    return f"slots {slots}" if slots else "no slots"

@@ -78,17 +78,18 @@ def to_revision_spec(rev: RevisionInput) -> RevisionSpec:
     )
 
 
-def check_fits(rev: RevisionInput, capacity: Totals, *, prefix: str = "revision") -> None:
-    """Refuse a revision whose routes no node could ever hold (ValidationFailed naming the resource)."""
+def check_fits(rev: RevisionInput, capacity: Totals, *, prefix: str = "revision.") -> None:
+    """Refuse a revision whose routes no node could ever hold (ValidationFailed naming the resource,
+    `{prefix}resources.NAME`: "revision." in a deployment, "" for a revision posted alone)."""
     for name, need in sorted(rev.resources.items()):
         most = max((totals.get(name, 0) for totals in capacity.values()), default=0)
         if most == 0:
             raise ValidationFailed(
-                f"{prefix}.resources.{name}: the node has no {name} slots "
+                f"{prefix}resources.{name}: the node has no {name} slots "
                 f"(declare them with rollwise server --resources {name}=N)"
             )
         if need > most:
-            raise ValidationFailed(f"{prefix}.resources.{name}: needs {need} per route, the node has {most}")
+            raise ValidationFailed(f"{prefix}resources.{name}: needs {need} per route, the node has {most}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ class Operations:
         self._check_active()
         dep = await self.get(name)
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)
-        check_fits(rev, self._capacity())
+        check_fits(rev, self._capacity(), prefix="")  # the endpoint's messages name the body's fields
         return await self.store.add_revision(dep.id, to_revision_spec(rev), self.clock.now())
 
     async def patch(

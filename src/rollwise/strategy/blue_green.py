@@ -72,7 +72,8 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
             body = msg.BG_WAIT.format(provisioning=provisioning, unready=unready, promote=promote, **counts)
         if create < wanted:
             body += msg.capacity_wait(
-                view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
+                view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing,
+                created=create,
             )
             body += msg.BG_DOES_NOT_FIT.format(missing=msg.count(wanted - create, "more route"))
         return Decision(

@@ -105,6 +105,14 @@ def format_resources(amounts: Mapping[str, int]) -> str:
     return " and ".join(f"{name} {amounts[name]}" for name in sorted(amounts))
 
 
+def after_creating(capacity: CapacityView, created: int) -> CapacityView:
+    """The capacity left once `created` routes took what each needs."""
+    if not created or capacity.placeable is None:
+        return capacity
+    free = {name: max(0, amount - created * capacity.need.get(name, 0)) for name, amount in capacity.free.items()}
+    return CapacityView(placeable=max(0, capacity.placeable - created), need=capacity.need, free=free)
+
+
 def capacity_room(capacity: CapacityView, *, per_route: bool) -> str:
     """What one route needs and what is free ("needs gpu 1 per route, free gpu 0"), or, when the needs
     are not known (the plan input gives only `placeable`), "0 more routes can be placed". Resources a
@@ -117,12 +125,15 @@ def capacity_room(capacity: CapacityView, *, per_route: bool) -> str:
     return template.format(need=format_resources(need), free=format_resources(free))
 
 
-def capacity_wait(capacity: CapacityView, *, known: bool, revision: str, releasing: int) -> str:
-    """`; waiting for capacity: …`, for a cycle that creates fewer routes than its rule wants."""
+def capacity_wait(
+    capacity: CapacityView, *, known: bool, revision: str, releasing: int, created: int = 0
+) -> str:
+    """`; waiting for capacity: …`, for a cycle that creates fewer routes than its rule wants. What is
+    free is said after this cycle's `created` routes took theirs (what the next route would find)."""
     if not known:
         return CAPACITY_SHORT.format(wait=CAPACITY_NOT_KNOWN.format(revision=revision))
     wait = CAPACITY_WAIT.format(
-        room=capacity_room(capacity, per_route=True),
+        room=capacity_room(after_creating(capacity, created), per_route=True),
         releasing=CAPACITY_RELEASING.format(routes=count(releasing, "route")) if releasing else "",
     )
     return CAPACITY_SHORT.format(wait=wait)

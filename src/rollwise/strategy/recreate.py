@@ -87,7 +87,8 @@ def decide(view: CycleView, settings: None) -> Decision:
         )
     if create < wanted:
         body += msg.capacity_wait(
-            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
+            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing,
+                created=create,
         )
     return Decision(
         sub_step=sub_step,

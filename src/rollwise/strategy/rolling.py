@@ -121,7 +121,8 @@ def decide(view: CycleView, settings: RollingSettings) -> Decision:
         )
     if create < wanted:
         body += msg.capacity_wait(
-            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing
+            view.capacity, known=view.capacity_known, revision=view.target, releasing=view.releasing,
+                created=create,
         )
         if settings.capacity_fallback is CapacityFallback.REPLACE and create == 0 and view.o_alive == 0:
             body += msg.CAPACITY_NOTHING_TO_REPLACE
