@@ -85,6 +85,6 @@ def test_capacity() -> None:
     assert out["create"] == [{"revision": "r2", "traffic": "inactive", "traffic_ratio": 0.0}]
     assert out["terminate"] == [] and out["sub_step"] == "provisioning"
     assert out["reason"] == (
-        "blue-green: created 1 green (green r2: 0/2 ready); waiting for capacity: 1 more route can be placed"
+        "blue-green: created 1 green (green r2: 0/2 ready); waiting for capacity: 0 more routes can be placed"
         "; green does not fit yet: 1 more route wanted while blue keeps serving"
     )
