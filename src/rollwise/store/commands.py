@@ -167,6 +167,10 @@ class DeploymentChange:
     rollback_reason: RollbackReason | None | _Unset = UNSET
     error_count: int | _Unset = UNSET
     last_error: str | None | _Unset = UNSET
+    canary_step: int | _Unset = UNSET
+    step_started_at: datetime | None | _Unset = UNSET
+    traffic_weights: Mapping[int, int] | None | _Unset = UNSET
+    promote_full_requested: bool | _Unset = UNSET
     policy: Policy | _Unset = UNSET
 
     def columns(self) -> dict[str, Any]:

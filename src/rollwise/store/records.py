@@ -73,6 +73,14 @@ class DeploymentRecord:
     policy: Policy | None
     """None only when the policy row is missing or its stored document no longer validates."""
     policy_error: str | None = None
+    canary_step: int = 0
+    """A canary rollout's current step (index into the policy's `steps`; len(steps) = the final step)."""
+    step_started_at: datetime | None = None
+    """When the current canary step began (a timed pause counts from here)."""
+    traffic_weights: Mapping[int, int] | None = None
+    """Revision number -> percent of the deployment's requests (a canary's split); None = by routes."""
+    promote_full_requested: bool = False
+    """`promote --full`: a canary skips to its final step."""
     """Why `policy` is None."""
 
 

@@ -95,7 +95,8 @@ def deployment_from_row(row: Sequence[Any]) -> DeploymentRecord:
     """A `deployments` row as DEPLOYMENT_COLUMNS, then the joined policy document (JSON text or None)."""
     (id_, name, replicas, lifecycle, sub_step, mode, current_revision, deploying_revision, paused,
      abort_requested, promote_requested, rollout_started_at, last_progress_at, rollback_reason, error_count,
-     last_error, version, created_at, updated_at, policy_document) = row
+     last_error, version, created_at, updated_at, canary_step, step_started_at, traffic_weights,
+     promote_full_requested, policy_document) = row
     policy, policy_error = _policy(policy_document)
     return DeploymentRecord(
         id=id_,
@@ -121,6 +122,10 @@ def deployment_from_row(row: Sequence[Any]) -> DeploymentRecord:
         updated_at=updated_at,
         policy=policy,
         policy_error=policy_error,
+        canary_step=canary_step or 0,
+        step_started_at=step_started_at,
+        traffic_weights=None if traffic_weights is None else {int(k): int(v) for k, v in traffic_weights.items()},
+        promote_full_requested=bool(promote_full_requested),
     )
 
 
@@ -211,7 +216,10 @@ def db_value(value: Any) -> Any:
 
 
 def deployment_change_values(changes: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: db_value(value) for key, value in changes.items()}
+    values = {key: db_value(value) for key, value in changes.items()}
+    if values.get("traffic_weights") is not None:  # JSON object keys are strings
+        values["traffic_weights"] = {str(k): int(v) for k, v in values["traffic_weights"].items()}
+    return values
 
 
 def revision_values(deployment_id: int, number: int, spec: RevisionSpec, now: datetime) -> dict[str, Any]:

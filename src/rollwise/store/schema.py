@@ -165,6 +165,10 @@ deployments = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("canary_step", Integer, nullable=False, server_default=text("0")),
+    Column("step_started_at", UtcDateTime, nullable=True),
+    Column("traffic_weights", JSONDoc, nullable=True),
+    Column("promote_full_requested", Boolean, nullable=False, server_default=false()),
 )
 
 policies = Table(
