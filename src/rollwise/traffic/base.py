@@ -46,6 +46,8 @@ class Backend:
     address: str
     """host:port"""
     weight: float
+    revision: int = 0
+    """The revision number the route runs (the proxy splits by revision, then by route)."""
 
 
 @runtime_checkable
