@@ -16,6 +16,15 @@ The route controller keeps such routes running rather than terminating them (see
 deployment reports it (`fail_open` in the API) and so does `/metrics`. Routes that were never healthy
 (`not_checked`) are never served: they are still starting.
 
+**Revision weights.** A deployment whose `traffic_weights` is set (a canary: revision -> percent) has
+each served route of revision N weighted `weights[N] / (served routes of N)`, so the proxy's per-revision
+sums are exactly the percentages whatever the number of routes in each; routes of a revision without a
+weight (or weight 0) are left out, and a revision with a weight but no served route gets nothing (its
+share goes to the others, as Traefik's weighted service skips an empty child). Without weights every
+served route weighs its `traffic_ratio`, as before. Backends carry their revision: the proxy splits by
+revision, then by route, and answers `X-Rollwise-Revision: rN` from revision N's routes only
+(docs/traffic.md).
+
 Called by the route controller (every pass), the API (to show `fail_open`) and the metrics. Must not do
 I/O or read the clock.
 """
@@ -79,13 +88,27 @@ def compute_routing(
             by_deployment[r.deployment_id].append(r)
     services: dict[str, list[Backend]] = {}
     fail_open: set[str] = set()
+    weights_of = {d.id: d.traffic_weights for d in deployments}
     for dep_id, dep_routes in by_deployment.items():
         served, failing_open = compute_served(dep_routes, has_check)
         name = names[dep_id]
-        services[name] = sorted(
-            (Backend(address=r.address, weight=r.traffic_ratio) for r in served if r.address is not None),
-            key=lambda b: b.address,
-        )
+        services[name] = sorted(compute_backends(served, weights_of.get(dep_id)), key=lambda b: b.address)
         if failing_open:
             fail_open.add(name)
     return RoutingTable(services=services, fail_open=frozenset(fail_open))
+
+
+def compute_backends(served: Sequence[RouteRecord], weights: Mapping[int, int] | None) -> list[Backend]:
+    """The served routes as backends: by `traffic_ratio`, or by the deployment's revision weights."""
+    started = [r for r in served if r.address is not None]
+    if weights is None:
+        return [Backend(address=r.address, weight=r.traffic_ratio, revision=r.revision)
+                for r in started if r.address is not None]
+    per_revision: dict[int, int] = {}
+    for r in started:
+        per_revision[r.revision] = per_revision.get(r.revision, 0) + 1
+    return [
+        Backend(address=r.address, weight=weights[r.revision] / per_revision[r.revision], revision=r.revision)
+        for r in started
+        if r.address is not None and weights.get(r.revision, 0) > 0
+    ]
