@@ -35,6 +35,7 @@ from rollwise.api.schemas import (
     DeploymentPatch,
     HistoryOut,
     PlanOut,
+    PromoteRequest,
     RevisionOut,
     RolloutRequest,
     deployment_out,
@@ -136,7 +137,14 @@ def build_router(ops: Operations) -> APIRouter:
             response_model=DeploymentOut, responses=responses(401, 404, 409, 422, 503), summary=summary,
         )
 
-    verb("promote", "Blue-green: switch traffic to the new revision now", ops.promote)
+    @router.post(
+        "/deployments/{name}/promote", status_code=202, response_model=DeploymentOut,
+        responses=responses(401, 404, 409, 422, 503),
+        summary="Blue-green: switch traffic now; canary: complete the current step (all of them with full)",
+    )
+    async def promote(name: Name, body: PromoteRequest | None = None) -> DeploymentOut:
+        return reply(await ops.promote(name, full=body.full if body is not None else False))
+
     verb("pause", "Pause the rollout in progress", ops.pause)
     verb("resume", "Resume a paused rollout", ops.resume)
     verb("abort", "Abort the rollout in progress: roll back now", ops.abort)

@@ -116,6 +116,14 @@ class DeploymentPatch(BaseModel):
     policy: PolicyPatch | None = Field(None, description="Policy fields to change (merged into the current policy)")
 
 
+class PromoteRequest(BaseModel):
+    """Promote: blue-green switches now; a canary completes its current step, or all of them (`full`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full: bool = Field(False, strict=True, description="Canary: skip to the final step (100 %)")
+
+
 class RolloutRequest(BaseModel):
     """Activate a revision: start a rollout to it with the deployment's policy."""
 

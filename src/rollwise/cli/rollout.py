@@ -297,7 +297,6 @@ def _verb(verb: str, done: str) -> None:
         typer.echo(f"{name}: {done} ({state_label(dep)}, revision {revisions_label(dep)})")
 
     command.__doc__ = {
-        "promote": "Blue-green: switch traffic to the new revision now.",
         "pause": "Pause the rollout in progress (routes stay as they are).",
         "resume": "Resume a paused rollout.",
         "abort": "Abort the rollout in progress: roll back to the serving revision now.",
@@ -306,7 +305,16 @@ def _verb(verb: str, done: str) -> None:
     rollout_app.command(verb)(command)
 
 
-_verb("promote", "promotion requested")
+@rollout_app.command("promote")
+def promote(name: NameArg, full: Annotated[bool, typer.Option("--full", help="Canary: skip to the final step (100 %).")] = False,
+            server: ServerOption = None, token: TokenOption = None, data_dir: DataDirOption = None) -> None:
+    """Blue-green: switch traffic to the new revision now. Canary: complete the current step (--full: all)."""
+    with cli_errors(), connect(server, token, data_dir) as client:
+        dep = client.post(deployment_path(name, "promote"), {"full": True} if full else None)
+    done = "full promotion requested" if full else "promotion requested"
+    typer.echo(f"{name}: {done} ({state_label(dep)}, revision {revisions_label(dep)})")
+
+
 _verb("pause", "rollout paused")
 _verb("resume", "rollout resumed")
 _verb("abort", "abort requested, rolling back")

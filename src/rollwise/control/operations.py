@@ -271,8 +271,8 @@ class Operations:
         self._mark(CycleKind.DEPLOYING)
         return await self._state(dep)
 
-    async def promote(self, name: str) -> DeploymentState:
-        return await self._verb(name, transitions.promote)
+    async def promote(self, name: str, *, full: bool = False) -> DeploymentState:
+        return await self._verb(name, lambda dep, now: transitions.promote(dep, now, full=full))
 
     async def pause(self, name: str) -> DeploymentState:
         return await self._verb(name, transitions.pause)

@@ -189,10 +189,20 @@ def undo(dep: DeploymentRecord, history: Sequence[HistoryRecord], now: datetime)
     return activate(dep, previous, supersede=False, now=now)
 
 
-def promote(dep: DeploymentRecord, now: datetime) -> Transition:
+def promote(dep: DeploymentRecord, now: datetime, *, full: bool = False) -> Transition:
+    """Blue-green: switch now (from awaiting promotion). Canary: complete the current step, or with
+    `full` skip to the final step (docs/strategies.md, "Canary")."""
     _refuse_not_deploying(dep, "promote")
+    if dep.policy is not None and dep.policy.strategy is StrategyName.CANARY:
+        if dep.mode is not Mode.FORWARD:
+            raise NotApplicable(f"deployment {dep.name!r}: the canary is rolling back; nothing to promote")
+        if full:
+            return _by_operator(dep, DeploymentChange(promote_full_requested=True), now,
+                                "canary: full promotion requested by an operator")
+        return _by_operator(dep, DeploymentChange(promote_requested=True), now,
+                            f"canary: promotion of step {dep.canary_step + 1} requested by an operator")
     if dep.policy is None or dep.policy.strategy is not StrategyName.BLUE_GREEN:
-        raise NotApplicable(f"deployment {dep.name!r}: promote applies to blue-green rollouts only")
+        raise NotApplicable(f"deployment {dep.name!r}: promote applies to blue-green and canary rollouts only")
     if dep.sub_step is not SubStep.AWAITING_PROMOTION:
         state = dep.sub_step.value if dep.sub_step else "starting"
         raise NotApplicable(f"deployment {dep.name!r}: nothing awaits promotion (rollout is {state})")
