@@ -6,6 +6,7 @@
     DeploymentChange   typed changes of one deployment's columns (and its policy)
     DeploymentUpdate   a DeploymentChange guarded by the version read, optionally with the revision swap
     NewHistory         a history row (merged into the previous one when identical, see `merge_key`)
+    NewMeasurement     a canary analysis measurement (`Store.add_measurements`)
     ChangeSet          one write (a cycle's or a request's) for `Store.apply`; ApplyResult is what it did
 
 Called by: the control layer (builds them), store.repository and store.apply (write them). Must not:
@@ -22,7 +23,7 @@ from enum import Enum
 from typing import Any, Final
 
 from rollwise.model import Health, Lifecycle, Mode, Policy, RollbackReason, RouteStatus, SubStep, Traffic
-from rollwise.store.records import DeploymentRecord
+from rollwise.store.records import VERDICTS, DeploymentRecord
 
 __all__ = [
     "DEPLOYMENT_CHANGE_COLUMNS",
@@ -34,6 +35,7 @@ __all__ = [
     "DeploymentChange",
     "DeploymentUpdate",
     "NewHistory",
+    "NewMeasurement",
     "NewRoute",
     "RevisionSpec",
     "RouteUpdate",
@@ -264,6 +266,30 @@ class NewHistory:
         """Rows with equal keys in a row merge: the later one bumps `attempts` of the earlier one."""
         return (self.lifecycle_from, self.lifecycle_to, self.sub_step, self.result, self.message,
                 self.from_revision, self.to_revision)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMeasurement:
+    """One metric's measurement of one analysis interval (docs/control.md, "Analysis")."""
+
+    deployment_id: int
+    revision: int
+    """The canary revision measured."""
+    rollout_started_at: datetime
+    """The deployment's `rollout_started_at`: the rollout this measurement counts for."""
+    metric: str
+    verdict: str
+    """"passed", "failed" or "inconclusive" (ValueError otherwise)."""
+    value: str | None
+    words: str
+    window_start: datetime
+    window_end: datetime
+    at: datetime
+    """When it was measured (`created_at`)."""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"NewMeasurement.verdict: {self.verdict!r} is not one of {', '.join(VERDICTS)}")
 
 
 @dataclass(slots=True, kw_only=True)

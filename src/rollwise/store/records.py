@@ -5,6 +5,9 @@ again instead).
     RevisionRecord     a `revisions` row (immutable once written)
     RouteRecord        a `routes` row
     HistoryRecord      a `history` row
+    MeasurementRecord  a `measurements` row (one metric of one canary analysis interval)
+    AnalysisTally      the counts of a deployment's measurements in its current rollout
+    MeasurementSummary a deployment's measurements of one metric, counted by verdict (the metrics page)
 
 What the store accepts is in store.commands; the row <-> record mapping in store.rows.
 Called by: the store and every layer above it that reads. Must not: do I/O or import SQLAlchemy.
@@ -19,7 +22,22 @@ from typing import Any, Final
 
 from rollwise.model import Health, Lifecycle, Mode, Policy, RollbackReason, RouteStatus, SubStep, Traffic
 
-__all__ = ["NOTHING", "DeploymentRecord", "HistoryRecord", "RevisionRecord", "RouteRecord"]
+__all__ = [
+    "NOTHING",
+    "NO_TALLY",
+    "VERDICTS",
+    "AnalysisTally",
+    "DeploymentRecord",
+    "HistoryRecord",
+    "MeasurementRecord",
+    "MeasurementSummary",
+    "RevisionRecord",
+    "RouteRecord",
+]
+
+VERDICTS: Final = ("passed", "failed", "inconclusive")
+"""The verdicts a measurement may have (`measurements.verdict`)."""
+
 
 class _Nothing(Mapping[str, Any]):
     """An empty mapping that is hashable, so it can be a frozen dataclass field's shared default."""
@@ -162,3 +180,55 @@ class HistoryRecord:
     def merge_key(self) -> tuple[object, ...]:
         return (self.lifecycle_from, self.lifecycle_to, self.sub_step, self.result, self.message,
                 self.from_revision, self.to_revision)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeasurementRecord:
+    id: int
+    deployment_id: int
+    revision: int
+    """The canary revision measured."""
+    rollout_started_at: datetime
+    """The rollout it belongs to (the deployment's `rollout_started_at` when it was measured)."""
+    metric: str
+    verdict: str
+    """One of VERDICTS."""
+    value: str | None
+    """The measured number as text, or a command's last line of output; None when nothing was measured."""
+    words: str
+    """The verdict in words, e.g. "errors = 0.034 > 0.01" or "inconclusive: 12 requests < 50"."""
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisTally:
+    """A deployment's measurements in its current rollout (`Store.analysis_counts`)."""
+
+    failed: int = 0
+    passed: int = 0
+    inconclusive: int = 0
+    last_failure: str | None = None
+    """The words of the newest failed measurement."""
+    last_window_end: datetime | None = None
+    """The end of the newest window measured (None: nothing measured yet)."""
+    last_window_passed: bool = False
+    """Every measurement of the newest window passed (False when nothing was measured yet)."""
+
+
+NO_TALLY: Final = AnalysisTally()
+"""What a deployment without measurements in its current rollout has."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeasurementSummary:
+    """One (deployment, metric): its measurements of every rollout counted by verdict, and the newest value."""
+
+    deployment: str
+    """The deployment's name."""
+    metric: str
+    counts: Mapping[str, int]
+    """verdict -> measurements (verdicts without any are absent)."""
+    last_value: str | None
+    """The value of the newest measurement."""

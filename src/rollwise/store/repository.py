@@ -10,7 +10,9 @@ Callers:
   purge_destroyed, and the reads;
 - cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
 - the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes;
-- the server (cli.serve): get_meta / set_meta.
+- the server (cli.serve): get_meta / set_meta;
+- the canary analysis (control.analysis): add_measurements; the DEPLOYING cycle: analysis_counts; the
+  operations and the metrics: list_measurements, measurement_summary.
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
 sqlite3's exceptions reach the caller. Must not: hold state besides the engine, cache rows, read the
@@ -24,9 +26,9 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select, text, true, update
+from sqlalchemy import and_, case, delete, false, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed, check_deployment_name
@@ -39,19 +41,30 @@ from rollwise.store.migrate import upgrade as upgrade_to_head
 from rollwise.store.commands import (
     ApplyResult,
     ChangeSet,
+    NewMeasurement,
     RevisionSpec,
     RouteUpdate,
 )
-from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import (
+    AnalysisTally,
+    DeploymentRecord,
+    HistoryRecord,
+    MeasurementRecord,
+    MeasurementSummary,
+    RevisionRecord,
+    RouteRecord,
+)
 from rollwise.store.rows import (
     deployment_from_row,
     history_from_row,
+    measurement_from_row,
+    measurement_values,
     policy_values,
     revision_from_row,
     revision_values,
     route_from_row,
 )
-from rollwise.store.schema import deployments, history, meta, policies, revisions, routes
+from rollwise.store.schema import deployments, history, measurements, meta, policies, revisions, routes
 
 KEEP_FAILED_ROUTES = 10
 """Failed routes kept per deployment by the purge (the newest; older ones are deleted at once)."""
@@ -255,6 +268,110 @@ class Store:
             )
             result = await conn.execute(delete(routes).where(routes.c.id.in_(doomed)))
             return int(result.rowcount)
+
+    # ---------------------------------------------------------------------------- measurements
+
+    async def add_measurements(self, rows: Sequence[NewMeasurement]) -> None:
+        """Write canary analysis measurements in one transaction (one executemany INSERT); nothing for an
+        empty list. IntegrityFailed when a deployment no longer exists (nothing is written then)."""
+        if not rows:
+            return
+        async with self._write() as conn:
+            await conn.execute(insert(measurements), [measurement_values(m) for m in rows])
+
+    async def list_measurements(
+        self, deployment_id: int, *, limit: int | None = None, rollout_started_at: datetime | None = None
+    ) -> list[MeasurementRecord]:
+        """A deployment's measurements oldest first; only one rollout's with `rollout_started_at`; with
+        `limit`, the newest `limit` of them (still oldest first)."""
+        stmt = select(measurements).where(measurements.c.deployment_id == deployment_id)
+        if rollout_started_at is not None:
+            stmt = stmt.where(measurements.c.rollout_started_at == rollout_started_at)
+        stmt = stmt.order_by(measurements.c.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._read() as conn:
+            rows = [measurement_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+        rows.reverse()
+        return rows
+
+    async def analysis_counts(self, deployment_ids: Collection[int]) -> dict[int, AnalysisTally]:
+        """For each deployment, its measurements in its CURRENT rollout (rows whose `rollout_started_at`
+        is the deployment's) counted by verdict, with the newest failure's words, the newest window's end
+        and whether every measurement of that window passed. One query (per id chunk on SQLite: never for
+        fewer than 20,000 ids); deployments without such measurements are absent (`NO_TALLY`)."""
+        m = measurements
+        verdict = m.c.verdict
+        current = (
+            select(
+                m.c.id, m.c.deployment_id, verdict, m.c.window_end,
+                func.max(m.c.window_end).over(partition_by=m.c.deployment_id).label("last_end"),
+            )
+            .join(deployments, and_(deployments.c.id == m.c.deployment_id,
+                                    deployments.c.rollout_started_at == m.c.rollout_started_at))
+        )
+
+        def count(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        found: dict[int, AnalysisTally] = {}
+        async with self._read() as conn:
+            for clause in queries.id_filters(self.dialect, m.c.deployment_id, deployment_ids):
+                rows = current.where(clause).subquery("current")
+                tally = (
+                    select(
+                        rows.c.deployment_id,
+                        count(rows.c.verdict == "failed").label("failed"),
+                        count(rows.c.verdict == "passed").label("passed"),
+                        count(rows.c.verdict == "inconclusive").label("inconclusive"),
+                        func.max(rows.c.window_end).label("last_end"),
+                        count(and_(rows.c.window_end == rows.c.last_end, rows.c.verdict != "passed")).label("unpassed"),
+                        func.max(case((rows.c.verdict == "failed", rows.c.id), else_=None)).label("last_failed"),
+                    )
+                    .group_by(rows.c.deployment_id)
+                    .subquery("tally")
+                )
+                failure = m.alias("failure")
+                stmt = select(tally, failure.c.words).outerjoin(failure, failure.c.id == tally.c.last_failed)
+                for row in (await conn.execute(stmt)).mappings():
+                    found[row["deployment_id"]] = AnalysisTally(
+                        failed=int(row["failed"]),
+                        passed=int(row["passed"]),
+                        inconclusive=int(row["inconclusive"]),
+                        last_failure=row["words"],
+                        last_window_end=row["last_end"],
+                        last_window_passed=int(row["unpassed"]) == 0,
+                    )
+        return found
+
+    async def measurement_summary(self) -> list[MeasurementSummary]:
+        """Every (deployment, metric) of the deployments not destroyed: its measurements of all rollouts
+        counted by verdict, and the value of the newest one; by deployment name, then metric. Two queries
+        in one read (a GROUP BY over the table, then the newest row of each pair)."""
+        m = measurements
+        alive = deployments.c.lifecycle != Lifecycle.DESTROYED.value
+        grouped = (
+            select(deployments.c.name, m.c.metric, m.c.verdict, func.count().label("n"), func.max(m.c.id).label("last"))
+            .join(deployments, deployments.c.id == m.c.deployment_id)
+            .where(alive)
+            .group_by(deployments.c.name, m.c.metric, m.c.verdict)
+        )
+        async with self._read() as conn:
+            counted = (await conn.execute(grouped)).all()
+            newest: dict[tuple[str, str], int] = {}
+            counts: dict[tuple[str, str], dict[str, int]] = {}
+            for name, metric, verdict_, n, last in counted:
+                counts.setdefault((name, metric), {})[verdict_] = int(n)
+                newest[(name, metric)] = max(newest.get((name, metric), 0), int(last))
+            values: dict[int, str | None] = {}
+            for clause in queries.id_filters(self.dialect, m.c.id, newest.values()):
+                for id_, value in await conn.execute(select(m.c.id, m.c.value).where(clause)):
+                    values[id_] = value
+        return [
+            MeasurementSummary(deployment=name, metric=metric, counts=counts[(name, metric)],
+                               last_value=values.get(newest[(name, metric)]))
+            for name, metric in sorted(counts)
+        ]
 
     # ----------------------------------------------------------------------------------- meta
 

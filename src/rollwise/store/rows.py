@@ -37,8 +37,15 @@ from rollwise.model import (
     ValidationFailed,
     parse_policy,
 )
-from rollwise.store.commands import NewHistory, NewRoute, RevisionSpec, RouteUpdate
-from rollwise.store.records import NOTHING, DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.commands import NewHistory, NewMeasurement, NewRoute, RevisionSpec, RouteUpdate
+from rollwise.store.records import (
+    NOTHING,
+    DeploymentRecord,
+    HistoryRecord,
+    MeasurementRecord,
+    RevisionRecord,
+    RouteRecord,
+)
 
 
 class NamedRow(Protocol):
@@ -207,6 +214,22 @@ def history_from_row(row: NamedRow) -> HistoryRecord:
     )
 
 
+def measurement_from_row(row: NamedRow) -> MeasurementRecord:
+    return MeasurementRecord(
+        id=row["id"],
+        deployment_id=row["deployment_id"],
+        revision=row["revision"],
+        rollout_started_at=row["rollout_started_at"],
+        metric=row["metric"],
+        verdict=row["verdict"],
+        value=row["value"],
+        words=row["words"],
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        created_at=row["created_at"],
+    )
+
+
 # ----------------------------------------------------------------------------------- record -> row
 
 
@@ -298,4 +321,19 @@ def history_values(h: NewHistory) -> dict[str, Any]:
         "to_revision": h.to_revision,
         "attempts": 1,
         "error": h.error,
+    }
+
+
+def measurement_values(m: NewMeasurement) -> dict[str, Any]:
+    return {
+        "deployment_id": m.deployment_id,
+        "revision": m.revision,
+        "rollout_started_at": m.rollout_started_at,
+        "metric": m.metric,
+        "verdict": m.verdict,
+        "value": m.value,
+        "words": m.words,
+        "window_start": m.window_start,
+        "window_end": m.window_end,
+        "created_at": m.at,
     }

@@ -1,6 +1,7 @@
 """The database schema (SQLAlchemy Core tables) and its column types.
 
-Six tables: deployments, policies, revisions, routes, history, meta (docs/storage.md describes each). This
+Seven tables: deployments, policies, revisions, routes, history, meta, measurements (docs/storage.md
+describes each). This
 module is the model the migrations in `store/migrations/versions/` must produce; a test compares the
 two (alembic autogenerate finds no difference).
 
@@ -46,6 +47,8 @@ from rollwise.model import DEPLOYMENT_NAME_MAX
 from rollwise.model.revision import LABEL_MAX
 
 ENUM_LEN = 32
+METRIC_NAME_LEN = 100
+"""An analysis metric's name (the policy's `analysis.metrics[].name` allows at most 100 characters)."""
 
 
 def _utc(value: datetime) -> datetime:
@@ -258,3 +261,22 @@ history = Table(
     Column("error", Text, nullable=True),
 )
 
+
+measurements = Table(
+    "measurements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment_id", Integer, _fk_deployment(), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("rollout_started_at", UtcDateTime, nullable=False),
+    Column("metric", String(METRIC_NAME_LEN), nullable=False),
+    Column("verdict", String(ENUM_LEN), nullable=False),
+    Column("value", Text, nullable=True),
+    Column("words", Text, nullable=False),
+    Column("window_start", UtcDateTime, nullable=False),
+    Column("window_end", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index("ix_measurements_deployment_id_id", measurements.c.deployment_id, measurements.c.id)
+"""A canary analysis' measurements: one row per metric per interval (docs/control.md, "Analysis"). The
+rows of one rollout are those whose `rollout_started_at` is the deployment's; `revision` is the canary."""
