@@ -191,6 +191,11 @@ class DeploymentOut(BaseModel):
     next_restart_at: datetime | None = Field(
         None, description="When the crash-loop back-off lets the next replacement route start"
     )
+    canary_step: int = Field(0, description="Canary: index of the current step (the number of steps = the final step)")
+    step_started_at: datetime | None = Field(None, description="Canary: when the current step began")
+    weights: dict[str, int] | None = Field(
+        None, description='Canary: the split the proxy applies, e.g. {"r1": 90, "r2": 10}; null = by routes'
+    )
     policy: PolicyBody | None = Field(None, description="Rollout policy (null only if the stored one is unreadable)")
     policy_error: str | None = Field(None, description="Why policy is null")
     routes: list[RouteOut] = Field(default_factory=list, description="Routes not yet terminated")
@@ -353,6 +358,8 @@ def deployment_out(
         rollback_reason=dep.rollback_reason, rollout_started_at=dep.rollout_started_at,
         last_progress_at=dep.last_progress_at, last_error=dep.last_error, fail_open=condition.fail_open,
         degraded=condition.degraded, next_restart_at=condition.next_restart_at,
+        canary_step=dep.canary_step, step_started_at=dep.step_started_at,
+        weights=None if dep.traffic_weights is None else {f"r{k}": v for k, v in sorted(dep.traffic_weights.items())},
         policy=dep.policy.to_json() if dep.policy is not None else None,
         policy_error=dep.policy_error, routes=shown, version=dep.version,
         created_at=dep.created_at, updated_at=dep.updated_at,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rollwise.control.errors import NotApplicable, RolloutInProgress
-from rollwise.control.rules.views import revision_key
+from rollwise.control.rules.views import revision_key, revision_number
 from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
 from rollwise.store.commands import UNSET, DeploymentChange, NewHistory
 from rollwise.store.records import DeploymentRecord, HistoryRecord
@@ -135,6 +135,10 @@ def start_rollout(number: int, now: datetime) -> DeploymentChange:
         rollback_reason=None,
         error_count=0,
         last_error=None,
+        canary_step=0,
+        step_started_at=now,
+        traffic_weights=None,
+        promote_full_requested=False,
     )
 
 
@@ -268,6 +272,10 @@ def ended_rollout() -> DeploymentChange:
         abort_requested=False,
         promote_requested=False,
         error_count=0,
+        canary_step=0,
+        step_started_at=None,
+        traffic_weights=None,
+        promote_full_requested=False,
     )
 
 
@@ -334,7 +342,9 @@ def rollout_step(
     progress = _progress_at(dep, decision, views, now)
     if progress is not None:
         change = replace(change, last_progress_at=progress)
-    moved = change.sub_step is not UNSET or change.mode is not UNSET or change.paused is not UNSET
+    change = change.then(canary_step_change(dep, decision, now))
+    moved = (change.sub_step is not UNSET or change.mode is not UNSET or change.paused is not UNSET
+             or change.canary_step is not UNSET)
     if not (decision.changes_routes or moved):
         return Transition(change)
     result = "waiting" if decision.sub_step in (SubStep.AWAITING_PROMOTION, SubStep.PAUSED) else "progress"
@@ -343,6 +353,21 @@ def rollout_step(
     row = _row(dep, change, now, result=result, message=decision.reason, sub_step=decision.sub_step,
                strategy=str(policy.strategy), from_revision=dep.current_revision, to_revision=dep.deploying_revision)
     return Transition(change, (row,))
+
+
+def canary_step_change(dep: DeploymentRecord, decision: Decision, now: datetime) -> DeploymentChange:
+    """A canary decision's step and weights (docs/strategies.md, "Canary"): a new step starts now and
+    consumes the promotion that completed the old one; the weights are what the proxy applies."""
+    change = DeploymentChange()
+    if decision.set_canary_step is not None and decision.set_canary_step != dep.canary_step:
+        change = DeploymentChange(canary_step=decision.set_canary_step, step_started_at=now,
+                                  promote_requested=False)
+        if dep.promote_full_requested:
+            change = replace(change, promote_full_requested=False)
+    weights = None if decision.weights is None else {revision_number(k): int(v) for k, v in decision.weights.items()}
+    if weights != (dict(dep.traffic_weights) if dep.traffic_weights is not None else None):
+        change = replace(change, traffic_weights=weights)
+    return change
 
 
 def complete_rollout(dep: DeploymentRecord, decision: Decision, policy: Policy, now: datetime) -> Transition:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import overload
 
 from rollwise.model import DeploymentView, RouteView
+from rollwise.model.views import NO_ANALYSIS, AnalysisCounts
 from rollwise.store.records import DeploymentRecord, RouteRecord
 
 HealthChecks = Mapping[tuple[int, int], bool]
@@ -43,7 +44,8 @@ def revision_number(key: str) -> int:
     return int(key.removeprefix("r"))
 
 
-def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
+def compute_deployment_view(dep: DeploymentRecord, analysis: AnalysisCounts = NO_ANALYSIS) -> DeploymentView:
+    """The engine's view of a deployment; `analysis`: what the canary analysis measured this rollout."""
     return DeploymentView(
         desired_replicas=dep.replicas,
         current_revision=revision_key(dep.current_revision),
@@ -54,6 +56,10 @@ def compute_deployment_view(dep: DeploymentRecord) -> DeploymentView:
         promote_requested=dep.promote_requested,
         rollout_started_at=dep.rollout_started_at,
         last_progress_at=dep.last_progress_at,
+        canary_step=dep.canary_step,
+        step_started_at=dep.step_started_at,
+        promote_full_requested=dep.promote_full_requested,
+        analysis=analysis,
     )
 
 
