@@ -25,15 +25,15 @@ def test_defaults() -> None:
     assert Policy().to_json() == {
         "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "capacity_fallback": "replace",
         "auto_promote": False,
-        "promote_delay_seconds": 0, "progress_deadline_seconds": 600, "on_deadline": "rollback",
-        "failure_threshold": None,
+        "promote_delay_seconds": 0, "steps": [], "analysis": None, "min_ready_seconds": 0,
+        "progress_deadline_seconds": 600, "on_deadline": "rollback", "failure_threshold": None,
     }
 
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"max_surge": "150%"}, 'policy.max_surge: "150%" is over 100%'),
     ({"max_unavailable": "abc"}, 'policy.max_unavailable: "abc" is not an integer or a percentage like "25%"'),
-    ({"strategy": "canary"}, 'policy.strategy: "canary" is not a strategy (one of rolling, blue_green, recreate)'),
+    ({"strategy": "linear"}, 'policy.strategy: "linear" is not a strategy (one of rolling, blue_green, recreate, canary)'),
     ({"auto_promote": "yes"}, 'policy.auto_promote: "yes" is not true or false'),
     ({"promote_delay_seconds": -1}, "policy.promote_delay_seconds: -1 is negative"),
     ({"progress_deadline_seconds": "10"}, 'policy.progress_deadline_seconds: "10" is not a number of seconds'),
@@ -49,7 +49,7 @@ def test_checks_name_the_field(data: dict[str, Any], message: str) -> None:
     assert refused(data) == message
 
 
-@pytest.mark.parametrize("field", ["promote_delay_seconds", "progress_deadline_seconds"])
+@pytest.mark.parametrize("field", ["promote_delay_seconds", "progress_deadline_seconds", "min_ready_seconds"])
 def test_durations_are_bounded_and_finite(field: str) -> None:
     assert getattr(parse_policy({field: MAX_SECONDS}), field) == MAX_SECONDS
     assert refused({field: MAX_SECONDS + 1}).startswith(f"policy.{field}: ")

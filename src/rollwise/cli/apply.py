@@ -58,8 +58,8 @@ REQUIRED_KEYS = ("name", "replicas", "revision")
 POLICY_DEFAULTS: dict[str, Any] = {
     "strategy": "rolling", "max_surge": "25%", "max_unavailable": 0, "capacity_fallback": "replace",
     "auto_promote": False,
-    "promote_delay_seconds": 0.0, "progress_deadline_seconds": 600.0, "on_deadline": "rollback",
-    "failure_threshold": None,
+    "promote_delay_seconds": 0.0, "steps": [], "analysis": None, "min_ready_seconds": 0.0,
+    "progress_deadline_seconds": 600.0, "on_deadline": "rollback", "failure_threshold": None,
 }
 """rollwise.model.Policy().to_json(): the whole policy of a file that sets nothing."""
 

@@ -65,6 +65,7 @@ class StrategyName(_StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue_green"
     RECREATE = "recreate"
+    CANARY = "canary"
 
 
 class Mode(_StrEnum):
@@ -93,3 +94,5 @@ class RollbackReason(_StrEnum):
     ABORTED = "aborted"
     PROGRESS_DEADLINE = "progress_deadline"
     EVALUATION_ERROR = "evaluation_error"
+    ANALYSIS = "analysis"
+    """A canary's analysis reached its failure limit (docs/strategies.md, "Canary")."""

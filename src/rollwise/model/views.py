@@ -4,6 +4,9 @@
 by the control layer from database rows); `Decision` is its output. Route and revision ids are opaque
 strings here: the control layer maps them to its own keys. `CapacityView` (part of `DeploymentView`)
 says how many more routes of the target revision can be placed this cycle; its default is unlimited.
+A canary's state travels in `DeploymentView` too (`canary_step`, `step_started_at`,
+`promote_full_requested`, `analysis`), and its decisions carry `set_canary_step` and `weights`
+(docs/strategies.md, "Canary").
 """
 
 from __future__ import annotations
@@ -77,6 +80,24 @@ UNLIMITED = CapacityView()
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisCounts:
+    """What the control layer measured of a canary's analysis during the current rollout (docs/
+    strategies.md, "Canary"). The strategy engine only reads it: `failed` >= the policy's
+    `failure_limit` rolls back; `interval_passed` (every measurement of the current interval passed)
+    is what the final step waits for."""
+
+    failed: int = 0
+    passed: int = 0
+    inconclusive: int = 0
+    last_failure: str | None = None
+    """The words of the newest failed measurement, e.g. "errors = 0.034 > 0.01" (the rollback reason)."""
+    interval_passed: bool = True
+
+
+NO_ANALYSIS = AnalysisCounts()
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentView:
     desired_replicas: int
     current_revision: str | None
@@ -90,6 +111,14 @@ class DeploymentView:
     capacity: CapacityView = UNLIMITED
     """Room for the target revision this cycle; unlimited unless the control layer (or `rollwise plan`'s
     `capacity`) says otherwise."""
+    canary_step: int = 0
+    """Canary: index of the current step in the policy's `steps`; len(steps) is the final step."""
+    step_started_at: datetime | None = None
+    """Canary: when the current step began (a timed pause ends `seconds` after it)."""
+    promote_full_requested: bool = False
+    """Canary: `promote --full`: skip to the final step."""
+    analysis: AnalysisCounts = NO_ANALYSIS
+    """Canary: the analysis measured so far in this rollout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +150,25 @@ class Decision:
     set_paused: bool = False
     """The progress deadline paused the rollout: the controller sets the deployment's paused flag."""
     requeue_after: float | None = None
-    """Seconds after which this decision changes with no other event (auto-promotion or the progress
-    deadline falls due): the controller looks again then. Not part of the plan output."""
+    """Seconds after which this decision changes with no other event (auto-promotion, a canary's timed
+    pause or a route's min_ready_seconds ends, the progress deadline falls due): the controller looks
+    again then. In the plan output of canary decisions only."""
+    set_canary_step: int | None = None
+    """Canary: the step index after this cycle, when it changed (the controller stores it and sets
+    `step_started_at` to now)."""
+    weights: Mapping[str, int] | None = None
+    """Canary: revision -> percent of the deployment's requests, e.g. {"r1": 90, "r2": 10}, the split the
+    proxy applies over each revision's ready routes. None: the proxy weighs by routes (other strategies).
+    Copied into a read-only mapping."""
+
+    def __post_init__(self) -> None:
+        if self.weights is not None:
+            object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
+
+    def __hash__(self) -> int:
+        weights = None if self.weights is None else tuple(sorted(self.weights.items()))
+        return hash((self.sub_step, self.mode, self.reason, self.create, self.terminate, self.traffic,
+                     self.rollback_reason, self.set_paused, self.requeue_after, self.set_canary_step, weights))
 
     @property
     def changes_routes(self) -> bool:
