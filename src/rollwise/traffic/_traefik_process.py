@@ -244,6 +244,24 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_private_tree(root: Path, files: Mapping[str, str]) -> None:
+    """Write `files` (relative path -> text) under `root`: directories 0700, files 0600 (atomically),
+    and remove any other file in the directories written (a file of an older version must not stay)."""
+    wanted: dict[Path, set[str]] = {}
+    for relative, text in sorted(files.items()):
+        path = root / relative
+        directory = root
+        for part in Path(relative).parent.parts:
+            directory = directory / part
+            ensure_private_dir(directory)
+        atomic_write(path, text)
+        wanted.setdefault(path.parent, set()).add(path.name)
+    for directory, names in wanted.items():
+        for entry in directory.iterdir():
+            if entry.name not in names and not entry.is_dir():
+                entry.unlink()
+
+
 def open_append_private(path: Path) -> int:
     """A file descriptor appending to `path`, created 0600 (the caller closes it)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, PRIVATE_FILE_MODE)
@@ -312,12 +330,16 @@ class TraefikProcess:
         self._exited = False
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], log_fd: int) -> TraefikProcess:
+    def spawn(
+        cls, argv: Sequence[str], *, env: Mapping[str, str], log_fd: int, cwd: Path | None = None
+    ) -> TraefikProcess:
         """Start Traefik in its own session with a scrubbed environment, stdout and stderr to
-        `log_fd`, and umask 077 (whatever it creates itself, e.g. the access log, stays private)."""
+        `log_fd`, umask 077 (whatever it creates itself, e.g. the access log, stays private) and `cwd`
+        as its working directory (Traefik reads local plugins from ./plugins-local)."""
         try:
             popen = subprocess.Popen(
                 list(argv),
+                cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,

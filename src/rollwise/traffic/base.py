@@ -7,6 +7,12 @@ itself reports that none of `addresses` is still a backend of that deployment (u
 route's process). The table is served as given: the proxy runs no health checks of its own (the route
 controller's prober decides which routes are in the table).
 
+Each backend carries the revision number its route runs: the proxy splits a deployment's traffic between
+revisions exactly in the ratio of their backends' summed weights, then within a revision by weight, and
+a request with the header `X-Rollwise-Revision: rN` goes only to revision N (404 when the table has no
+backend of it). `revision_stats()` reads the proxy's per-revision counters (`RevisionStats`);
+`rollwise.traffic.stats` has the pure window arithmetic over them.
+
 Supervision: while the layer is started, `running` says whether its proxy is alive and
 `ensure_running()` (polled by the server, about every 0.25 s) brings a dead proxy back with the current
 table. `close()` stops the proxy; `detach()` forgets it without stopping it (a server that loses the active
@@ -22,7 +28,7 @@ Errors (rollwise.model.errors.RollwiseError subclasses):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from rollwise.model.errors import RollwiseError
@@ -50,6 +56,28 @@ class Backend:
     """The revision number the route runs (the proxy splits by revision, then by route)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RevisionStats:
+    """What the proxy counted for one revision of one deployment: cumulative since `started`.
+
+    Counts are of the proxy's attempts to the revision's backends: a request the retry middleware sent
+    three times counts three (a backend that refuses connections shows as three 502s per request). A
+    request the proxy answered itself (503 without backends, 404 for an unknown revision) is not counted.
+    Use `rollwise.traffic.stats.window` for the counts between two reads."""
+
+    requests: int = 0
+    errors: int = 0
+    """Answers with a 5xx status (Traefik's own 502 for a connection failure included)."""
+    by_code: dict[int, int] = field(default_factory=dict)
+    """HTTP status -> answers."""
+    buckets: tuple[tuple[float, int], ...] = ()
+    """(upper bound in seconds, cumulative count) of the request durations, ascending, +Inf last."""
+    started: float = 0.0
+    """Unix time since which these counters count: the proxy's start, or later when the proxy dropped and
+    restarted this revision's counters (it does so for a revision that left the routing table). A
+    different `started` between two reads means the counters were reset in between."""
+
+
 @runtime_checkable
 class TrafficLayer(Protocol):
     async def start(self) -> None: ...
@@ -60,6 +88,12 @@ class TrafficLayer(Protocol):
 
     async def wait_applied(self, timeout: float = 5.0) -> bool:
         """Return once the proxy serves the last applied table (False after `timeout` seconds)."""
+        ...
+
+    async def revision_stats(self) -> dict[tuple[str, int], RevisionStats]:
+        """(deployment, revision number) -> the proxy's cumulative counters of that revision (every
+        revision of the last applied table, and any other the proxy still counts). Empty without a
+        proxy. Raises TrafficUnavailable when the proxy does not answer."""
         ...
 
     @property
@@ -115,6 +149,9 @@ class NoTraffic:
 
     async def wait_applied(self, timeout: float = 5.0) -> bool:
         return True
+
+    async def revision_stats(self) -> dict[tuple[str, int], RevisionStats]:
+        return {}
 
     async def ensure_running(self) -> bool:
         return False

@@ -1,15 +1,18 @@
 """`TraefikLayer`: the default traffic layer, a local Traefik process fed through its file provider.
 
 Called by the rollwise server (start, ensure_running, close, detach) and the route controller (apply,
-confirm_removed, wait_applied); the REST API's `/metrics` may call `request_counts`. It implements
+confirm_removed, wait_applied); the REST API's `/metrics` may call `request_counts`; the control layer
+reads `revision_stats` (per-revision counters for canary analysis). It implements
 `rollwise.traffic.base.TrafficLayer`.
 
 Files under `data_dir/traefik/` (directory 0700, files 0600): `traefik.yml` (static configuration),
 `dynamic.yml` (the routing table, replaced atomically), `traefik.pid` (pid and process identity),
-`traefik.log` (Traefik's stdout and stderr) and, when asked for, `access.log`. Traefik serves deployment
-NAME under `/d/NAME/` on `host:proxy_port`, and its API, ping and Prometheus metrics on
-`api_host:api_port` (loopback by default: the API is unauthenticated). The shape of the configuration is
-described in `_traefik_config` and docs/traffic.md.
+`traefik.log` (Traefik's stdout and stderr), `plugins-local/` (the source of the plugin that answers 404
+for an unknown revision, `_traefik_plugin`; Traefik runs in this directory to find it) and, when asked
+for, `access.log`. Traefik serves deployment NAME under `/d/NAME/` on `host:proxy_port` (split between
+revisions by weight; `X-Rollwise-Revision: rN` pins a request to revision N), and its API, ping and
+Prometheus metrics on `api_host:api_port` (loopback by default: the API is unauthenticated). The shape
+of the configuration is described in `_traefik_config` and docs/traffic.md.
 
 Process life: `start()` adopts the Traefik a previous server of this data directory left running when it
 is verifiably ours and runs the static configuration this layer would write; otherwise it stops that one
@@ -32,14 +35,17 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from rollwise.traffic import _traefik_config as cfg
+from rollwise.traffic import _traefik_plugin as plugin
 from rollwise.traffic import _traefik_process as proc
-from rollwise.traffic.base import Backend, TrafficFailure, TrafficUnavailable
+from rollwise.traffic.base import Backend, RevisionStats, TrafficFailure, TrafficUnavailable
+from rollwise.traffic.stats import was_reset
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +111,12 @@ class TraefikLayer:
         self._services: dict[str, tuple[Backend, ...]] = {}
         self._written_text: str | None = None
         self._written_digest: str | None = None
+        self._stats_seen: dict[tuple[str, int], RevisionStats] = {}
+        """The last counters Traefik reported per revision (as read, before `started` is adjusted)."""
+        self._stats_reset_at: dict[tuple[str, int], float] = {}
+        """time.time() when a revision's counters were seen to restart while Traefik did not."""
+        self._stats_lock = asyncio.Lock()
+        """One read of the metrics at a time: reads compared out of order would look like resets."""
         self.restarts = 0
         """How many times `ensure_running` brought a dead Traefik back."""
         self.down_since: float | None = None
@@ -226,6 +238,36 @@ class TraefikLayer:
         messages); empty when Traefik accepted everything. Raises TrafficUnavailable."""
         return dict((await self._rawdata()).errors)
 
+    async def revision_stats(self) -> dict[tuple[str, int], RevisionStats]:
+        """(deployment, revision) -> Traefik's cumulative counters of that revision: every revision of
+        the last applied table (zeros until Traefik counts it) and any other Traefik still counts.
+        `started` is Traefik's start time, or the time this layer saw the revision's counters restart
+        (Traefik drops a service's counters once it is no longer configured and its metrics are read).
+        Raises TrafficUnavailable when the API does not answer."""
+        async with self._stats_lock:
+            text = await self._get_text("/metrics")
+            try:
+                parsed = cfg.parse_revision_stats(text, cfg.revision_keys(self._services))
+            except (ValueError, KeyError) as e:
+                raise TrafficUnavailable(f"unreadable traefik metrics: {e}") from e
+            return self._note_resets(parsed)
+
+    def _note_resets(self, parsed: Mapping[tuple[str, int], RevisionStats]) -> dict[tuple[str, int], RevisionStats]:
+        """Give each revision the `started` since which its counters count, noting the restarts of a
+        revision's counters within one Traefik (its counters vanished or went down since the last read)."""
+        now = time.time()
+        for key, seen in self._stats_seen.items():
+            current = parsed.get(key)
+            if current is None or (current.started == seen.started and was_reset(seen, current)):
+                self._stats_reset_at[key] = now
+        self._stats_seen = dict(parsed)
+        started = max((s.started for s in parsed.values()), default=0.0)
+        self._stats_reset_at = {k: t for k, t in self._stats_reset_at.items() if t > started}
+        return {
+            key: replace(s, started=max(s.started, self._stats_reset_at.get(key, 0.0)))
+            for key, s in parsed.items()
+        }
+
     async def request_counts(self) -> dict[str, dict[int, int]]:
         """Requests served per deployment and HTTP status since Traefik started, from its Prometheus
         metrics (requests answered by a backend; a 503 for a deployment without backends is not
@@ -335,6 +377,7 @@ class TraefikLayer:
                 [str(binary), f"--configFile={self.static_file}"],
                 env=self._environment(),
                 log_fd=log_fd,
+                cwd=self.dir,
             )
         finally:
             os.close(log_fd)
@@ -385,6 +428,7 @@ class TraefikLayer:
 
     def _prepare_files(self, api_port: int) -> None:
         proc.atomic_write(self.static_file, json.dumps(self._static_config(api_port), indent=2) + "\n")
+        proc.write_private_tree(self.dir, plugin.files())  # read by Traefik from its working directory
         if self._access_log:
             os.close(proc.open_append_private(self.access_log_file))  # Traefik would create it 0644
         self._take_over_dynamic()
