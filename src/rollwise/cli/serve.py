@@ -152,6 +152,13 @@ class Plane:
                 )
 
 
+def proxy_base_url(config: ServerConfig) -> str:
+    """The proxy's base URL as a process on this machine reaches it (a canary's command metrics get
+    `{it}/d/NAME/`): a wildcard host is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host, config.host)
+    return f"http://[{host}]:{config.proxy_port}" if ":" in host else f"http://{host}:{config.proxy_port}"
+
+
 @contextlib.asynccontextmanager
 async def build_plane(
     config: ServerConfig, *, activate: bool = True, clock: Clock | None = None
@@ -202,6 +209,7 @@ async def build_plane(
             intervals=config.intervals,
             is_active=lambda: bool(holder) and holder[0].active,
             max_starting=max_starting,
+            proxy_url=proxy_base_url(config) if config.proxy else None,
         )
         ops = Operations(
             store, clock, coordinator.mark,

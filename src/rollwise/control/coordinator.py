@@ -4,8 +4,10 @@ short interval) and on a long interval regardless (docs/architecture.md, "Schedu
 Everything runs in one sequence (route pass, then the due cycles), so a cycle's read-decide-write never
 interleaves with the route controller's. A route becoming ready marks the deploying cycle needed and the
 loop wakes at once, so a rollout step follows within a fraction of a second. Operations (API calls) mark
-cycles needed through `mark`. Every time reading and every wait goes through the `Clock` it is given
-(control.clock): real time in a server, fake time in simulations and tests.
+cycles needed through `mark`. After the route pass, the canary analysis (control.analysis) measures what
+is due; a round that wrote measurements marks the deploying cycle (a failed one may roll back, a passed
+interval may let the final step complete). Every time reading and every wait goes through the `Clock` it
+is given (control.clock): real time in a server, fake time in simulations and tests.
 
 Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
 """
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from dataclasses import dataclass, field
 
+from rollwise.control.analysis import AnalysisRunner
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind, CycleReport, run_cycle
 from rollwise.control.errlog import ErrorLog
@@ -72,6 +75,8 @@ class StepReport:
     routes: RoutePassReport | None = None
     cycles: list[CycleReport] = field(default_factory=list)
     purged: int = 0
+    measurements: int = 0
+    """Canary analysis measurements written in this round."""
 
 
 class Coordinator:
@@ -86,8 +91,11 @@ class Coordinator:
         intervals: Intervals | None = None,
         is_active: Callable[[], bool] = lambda: True,
         max_starting: int | None = None,
+        proxy_url: str | None = None,
     ) -> None:
-        """`max_starting`: route processes started but not listening yet, at most (control.route_controller)."""
+        """`max_starting`: route processes started but not listening yet, at most (control.route_controller).
+        `proxy_url`: the proxy's base URL (e.g. http://127.0.0.1:8080): a canary's command metrics get
+        `{proxy_url}/d/NAME/` as ROLLWISE_CANARY_URL (None: no proxy, the variable is not set)."""
         self.store = store
         self.clock = clock
         self.traffic = traffic
@@ -107,6 +115,10 @@ class Coordinator:
         self.routes = RouteController(
             store=store, runtime=runtime, prober=prober, traffic=traffic, clock=clock, wake=self.wake,
             max_starting=max_starting,
+        )
+        base = proxy_url.rstrip("/") if proxy_url else None
+        self.analysis = AnalysisRunner(
+            store, traffic, clock, (lambda name: f"{base}/d/{name}/") if base else None, wake=self.wake
         )
 
     # --- marks --------------------------------------------------------------------------------------
@@ -133,6 +145,9 @@ class Coordinator:
         step.routes = await self._route_pass()
         if step.routes.changed:
             self._needed.update(CYCLE_ORDER)
+        step.measurements = await self.analysis.run_due()
+        if step.measurements:
+            self._needed.add(CycleKind.DEPLOYING)
         for attempt in range(MAX_CYCLE_ROUNDS):
             applied = await self._run_cycles(step, force=force and attempt == 0)
             if not applied:
@@ -212,6 +227,7 @@ class Coordinator:
             await self.clock.wait(self._wakeup, self.intervals.routes)
 
     async def close(self) -> None:
+        await self.analysis.close()
         await self.routes.wait_stops()
 
 
