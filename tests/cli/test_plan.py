@@ -118,6 +118,44 @@ def test_capacity_and_fallback() -> None:
     assert json.loads(invoke(["plan", "--input", "-"], json.dumps(doc)).stdout)["create"] != []
 
 
+CANARY = {
+    "strategy": "canary",
+    "steps": [{"set_weight": 10}, {"pause": {"seconds": 60}}, {"set_weight": 50}, {"pause": {}}],
+    "analysis": {"interval_seconds": 30, "failure_limit": 2, "min_requests": 50, "metrics": [
+        {"name": "errors", "builtin": "error_rate", "max": 0.01},
+        {"name": "eval", "command": ["python", "eval.py"], "timeout_seconds": 120},
+    ]},
+}
+
+
+def test_canary_step_weights_and_requeue() -> None:
+    """D=3, the first canary route ready: set_weight 10 is done, the 60 s pause began 20 s ago."""
+    doc = state(policy=CANARY)
+    doc["deployment"].update(canary_step=1, step_started_at="2026-03-04T00:00:40Z", last_progress_at=None)
+    doc["routes"].append({"id": "b1", "revision": "r2", "status": "running", "health": "healthy"})
+    doc["analysis"] = {"failed": 1, "passed": 3, "inconclusive": 0}
+    result = invoke(["plan", "--input", "-"], json.dumps(doc))
+    assert (result.exit_code, result.stderr) == (0, "")
+    expected = {
+        "sub_step": "awaiting_promotion",
+        "create": [],
+        "terminate": [],
+        "traffic": [],
+        "mode": "forward",
+        "reason": "canary: step 2/4 (pause 60s): r2 routes 1/1 ready, 0 provisioning, 0 unready; 40s left; "
+        "traffic r1 90%, r2 10%",
+        "weights": {"r1": 90, "r2": 10},
+        "requeue_after": 40.0,
+    }
+    assert result.stdout == json.dumps(expected, indent=2) + "\n"
+    doc["deployment"]["promote_requested"] = True  # promote: the pause is done, set_weight 50 (c 2) begins
+    out = json.loads(invoke(["plan", "--input", "-"], json.dumps(doc)).stdout)
+    assert (out["set_canary_step"], out["weights"], len(out["create"])) == (2, {"r1": 90, "r2": 10}, 1)
+    doc["analysis"] = {"failed": 2, "last_failure": "errors = 0.034 > 0.01"}
+    out = json.loads(invoke(["plan", "--input", "-"], json.dumps(doc)).stdout)
+    assert (out["rollback_reason"], out["terminate"], out["weights"]) == ("analysis", ["b1"], {"r1": 100})
+
+
 def test_bundled_example() -> None:
     path = resources.files("rollwise.examples").joinpath("plan_rolling.json")
     result = invoke(["plan", "--input", str(path)])
@@ -178,6 +216,12 @@ BAD = [
      "error: capacity.placeable: 0.5 is not an integer"),
     ("unknown capacity_fallback", _with("policy.capacity_fallback", "evict"),
      'error: policy.capacity_fallback: "evict" is not "replace" or "wait"'),
+    ("canary without a set_weight step", json.dumps(state(policy={"strategy": "canary"})),
+     "error: policy.steps: a canary needs at least one set_weight step"),
+    ("canary weight 100", json.dumps(state(policy={"strategy": "canary", "steps": [{"set_weight": 100}]})),
+     "error: policy.steps[0].set_weight: 100 is not between 1 and 99"),
+    ("negative canary_step", _with("deployment.canary_step", -1), "error: deployment.canary_step: -1 is negative"),
+    ("analysis counts not an object", json.dumps(state(analysis="none")), 'error: analysis: "none" is not an object'),
 ]
 
 

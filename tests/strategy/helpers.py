@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rollwise.model import (
+    NO_ANALYSIS,
     UNLIMITED,
+    AnalysisCounts,
     CapacityView,
     Decision,
     DeploymentView,
@@ -87,7 +89,13 @@ def dep(
     started: float | None = 0,
     progress: float | None = 50,
     capacity: CapacityView = UNLIMITED,
+    step: int = 0,
+    step_started: float | None = None,
+    promote_full: bool = False,
+    analysis: AnalysisCounts = NO_ANALYSIS,
 ) -> DeploymentView:
+    """A deployment; `step` / `step_started` (seconds after T0) / `promote_full` / `analysis` are the
+    canary's state."""
     return DeploymentView(
         desired_replicas=d,
         current_revision=current,
@@ -99,6 +107,10 @@ def dep(
         rollout_started_at=None if started is None else at(started),
         last_progress_at=None if progress is None else at(progress),
         capacity=capacity,
+        canary_step=step,
+        step_started_at=None if step_started is None else at(step_started),
+        promote_full_requested=promote_full,
+        analysis=analysis,
     )
 
 
@@ -120,6 +132,20 @@ def rolling(surge: int | str = "25%", unavailable: int | str = 0, **kw: Any) -> 
     return policy("rolling", max_surge=surge, max_unavailable=unavailable, **kw)
 
 
+def canary(*steps: int | float | None, **kw: Any) -> Policy:
+    """A canary policy from shorthand steps: an int is `set_weight`, a float `pause` of that many
+    seconds, None `pause: {}` (wait for promote). canary(10, 60.0, 50, None)."""
+    written: list[dict[str, Any]] = []
+    for step in steps:
+        if isinstance(step, int):
+            written.append({"set_weight": step})
+        elif step is None:
+            written.append({"pause": {}})
+        else:
+            written.append({"pause": {"seconds": step}})
+    return policy("canary", steps=written, **kw)
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a table row states about a decision; `None` fields are not checked."""
@@ -132,6 +158,11 @@ class Expect:
     rollback_reason: str | None = None
     set_paused: bool = False
     reason_has: Sequence[str] = field(default_factory=tuple)
+    weights: dict[str, int] | None = None
+    """The canary's split; None (every other strategy) means the decision has none."""
+    set_step: int | None = None
+    requeue: float | None = None
+    """When given, `requeue_after` must be this (to the millisecond)."""
 
 
 def summary(decision: Decision) -> dict[str, Any]:
@@ -143,6 +174,8 @@ def summary(decision: Decision) -> dict[str, Any]:
         "mode": decision.mode.value,
         "rollback_reason": None if decision.rollback_reason is None else decision.rollback_reason.value,
         "set_paused": decision.set_paused,
+        "weights": None if decision.weights is None else dict(decision.weights),
+        "set_step": decision.set_canary_step,
     }
 
 
@@ -156,10 +189,15 @@ def check(decision: Decision, expect: Expect) -> None:
         "mode": expect.mode,
         "rollback_reason": expect.rollback_reason,
         "set_paused": expect.set_paused,
+        "weights": expect.weights,
+        "set_step": expect.set_step,
     }
     assert got == want, decision.reason
     for words in expect.reason_has:
         assert words in decision.reason, decision.reason
+    if expect.requeue is not None:
+        assert decision.requeue_after is not None, decision.reason
+        assert abs(decision.requeue_after - expect.requeue) < 0.002, (decision.requeue_after, decision.reason)
 
 
 def run(deployment: DeploymentView, routes: Sequence[RouteView], pol: Policy, now: datetime = NOW) -> Decision:
@@ -173,7 +211,7 @@ def check_invariants(decision: Decision, deployment: DeploymentView, routes: Seq
     by_id = {r.id: r for r in routes}
     reason = decision.reason
     assert reason and "\n" not in reason and reason == reason.strip()
-    labels = ("rolling: ", "blue-green: ", "recreate: ", "rolling back (", "rolling back: ")
+    labels = ("rolling: ", "blue-green: ", "recreate: ", "canary: ", "rolling back (", "rolling back: ")
     assert reason.startswith(labels), reason
     assert len(set(decision.terminate)) == len(decision.terminate), "a route terminated twice"
     for rid in decision.terminate:
@@ -195,6 +233,12 @@ def check_invariants(decision: Decision, deployment: DeploymentView, routes: Seq
         assert decision.mode is Mode.FORWARD
     if decision.sub_step.value in ("rolled_back", "rolling_back"):
         assert decision.mode is Mode.ROLLING_BACK
+    if decision.weights is not None:
+        assert sum(decision.weights.values()) == 100, decision.weights
+        assert all(0 <= w <= 100 for w in decision.weights.values()), decision.weights
+        assert set(decision.weights) <= {deployment.current_revision, deployment.deploying_revision}
+    if decision.requeue_after is not None:
+        assert decision.requeue_after >= 0
 
 
 @dataclass(frozen=True)

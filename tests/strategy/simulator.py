@@ -13,7 +13,9 @@ of routes, as the controller and the runtime would, one cycle at a time.
 - Optionally, ready routes of the deploying revision crash (stopped as unhealthy: `terminated`, failed).
 - The controller's bookkeeping: mode switches to the decision's, `set_paused` pauses, `last_progress_at`
   moves when a cycle creates or terminates routes or the number of ready target routes grows, and an
-  operator promotes a blue-green rollout that awaits promotion.
+  operator promotes a rollout that awaits promotion (with `promote_probability`, each such cycle).
+- A canary's bookkeeping: `set_canary_step` moves the step, starts it now and consumes the promotion;
+  the decision's `weights` are kept (`weights`).
 
 Randomness comes from a `random.Random` handed in by Hypothesis, so failures shrink and replay.
 """
@@ -86,6 +88,8 @@ class Simulator:
     crash_probability: float = 0.0
     max_delay: int = 3
     operator_promotes: bool = True
+    promote_probability: float = 1.0
+    """Chance that the operator promotes in a cycle that awaits promotion (1.0: always)."""
     capacity: int | None = None
     """Route slots on the node; None: unlimited (the deployment view's capacity stays UNLIMITED)."""
     max_drain: int | None = None
@@ -96,6 +100,11 @@ class Simulator:
     paused: bool = False
     abort: bool = False
     promote: bool = False
+    promote_full: bool = False
+    canary_step: int = 0
+    step_started_at: datetime = T0
+    weights: dict[str, int] | None = None
+    """The canary's split as the last decision set it (None: weigh by routes)."""
     now: datetime = T0
     routes: list[SimRoute] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
@@ -121,6 +130,9 @@ class Simulator:
             rollout_started_at=T0,
             last_progress_at=self.last_progress_at,
             capacity=self.room(),
+            canary_step=self.canary_step,
+            step_started_at=self.step_started_at,
+            promote_full_requested=self.promote_full,
         )
 
     def held(self) -> int:
@@ -210,7 +222,9 @@ class Simulator:
                 check(self, decision)
             if decision.sub_step in ENDS:
                 return decision
-            if decision.sub_step is SubStep.AWAITING_PROMOTION and self.operator_promotes:
+            if decision.sub_step is SubStep.AWAITING_PROMOTION and self.operator_promotes and (
+                self.promote_probability >= 1.0 or self.rng.random() < self.promote_probability
+            ):
                 self.promote = True
             self.advance()
         raise AssertionError(f"no terminal sub-step after {max_cycles} cycles: {self.decisions[-1].reason}")
@@ -233,6 +247,10 @@ class Simulator:
         self.mode = decision.mode
         if decision.set_paused:
             self.paused = True
+        if decision.set_canary_step is not None:
+            self.canary_step, self.step_started_at = decision.set_canary_step, self.now
+            self.promote = self.promote_full = False
+        self.weights = None if decision.weights is None else dict(decision.weights)
 
     def _add(self, revision: str, traffic: Traffic, ratio: float, *, settled: bool, created: datetime) -> None:
         self._next_id += 1

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from rollwise.model import (
     UNLIMITED,
+    AnalysisCounts,
     CapacityFallback,
     CapacityView,
     Decision,
@@ -144,6 +145,29 @@ ERRORS = [
      'routes[0].status: "x" is not one of provisioning, running, terminating, terminated, failed_to_start'),
     ("a bad capacity is reported before a missing deploying_revision",
      state(deployment__deploying_revision=None, capacity={"placeable": -1}), "capacity.placeable: -1 is negative"),
+    # -- canary ----------------------------------------------------------------------------------------
+    ("canary_step negative", state(deployment__canary_step=-1), "deployment.canary_step: -1 is negative"),
+    ("canary_step a float", state(deployment__canary_step=1.0), "deployment.canary_step: 1.0 is not an integer"),
+    ("step_started_at bad", state(deployment__step_started_at="soon"),
+     'deployment.step_started_at: "soon" is not an ISO 8601 timestamp with a zone'),
+    ("promote_full_requested not a bool", state(deployment__promote_full_requested="yes"),
+     'deployment.promote_full_requested: "yes" is not true or false'),
+    ("canary without a set_weight", state(policy={"strategy": "canary", "steps": [{"pause": {}}]}),
+     "policy.steps: a canary needs at least one set_weight step"),
+    ("canary weights decreasing", state(policy={"strategy": "canary", "steps": [{"set_weight": 20}, {"set_weight": 10}]}),
+     "policy.steps[1].set_weight: 10 is below the weight before it (20)"),
+    ("canary step with both", state(policy={"strategy": "canary", "steps": [{"set_weight": 20, "pause": {}}]}),
+     "policy.steps[0]: has both set_weight and pause (a step is one of them)"),
+    ("analysis not an object", state(analysis=[1]), "analysis: [1] is not an object"),
+    ("analysis failed negative", state(analysis={"failed": -1}), "analysis.failed: -1 is negative"),
+    ("analysis passed a string", state(analysis={"passed": "3"}), 'analysis.passed: "3" is not an integer'),
+    ("analysis inconclusive a bool", state(analysis={"inconclusive": True}),
+     "analysis.inconclusive: true is not an integer"),
+    ("analysis last_failure a number", state(analysis={"last_failure": 3}),
+     "analysis.last_failure: 3 is not a string or null"),
+    ("analysis interval_passed not a bool", state(analysis={"interval_passed": 1}),
+     "analysis.interval_passed: 1 is not true or false"),
+    ("a bad capacity is reported before a bad analysis", state(capacity=3, analysis=3), "capacity: 3 is not an object"),
 ]
 
 
@@ -182,6 +206,88 @@ def test_defaults() -> None:
     p = plan.policy
     assert p.strategy is StrategyName.BLUE_GREEN and p.auto_promote is False and p.promote_delay_seconds == 0
     assert (p.max_surge, p.max_unavailable, p.progress_deadline_seconds, p.failure_threshold) == ("25%", 0, 600, None)
+
+
+def test_canary_input_defaults() -> None:
+    plan = parse_plan_input(state())
+    d = plan.deployment
+    assert (d.canary_step, d.step_started_at, d.promote_full_requested) == (0, plan.now, False)
+    assert d.analysis == AnalysisCounts() == AnalysisCounts(failed=0, passed=0, inconclusive=0, last_failure=None,
+                                                            interval_passed=True)
+    assert parse_plan_input(state(analysis=None)).deployment.analysis == AnalysisCounts()
+    assert parse_plan_input(state(deployment__step_started_at=None)).deployment.step_started_at is None
+
+
+def test_canary_input_is_read() -> None:
+    doc = state(
+        deployment__canary_step=2,
+        deployment__step_started_at="2026-03-04T00:00:30Z",
+        deployment__promote_full_requested=True,
+        analysis={"failed": 1, "passed": 4, "inconclusive": 2, "last_failure": "errors = 0.034 > 0.01",
+                  "interval_passed": False, "colour": "ignored"},
+        policy=CANARY_POLICY,
+    )
+    plan = parse_plan_input(doc)
+    d = plan.deployment
+    assert (d.canary_step, d.step_started_at, d.promote_full_requested) == (
+        2, datetime(2026, 3, 4, 0, 0, 30, tzinfo=UTC), True
+    )
+    assert d.analysis == AnalysisCounts(failed=1, passed=4, inconclusive=2, last_failure="errors = 0.034 > 0.01",
+                                        interval_passed=False)
+    assert plan.policy.strategy is StrategyName.CANARY
+    assert plan.policy.to_json()["steps"] == CANARY_POLICY["steps"]
+
+
+CANARY_POLICY: dict[str, Any] = {
+    "strategy": "canary",
+    "steps": [{"set_weight": 10}, {"pause": {"seconds": 60}}, {"set_weight": 50}, {"pause": {}}],
+}
+
+
+def test_canary_output_has_the_step_weights_and_requeue() -> None:
+    """D=3, one ready canary route: set_weight 10 is done, the 60 s pause starts: 90/10, requeue 60."""
+    routes = state()["routes"] + [{"id": "b1", "revision": "r2", "status": "running", "health": "healthy"}]
+    out = compute_plan_output(state(policy=CANARY_POLICY, routes=routes))
+    assert out == {
+        "sub_step": "awaiting_promotion",
+        "create": [],
+        "terminate": [],
+        "traffic": [],
+        "mode": "forward",
+        "reason": "canary: step 1/4 (set_weight 10) done; step 2/4 (pause 60s): r2 routes 1/1 ready, 0 provisioning, "
+        "0 unready; 60s left; traffic r1 90%, r2 10%",
+        "set_canary_step": 1,
+        "weights": {"r1": 90, "r2": 10},
+        "requeue_after": 60.0,
+    }
+    assert list(out)[-3:] == ["set_canary_step", "weights", "requeue_after"]
+    # 45 s into the pause: no step change, 15 s to go
+    later = compute_plan_output(state(policy=CANARY_POLICY, routes=routes, deployment__canary_step=1,
+                                      deployment__step_started_at="2026-03-04T00:00:15Z"))
+    assert "set_canary_step" not in later
+    assert (later["weights"], later["requeue_after"]) == ({"r1": 90, "r2": 10}, 15.0)
+
+
+def test_canary_output_of_a_rollback_and_of_the_completion() -> None:
+    routes = state()["routes"] + [
+        {"id": f"b{i}", "revision": "r2", "status": "running", "health": "healthy"} for i in (1, 2, 3)
+    ]
+    rolled = compute_plan_output(state(policy={**CANARY_POLICY, "analysis": {"metrics": [
+        {"name": "errors", "builtin": "error_rate", "max": 0.01}]}}, routes=routes, deployment__canary_step=3,
+        analysis={"failed": 2, "last_failure": "errors = 0.034 > 0.01"}))
+    assert (rolled["sub_step"], rolled["mode"], rolled["rollback_reason"]) == ("rolled_back", "rolling_back", "analysis")
+    assert rolled["terminate"] == ["b1", "b2", "b3"] and rolled["weights"] == {"r1": 100}
+    assert rolled["reason"].startswith("rolling back (analysis: errors = 0.034 > 0.01): canary: rolled back to r1")
+    done = compute_plan_output(state(policy=CANARY_POLICY, routes=routes, deployment__canary_step=4))
+    assert (done["sub_step"], done["terminate"], done["weights"]) == ("completed", ["a1", "a2", "a3"], {"r2": 100})
+    assert "requeue_after" not in done and "set_canary_step" not in done
+
+
+def test_requeue_after_is_printed_for_canary_decisions_only() -> None:
+    rolling = compute_plan_output(state())  # a rolling decision has a requeue (its deadline) but prints none
+    assert "requeue_after" not in rolling and "weights" not in rolling and "set_canary_step" not in rolling
+    out = compute_plan_output(state(policy=CANARY_POLICY))  # set_weight 10: its deadline is the requeue
+    assert out["requeue_after"] == 600.001 and out["weights"] == {"r1": 100, "r2": 0}
 
 
 def test_routes_default_to_none_and_unknown_keys_are_ignored() -> None:
@@ -274,6 +380,18 @@ def test_output_format() -> None:
     json.dumps(out)
 
 
+def test_output_canary_keys() -> None:
+    decision = Decision(SubStep.AWAITING_PROMOTION, Mode.FORWARD, "canary: x", requeue_after=12.34567,
+                        set_canary_step=2, weights={"r1": 50, "r2": 50})
+    out = decision_to_json(decision)
+    assert out["set_canary_step"] == 2 and out["weights"] == {"r1": 50, "r2": 50} and out["requeue_after"] == 12.346
+    assert list(out) == ["sub_step", "create", "terminate", "traffic", "mode", "reason", "set_canary_step", "weights",
+                         "requeue_after"]
+    json.dumps(out)
+    step_zero = Decision(SubStep.PROVISIONING, Mode.FORWARD, "canary: x", set_canary_step=0, weights={"r2": 100})
+    assert decision_to_json(step_zero)["set_canary_step"] == 0 and "requeue_after" not in decision_to_json(step_zero)
+
+
 def test_output_extra_keys_when_relevant() -> None:
     rb = Decision(SubStep.ROLLED_BACK, Mode.ROLLING_BACK, "x", rollback_reason=RollbackReason.ABORTED)
     assert decision_to_json(rb)["rollback_reason"] == "aborted"
@@ -327,16 +445,19 @@ FIELDS = [
     "policy.progress_deadline_seconds", "policy.on_deadline", "policy.failure_threshold", "routes.0",
     "routes.0.id", "routes.0.revision", "routes.0.status", "routes.0.health", "routes.0.traffic",
     "routes.0.traffic_ratio", "routes.0.failed", "routes.0.created_at", "routes.1.status",
-    "capacity", "capacity.placeable", "policy.capacity_fallback",
+    "capacity", "capacity.placeable", "policy.capacity_fallback", "deployment.canary_step",
+    "deployment.step_started_at", "deployment.promote_full_requested", "analysis", "analysis.failed",
+    "analysis.interval_passed", "analysis.last_failure", "policy.steps", "policy.analysis", "policy.min_ready_seconds",
 ]
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), JSON_VALUES), max_size=3))
-def test_any_document_gives_a_decision_or_one_validation_line(edits: list[tuple[str, Any]]) -> None:
+@pytest.mark.parametrize("base", ["rolling", "canary"])
+def test_any_document_gives_a_decision_or_one_validation_line(base: str, edits: list[tuple[str, Any]]) -> None:
     """Whatever the input, the only error that leaves the plan reader and the engine is
     ValidationFailed with one line naming a field; nothing foreign leaks."""
-    doc = state()
+    doc = state() if base == "rolling" else state(policy=copy.deepcopy(CANARY_POLICY), analysis={"failed": 0})
     for path, value in edits:
         node: Any = doc
         *parents, last = path.split(".")

@@ -1,6 +1,7 @@
 """Property tests (Hypothesis): whole rollouts driven through the real `decide` by the in-test
 simulator, with random D, settings, readiness delays and failures. In every cycle: the surge bound
 (rolling D + surge, blue-green 2D, recreate D), availability (rolling D - unavailable, blue-green D),
+canary weights that never decrease and a stable revision that keeps D routes,
 routes created only for the target revision, decisions well formed; and every rollout ends within a
 bounded number of cycles: completed when its routes become ready, rolled back when they keep failing.
 """
@@ -34,6 +35,21 @@ def rolling_policies(draw: st.DrawFn) -> Policy:
     if surge in (0, "0%") and unavailable in (0, "0%"):
         unavailable = 1
     return parse_policy({"strategy": "rolling", "max_surge": surge, "max_unavailable": unavailable})
+
+
+@st.composite
+def canary_policies(draw: st.DrawFn) -> Policy:
+    """1-4 set_weight steps (non-decreasing weights) with pauses of 0-30 s or for promote between them."""
+    weights = sorted(draw(st.lists(st.integers(1, 99), min_size=1, max_size=4)))
+    steps: list[dict[str, object]] = []
+    for weight in weights:
+        if draw(st.booleans()):
+            seconds = draw(st.sampled_from([None, 0, 5, 12, 30]))
+            steps.append({"pause": {} if seconds is None else {"seconds": seconds}})
+        steps.append({"set_weight": weight})
+    if draw(st.booleans()):
+        steps.append({"pause": draw(st.sampled_from([{}, {"seconds": 10}]))})
+    return parse_policy({"strategy": "canary", "steps": steps, "max_surge": draw(int_or_percent)})
 
 
 @st.composite
@@ -133,13 +149,53 @@ def test_recreate_never_exceeds_d(d: int, delay: int, rng: random.Random, p_fail
     _assert_final_state(sim, last)
 
 
+# -- canary -----------------------------------------------------------------------------------------
+
+
+@PROPS
+@given(d=desired, policy=canary_policies(), delay=delays, rng=rngs, p_fail=st.sampled_from([0.0, 0.2, 1.0]),
+       promote=st.sampled_from([0.3, 1.0]))
+def test_canary_weights_never_decrease_and_stable_keeps_d_routes(
+    d: int, policy: Policy, delay: int, rng: random.Random, p_fail: float, promote: float
+) -> None:
+    """Forward progress never lowers the canary's weight; the stable revision keeps its D routes until
+    the rollout completes (so a rollback is instant); the canary never has more than D routes; the
+    split is 100 % canary when completed, 100 % stable when rolled back."""
+    sim = Simulator(d, policy, rng, fail_probability={"r2": p_fail}, max_delay=delay, promote_probability=promote)
+    seen = {"weight": 0}
+
+    def check(s: Simulator, decision: Decision) -> None:
+        weights = decision.weights
+        assert weights is not None, decision.reason
+        alive = [r for r in s.routes if r.status.is_alive and not r.failed]
+        if decision.sub_step is SubStep.COMPLETED:
+            assert weights == {"r2": 100}
+        elif decision.mode is Mode.ROLLING_BACK:
+            assert weights == {"r1": 100} and decision.sub_step is SubStep.ROLLED_BACK
+            assert all(r.revision == "r1" for r in alive) and len(alive) == d
+        else:
+            assert weights["r2"] >= seen["weight"], decision.reason
+            seen["weight"] = weights["r2"]
+            assert sum(1 for r in alive if r.revision == "r1") == d, decision.reason
+            assert sum(1 for r in alive if r.revision == "r2") <= d, decision.reason
+
+    last = sim.run(MAX_CYCLES, check)
+    if p_fail == 0.0:
+        assert last.sub_step is SubStep.COMPLETED, last.reason
+    if p_fail == 1.0 and d > 0:
+        assert last.sub_step is SubStep.ROLLED_BACK, last.reason
+    _assert_final_state(sim, last)
+
+
 # -- chaos: operators and crashes, then calm ---------------------------------------------------------
 
 
 @PROPS
 @given(
     d=desired,
-    policy=st.one_of(rolling_policies(), blue_green_policies(), st.just(parse_policy({"strategy": "recreate"}))),
+    policy=st.one_of(
+        rolling_policies(), blue_green_policies(), st.just(parse_policy({"strategy": "recreate"})), canary_policies()
+    ),
     delay=delays,
     rng=rngs,
     chaos_cycles=st.integers(0, 40),
@@ -168,6 +224,8 @@ def test_any_rollout_ends_after_operators_and_crashes_stop(
             sim.abort = True
         elif roll < 0.25 and decision.sub_step is SubStep.AWAITING_PROMOTION:
             sim.promote = True
+        elif roll < 0.27 and sim.policy.strategy.value == "canary":
+            sim.promote_full = True
         sim.advance()
     sim.paused = False
     sim.crash_probability = 0.0
@@ -189,5 +247,5 @@ def _assert_final_state(sim: Simulator, last: Decision) -> None:
     else:
         assert last.mode is Mode.ROLLING_BACK
         assert all(r.revision == serving_revision for r in alive)
-        if sim.policy.strategy.value != "blue_green":
+        if sim.policy.strategy.value not in ("blue_green", "canary"):
             assert len(alive) == sim.desired and sim.serving() == sim.desired

@@ -59,7 +59,7 @@ def decide(view: CycleView, settings: BlueGreenSettings) -> Decision:
     wanted = max(0, d - len(green))
     create = view.placeable(wanted)
     provisioning = sum(1 for r in staying if r.status is RouteStatus.PROVISIONING)
-    ready = tuple(r for r in staying if r.is_ready)
+    ready = tuple(r for r in staying if view.is_ready(r))
     unready = len(staying) - len(ready) - provisioning
     counts = {"revision": view.target, "ready": len(ready), "desired": d}
 

@@ -7,6 +7,11 @@ once, and splits them into the groups of docs/strategies.md ("Words"): target ro
 unready, ready, counted failures) and other routes (provisioning, unready, ready). Every group keeps the
 termination order, so a rule that terminates k routes of a group takes its first k. The view also
 carries the deployment's capacity for its target revision (`capacity`, docs/strategies.md "Capacity").
+
+`min_ready_seconds` (the policy's, every strategy): a route that is ready by `RouteView.is_ready` but
+became so less than `min_ready_seconds` ago (`now - status_updated_at`) is *warming*: it counts as not
+ready (an unready route) everywhere in the view, ranks after the other not-ready routes in the
+termination order, and `CycleView.ready_wait` says when the first of them will count.
 The strategy modules (`rolling`, `blue_green`, `recreate`) and the engine read `CycleView`; nothing else
 builds one.
 
@@ -73,9 +78,11 @@ class TerminationRank(IntEnum):
     PROVISIONING = 0
     UNHEALTHY = 1
     NOT_CHECKED = 2
-    DEGRADED = 3
+    WARMING = 3
+    """Healthy, but for less than `min_ready_seconds`: not ready yet, the last of the not-ready to go."""
+    DEGRADED = 4
     """Ready (it serves and counts), but some probes failed: the first of the ready routes to go."""
-    READY = 4
+    READY = 5
 
 
 _UNREADY_RANK = {
@@ -84,26 +91,33 @@ _UNREADY_RANK = {
 }
 
 
-def termination_rank(route: RouteView) -> TerminationRank:
+NO_IDS: frozenset[str] = frozenset()
+
+
+def termination_rank(route: RouteView, warming: frozenset[str] = NO_IDS) -> TerminationRank:
+    """The route's rank in the termination order; `warming`: ids of routes that are ready by their
+    health but not yet for `min_ready_seconds` (they count as not ready)."""
     if route.status is RouteStatus.PROVISIONING:
         return TerminationRank.PROVISIONING
+    if route.id in warming and route.is_ready:
+        return TerminationRank.WARMING
     if route.is_ready:
         return TerminationRank.DEGRADED if route.health is Health.DEGRADED else TerminationRank.READY
     # Not ready while running: unhealthy or not yet checked (degraded and healthy are ready).
     return _UNREADY_RANK.get(route.health, TerminationRank.NOT_CHECKED)
 
 
-def termination_key(route: RouteView) -> tuple[int, datetime, str]:
-    """Not ready before ready (provisioning, unhealthy, not_checked), then ready (degraded before
-    healthy); then older `created_at` first; then `id`."""
-    return (termination_rank(route), route.created_at, route.id)
+def termination_key(route: RouteView, warming: frozenset[str] = NO_IDS) -> tuple[int, datetime, str]:
+    """Not ready before ready (provisioning, unhealthy, not_checked, warming), then ready (degraded
+    before healthy); then older `created_at` first; then `id`."""
+    return (termination_rank(route, warming), route.created_at, route.id)
 
 
-def in_termination_order(routes: Iterable[RouteView]) -> tuple[RouteView, ...]:
-    return tuple(sorted(routes, key=termination_key))
+def in_termination_order(routes: Iterable[RouteView], warming: frozenset[str] = NO_IDS) -> tuple[RouteView, ...]:
+    return tuple(sorted(routes, key=lambda r: termination_key(r, warming)))
 
 
-def pick_surplus(alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...]:
+def pick_surplus(alive: Sequence[RouteView], count: int, warming: frozenset[str] = NO_IDS) -> tuple[RouteView, ...]:
     """The `count` routes to drop from `alive` (one revision's alive routes, in termination order)
     when it has more than needed: every not-ready route first (termination order), then ready routes,
     degraded before healthy, each newest first (the rolling update's completion rule; Kubernetes also
@@ -113,10 +127,14 @@ def pick_surplus(alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...
     """
     if count <= 0:
         return ()
-    not_ready = [r for r in alive if not r.is_ready]
+
+    def is_ready(r: RouteView) -> bool:
+        return r.is_ready and r.id not in warming
+
+    not_ready = [r for r in alive if not is_ready(r)]
     # termination_key ranks degraded before healthy; reversing it would put healthy first, so the
     # rank is kept ascending and only (created_at, id) is reversed: newest first within each rank.
-    ready = sorted((r for r in alive if r.is_ready), key=termination_key, reverse=True)
+    ready = sorted((r for r in alive if is_ready(r)), key=termination_key, reverse=True)
     ready.sort(key=termination_rank)  # stable: keeps newest-first inside each rank
     return tuple((not_ready + ready)[:count])
 
@@ -204,6 +222,10 @@ class CycleView:
     capacity_known: bool
     """False only in a view `for_mode` made for the other mode while the deployment's capacity is
     limited: the capacity the control layer computed is for the other revision, so nothing is placed."""
+    min_ready_seconds: float = 0.0
+    """The policy's `min_ready_seconds`: how long a route must have been ready before it counts."""
+    warming: frozenset[str] = NO_IDS
+    """Ids of alive routes ready by their health for less than `min_ready_seconds`: not ready yet."""
 
     @property
     def desired(self) -> int:
@@ -257,6 +279,27 @@ class CycleView:
     def other_alive(self) -> tuple[RouteView, ...]:
         return self.other_provisioning + self.other_unready + self.other_ready
 
+    def is_ready(self, route: RouteView) -> bool:
+        """Ready, and for at least `min_ready_seconds` (use this, not `RouteView.is_ready`)."""
+        return route.is_ready and route.id not in self.warming
+
+    def surplus(self, alive: Sequence[RouteView], count: int) -> tuple[RouteView, ...]:
+        """`pick_surplus` with this view's notion of ready."""
+        return pick_surplus(alive, count, self.warming)
+
+    def ready_wait(self, *, excluding: Iterable[str] = ()) -> tuple[int, float] | None:
+        """(how many warming routes, seconds until the first of them counts as ready), ignoring the
+        routes in `excluding` (terminated by the decision); None when no route is warming."""
+        gone = set(excluding)
+        waits = [
+            self.min_ready_seconds - (self.now - r.status_updated_at).total_seconds()
+            for r in self.routes
+            if r.id in self.warming and r.id not in gone
+        ]
+        if not waits:
+            return None
+        return len(waits), max(0.0, min(waits))
+
     def placeable(self, wanted: int) -> int:
         """`wanted` new target routes capped by P, the number of routes that can be placed now."""
         p = self.capacity.placeable
@@ -270,7 +313,10 @@ class CycleView:
         (the other revision may need other resources): the next cycle, in that mode, has its own."""
         deployment = self.deployment
         known = mode is deployment.mode or not deployment.capacity.is_limited
-        return _split(deployment, self.routes, now=self.now, mode=mode, releasing=self.releasing, known=known)
+        return _split(
+            deployment, self.routes, now=self.now, mode=mode, releasing=self.releasing, known=known,
+            min_ready_seconds=self.min_ready_seconds,
+        )
 
 
 def target_revision(deployment: DeploymentView, mode: Mode) -> str | None:
@@ -278,17 +324,37 @@ def target_revision(deployment: DeploymentView, mode: Mode) -> str | None:
 
 
 def build_view(
-    deployment: DeploymentView, routes: Iterable[RouteView], *, now: datetime, mode: Mode | None = None
+    deployment: DeploymentView,
+    routes: Iterable[RouteView],
+    *,
+    now: datetime,
+    mode: Mode | None = None,
+    min_ready_seconds: float = 0.0,
 ) -> CycleView:
     """Sort and classify `routes` once. `mode` defaults to the deployment's mode. The target revision
     of that mode must not be None (the engine checks that first). The deployment's capacity is for its
-    own mode's target: a view for the other mode gets it only when it is unlimited (see `for_mode`)."""
+    own mode's target: a view for the other mode gets it only when it is unlimited (see `for_mode`).
+    A route ready by its health for less than `min_ready_seconds` is not ready yet (warming)."""
     routes = tuple(routes)
     releasing = sum(1 for r in routes if is_releasing(r))
-    kept = in_termination_order(r for r in routes if not is_ignored(r) or is_failed(r))
+    warming = _warming(routes, now, min_ready_seconds)
+    kept = in_termination_order((r for r in routes if not is_ignored(r) or is_failed(r)), warming)
     mode = deployment.mode if mode is None else mode
     known = mode is deployment.mode or not deployment.capacity.is_limited
-    return _split(deployment, kept, now=now, mode=mode, releasing=releasing, known=known)
+    return _split(
+        deployment, kept, now=now, mode=mode, releasing=releasing, known=known, min_ready_seconds=min_ready_seconds
+    )
+
+
+def _warming(routes: Iterable[RouteView], now: datetime, min_ready_seconds: float) -> frozenset[str]:
+    """Ids of alive routes that are ready by their health, but for less than `min_ready_seconds`
+    (`now - status_updated_at`, the moment they turned healthy)."""
+    if min_ready_seconds <= 0:
+        return NO_IDS
+    return frozenset(
+        r.id for r in routes
+        if is_alive(r) and r.is_ready and (now - r.status_updated_at).total_seconds() < min_ready_seconds
+    )
 
 
 _NOT_KNOWN = CapacityView(placeable=0)
@@ -302,11 +368,13 @@ def _split(
     mode: Mode,
     releasing: int,
     known: bool = True,
+    min_ready_seconds: float = 0.0,
 ) -> CycleView:
     target = target_revision(deployment, mode)
     if target is None:  # guarded by engine.check_decidable
         raise ValueError(f"no target revision in {mode} mode")
     started = deployment.rollout_started_at
+    warming = _warming(routes, now, min_ready_seconds)
     groups: dict[str, list[RouteView]] = {
         k: [] for k in ("t_prov", "t_unready", "t_ready", "t_failed", "o_prov", "o_unready", "o_ready")
     }
@@ -319,7 +387,7 @@ def _split(
             continue
         elif r.status is RouteStatus.PROVISIONING:
             groups[f"{side}_prov"].append(r)
-        elif r.is_ready:
+        elif r.is_ready and r.id not in warming:
             groups[f"{side}_ready"].append(r)
         else:
             groups[f"{side}_unready"].append(r)
@@ -339,6 +407,8 @@ def _split(
         releasing=releasing,
         capacity=deployment.capacity if known else _NOT_KNOWN,
         capacity_known=known,
+        min_ready_seconds=min_ready_seconds,
+        warming=warming,
     )
 
 

@@ -1,6 +1,6 @@
 """Message templates of the strategy engine: the one-line `Decision.reason` of every rule.
 
-Every reason names the strategy (`rolling: …`, `blue-green: …`, `recreate: …`); a cycle that starts
+Every reason names the strategy (`rolling: …`, `blue-green: …`, `recreate: …`, `canary: …`); a cycle that starts
 a rollback says why (`rolling back (aborted): rolling: …`), later rollback cycles start with
 `rolling back: `. Templates are `str.format` strings with named fields; the strategy modules and the
 engine fill them and never write reason text inline. The rollback reasons themselves are the
@@ -42,8 +42,14 @@ ROLLBACK_WHY: Mapping[RollbackReason, str] = MappingProxyType(
         RollbackReason.ABORTED: "aborted",
         RollbackReason.PROGRESS_DEADLINE: "progress_deadline: no progress for {elapsed}, deadline {deadline}",
         RollbackReason.EVALUATION_ERROR: "evaluation_error: {error}",
+        RollbackReason.ANALYSIS: "analysis: {failure}",
     }
 )
+ANALYSIS_COUNTED = "{failed}, limit {limit}"
+"""The analysis rollback's words when the control layer gave no words of the newest failure."""
+
+MIN_READY_WAIT = "; {routes} healthy for less than min_ready_seconds {seconds}, the first counts as ready in {remaining}"
+"""Appended to any reason while routes wait out `min_ready_seconds` (docs/strategies.md, "min_ready_seconds")."""
 
 # -- rolling ---------------------------------------------------------------------------------------
 
@@ -77,6 +83,37 @@ BG_ROLLED_BACK = "rolled back to {revision}: terminating {green}, blue routes ke
 
 RECREATE_STEP = "created {create}, terminating {terminate}{activating} (downtime by design)"
 RECREATE_WAIT = "waiting for {revision} routes: {ready}/{desired} ready, {provisioning} provisioning, {unready} unready"
+
+
+# -- canary ----------------------------------------------------------------------------------------
+
+CANARY_STEP_WEIGHT = "step {number}/{total} (set_weight {weight})"
+CANARY_STEP_PAUSE = "step {number}/{total} (pause {seconds})"
+CANARY_STEP_PAUSE_PROMOTE = "step {number}/{total} (pause until promote)"
+CANARY_FINAL = "final step"
+CANARY_DONE = "{step} done; "
+CANARY_PROMOTED = "{step} completed by promote; "
+CANARY_PROMOTED_FULL = "promote --full: skipping to the final step; "
+CANARY_NO_STABLE = "no stable revision, steps skipped; "
+CANARY_ACTION = "created {create}, terminating {terminate}{activating}; "
+CANARY_ROUTES = "{revision} routes {ready}/{wanted} ready, {provisioning} provisioning, {unready} unready"
+CANARY_SURGE = " (surge {surge})"
+CANARY_PAUSE_LEFT = "; {remaining} left"
+CANARY_PAUSE_PROMOTE = "; waiting for promote"
+CANARY_ANALYSIS_WAIT = "; waiting for the current analysis interval to pass"
+CANARY_BODY = "{advanced}{step}: {action}{routes}{wait}; traffic {weights}"
+CANARY_COMPLETED = (
+    "{advanced}completed: {ready}/{desired} {revision} routes ready, traffic 100% to {revision}, "
+    "terminating {others}{surplus}{activating}"
+)
+CANARY_ROLLED_BACK = "rolled back to {revision}: traffic 100% to {revision}, terminating {canary}, {revision} kept serving"
+TRAFFIC_KEPT = "; traffic kept at {weights}"
+"""A paused decision of a strategy that sets weights (canary): the split stays as it is."""
+
+
+def format_weights(weights: Mapping[str, int]) -> str:
+    """`{"r1": 90, "r2": 10}` -> "r1 90%, r2 10%" (in the mapping's order)."""
+    return ", ".join(f"{revision} {percent}%" for revision, percent in weights.items())
 
 
 # -- capacity (all strategies) -----------------------------------------------------------------------

@@ -8,11 +8,14 @@ Called by the `rollwise plan` command and by the API's dry run. Bad input raises
 `rollwise.model.ValidationFailed` whose message is ONE line naming the field and the problem:
 `routes[2].status: "runing" is not one of provisioning, running, terminating, terminated,
 failed_to_start`. The first problem found wins, in document order (now, deployment, policy, routes,
-capacity). Unknown keys are ignored. Defaults are those of docs/strategies.md (route: health
+capacity, analysis). Unknown keys are ignored. Defaults are those of docs/strategies.md (route: health
 not_checked, traffic active, ratio 1.0, health check true, not failed, timestamps = now; deployment:
-mode forward, flags false, last_progress_at = now, rollout_started_at null; capacity unlimited).
+mode forward, flags false, last_progress_at = now, rollout_started_at null, canary_step 0,
+step_started_at = now; capacity unlimited; analysis all 0, interval passed).
 `capacity.placeable` (an integer >= 0, or null / absent for unlimited) becomes the deployment view's
 `CapacityView`; the plan input gives no per-route needs, so its reasons count placeable routes.
+`analysis` (the canary's measurements so far) becomes the deployment view's `AnalysisCounts`.
+The output gains `set_canary_step`, `weights` and `requeue_after` for canary decisions.
 
 Must not: open files, read the clock or print; the command does that.
 """
@@ -29,7 +32,9 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from rollwise.model import (
+    NO_ANALYSIS,
     UNLIMITED,
+    AnalysisCounts,
     CapacityView,
     Decision,
     DeploymentView,
@@ -71,13 +76,19 @@ def parse_plan_input(obj: Any) -> PlanInput:
     deployment = _parse_deployment(root.object("deployment"), now)
     policy = _parse_policy(obj)
     routes = _parse_routes(obj.get("routes", _MISSING), now)
-    deployment = dataclasses.replace(deployment, capacity=_parse_capacity(obj.get("capacity", _MISSING)))
+    deployment = dataclasses.replace(
+        deployment,
+        capacity=_parse_capacity(obj.get("capacity", _MISSING)),
+        analysis=_parse_analysis(obj.get("analysis", _MISSING)),
+    )
     check_decidable(deployment)
     return PlanInput(now=now, deployment=deployment, routes=routes, policy=policy)
 
 
 def decision_to_json(decision: Decision) -> dict[str, Any]:
-    """The plan output object (docs/strategies.md); `rollback_reason` / `set_paused` only when they apply."""
+    """The plan output object (docs/strategies.md); `rollback_reason`, `set_paused`, `set_canary_step`,
+    `weights` and `requeue_after` only when they apply (`requeue_after`: canary decisions only, in
+    seconds rounded to the millisecond)."""
     out: dict[str, Any] = {
         "sub_step": decision.sub_step.value,
         "create": [
@@ -95,6 +106,12 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         out["rollback_reason"] = decision.rollback_reason.value
     if decision.set_paused:
         out["set_paused"] = True
+    if decision.set_canary_step is not None:
+        out["set_canary_step"] = decision.set_canary_step
+    if decision.weights is not None:
+        out["weights"] = dict(decision.weights)
+        if decision.requeue_after is not None:
+            out["requeue_after"] = round(decision.requeue_after, 3)
     return out
 
 
@@ -119,6 +136,9 @@ def _parse_deployment(d: _Fields, now: datetime) -> DeploymentView:
         promote_requested=d.flag("promote_requested"),
         rollout_started_at=d.optional_timestamp("rollout_started_at", default=None),
         last_progress_at=d.optional_timestamp("last_progress_at", default=now),
+        canary_step=d.integer("canary_step", low=0, high=MAX_COUNT, default=0),
+        step_started_at=d.optional_timestamp("step_started_at", default=now),
+        promote_full_requested=d.flag("promote_full_requested"),
     )
 
 
@@ -141,6 +161,24 @@ def _parse_capacity(raw: Any) -> CapacityView:
     if raw.get("placeable") is None:
         return UNLIMITED
     return CapacityView(placeable=_Fields(raw, "capacity").integer("placeable", low=0, high=MAX_COUNT))
+
+
+def _parse_analysis(raw: Any) -> AnalysisCounts:
+    """The canary's analysis so far: `{"failed": 0, "passed": 0, "inconclusive": 0}` (each default 0),
+    `last_failure` (string or null) and `interval_passed` (default true); absent or null: nothing
+    measured."""
+    if raw is _MISSING or raw is None:
+        return NO_ANALYSIS
+    if not isinstance(raw, dict):
+        raise ValidationFailed(f"analysis: {_show(raw)} is not an object")
+    f = _Fields(raw, "analysis")
+    return AnalysisCounts(
+        failed=f.integer("failed", low=0, high=MAX_COUNT, default=0),
+        passed=f.integer("passed", low=0, high=MAX_COUNT, default=0),
+        inconclusive=f.integer("inconclusive", low=0, high=MAX_COUNT, default=0),
+        last_failure=f.optional_string("last_failure"),
+        interval_passed=f.flag("interval_passed", default=True),
+    )
 
 
 def _parse_routes(raw: Any, now: datetime) -> tuple[RouteView, ...]:
@@ -220,6 +258,15 @@ class _Fields:
             raise self._fail(key, f"{_show(value)} is empty")
         return value
 
+    def optional_string(self, key: str) -> str | None:
+        """A string that may be null or absent (None)."""
+        value = self._get(key, None)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._fail(key, f"{_show(value)} is not a string or null")
+        return value
+
     def revision(self, key: str) -> str | None:
         """A required revision name that may be null."""
         value = self._get(key, _MISSING)
@@ -231,8 +278,8 @@ class _Fields:
             raise self._fail(key, f"{_show(value)} is empty")
         return value
 
-    def integer(self, key: str, *, low: int, high: int) -> int:
-        value = self._get(key, _MISSING)
+    def integer(self, key: str, *, low: int, high: int, default: Any = _MISSING) -> int:
+        value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._fail(key, f"{_show(value)} is not an integer")
         if value < low:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from rollwise.model import Decision, Mode, Policy, RouteCreate, RouteStatus, SubStep, Traffic
 from rollwise.strategy import messages as msg
-from rollwise.strategy.cycle import CycleView, activations, ids, pick_surplus
+from rollwise.strategy.cycle import CycleView, activations, ids
 
 LABEL = "recreate"
 
@@ -42,7 +42,7 @@ def decide(view: CycleView, settings: None) -> Decision:
     """One recreate cycle for `view` (forward or rollback mode, per `view.mode`)."""
     d = view.desired
     forward = view.mode is Mode.FORWARD
-    surplus = pick_surplus(view.target_alive, view.t_alive - d)
+    surplus = view.surplus(view.target_alive, view.t_alive - d)
     traffic = activations(view.target_alive, dropping=surplus)
     activating = msg.optional(msg.ACTIVATING, len(traffic))
 
@@ -80,10 +80,10 @@ def decide(view: CycleView, settings: None) -> Decision:
     else:
         body = msg.RECREATE_WAIT.format(
             revision=view.target,
-            ready=sum(1 for r in staying if r.is_ready),
+            ready=sum(1 for r in staying if view.is_ready(r)),
             desired=d,
             provisioning=provisioning,
-            unready=sum(1 for r in staying if r.status is RouteStatus.RUNNING and not r.is_ready),
+            unready=sum(1 for r in staying if r.status is RouteStatus.RUNNING and not view.is_ready(r)),
         )
     if create < wanted:
         body += msg.capacity_wait(

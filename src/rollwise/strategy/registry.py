@@ -1,8 +1,11 @@
 """The strategy registry: `StrategyName` -> that strategy's rules and settings.
 
 The engine looks a policy's strategy up here and never names a strategy module itself. Adding a
-strategy (canary) means: a `StrategyName` member, one module with `LABEL`, `compute_settings(policy, D)`
-and a pure `decide(view, settings) -> Decision`, and one entry below.
+strategy means: a `StrategyName` member, one module with `LABEL`, `compute_settings(policy, D)` and a
+pure `decide(view, settings) -> Decision`, and one entry below. A strategy may also give
+`rollback_check` (a check of its own that starts a rollback, run after the failure threshold: the
+canary's analysis) and `weights` (its traffic split as it stands, for the decisions the engine makes
+itself, paused ones: the canary's).
 
 Must not: hold state, do I/O, or import anything but `rollwise.model` and this package.
 """
@@ -14,8 +17,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from rollwise.model import Decision, Policy, StrategyName, ValidationFailed
-from rollwise.strategy import blue_green, recreate, rolling
+from rollwise.model import Decision, Policy, RollbackReason, StrategyName, ValidationFailed
+from rollwise.strategy import blue_green, canary, recreate, rolling
 from rollwise.strategy.cycle import CycleView
 
 SettingsT = TypeVar("SettingsT")
@@ -29,6 +32,12 @@ class StrategyRules(Generic[SettingsT]):
     label: str
     compute_settings: Callable[[Policy, int], SettingsT]
     decide: Callable[[CycleView, SettingsT], Decision]
+    rollback_check: Callable[[CycleView, SettingsT], tuple[RollbackReason, str] | None] | None = None
+    """A check of the strategy's own that starts a rollback: (reason, the words of why), or None."""
+    weights: Callable[[CycleView, SettingsT], Mapping[str, int]] | None = None
+    """The strategy's traffic split as it stands (no rule applied); None: the proxy weighs by routes."""
+    has_steps: bool = False
+    """The rollout goes through steps (`step_started_at`): a step beginning counts as progress."""
 
 
 REGISTRY: Mapping[StrategyName, StrategyRules[Any]] = MappingProxyType(
@@ -41,6 +50,15 @@ REGISTRY: Mapping[StrategyName, StrategyRules[Any]] = MappingProxyType(
         ),
         StrategyName.RECREATE: StrategyRules(
             StrategyName.RECREATE, recreate.LABEL, recreate.compute_settings, recreate.decide
+        ),
+        StrategyName.CANARY: StrategyRules(
+            StrategyName.CANARY,
+            canary.LABEL,
+            canary.compute_settings,
+            canary.decide,
+            rollback_check=canary.analysis_check,
+            weights=canary.current_weights,
+            has_steps=True,
         ),
     }
 )

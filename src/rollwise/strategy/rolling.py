@@ -43,7 +43,6 @@ from rollwise.strategy.cycle import (
     RollingLimits,
     activations,
     ids,
-    pick_surplus,
     resolve_rolling_limits,
 )
 
@@ -178,7 +177,7 @@ def _forced_replacement(
 
 
 def _complete(view: CycleView) -> Decision:
-    surplus = pick_surplus(view.target_alive, view.t_alive - view.desired)
+    surplus = view.surplus(view.target_alive, view.t_alive - view.desired)
     traffic = activations(view.target_alive, dropping=surplus)
     template = msg.COMPLETED if view.mode is Mode.FORWARD else msg.ROLLED_BACK
     body = template.format(
