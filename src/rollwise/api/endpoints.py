@@ -13,6 +13,7 @@ statuses by `api.errors` — no endpoint picks a status for an error itself.
     POST   /v1/deployments/{name}/promote|pause|resume|abort|undo          202
     GET    /v1/deployments/{name}/history        history rows, oldest first 200
     GET    /v1/deployments/{name}/plan           the next cycle's decision 200
+    GET    /v1/deployments/{name}/analysis       a canary's measurements   200
 
 Called by `api.app.create_app`. Must not: touch the store directly, or write anything except through
 `Operations`.
@@ -28,6 +29,8 @@ from fastapi.security import HTTPBearer
 
 from rollwise.api.errors import responses
 from rollwise.api.schemas import (
+    AnalysisOut,
+    analysis_out,
     CapacityOut,
     capacity_out,
     DeploymentCreate,
@@ -166,6 +169,16 @@ def build_router(ops: Operations) -> APIRouter:
         limit: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last N rows")] = None,
     ) -> list[HistoryOut]:
         return [history_out(h) for h in await ops.history(name, limit=limit)]
+
+    @router.get(
+        "/deployments/{name}/analysis", response_model=AnalysisOut, responses=responses(401, 404, 422, 503),
+        summary="A canary's analysis: the current rollout's counts and measurements, oldest first",
+    )
+    async def analysis(
+        name: Name,
+        every_rollout: Annotated[bool, Query(alias="all", description="Every rollout's measurements")] = False,
+    ) -> AnalysisOut:
+        return analysis_out(*await ops.analysis(name, every_rollout=every_rollout))
 
     @router.get(
         "/deployments/{name}/plan", response_model=PlanOut, responses=responses(401, 404, 409, 422, 503),

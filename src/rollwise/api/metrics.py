@@ -13,10 +13,16 @@ counters; tests build many).
     rollwise_proxy_up                                  1 while the proxy process runs (when supervised)
     rollwise_proxy_restarts_total                      proxy exits noticed and restarted by the supervisor
     rollwise_proxy_requests_total{deployment,code}     requests the proxy served (when it can say)
+    rollwise_analysis_measurements_total{deployment,metric,verdict}
+                                                       canary analysis measurements stored (every rollout)
+    rollwise_analysis_value{deployment,metric}         the newest measured value of each metric (numeric
+                                                       values only: a command's last line may be words)
 
 Completed / rolled back / cycle durations come from the coordinator's observers (`observe_cycle` is
 appended to `coordinator.observers`); started from the operations' (`observe_rollout_started` in
-`ops.rollout_observers`), called by every request that started a rollout.
+`ops.rollout_observers`), called by every request that started a rollout. The analysis families are read
+from the store at scrape time (`Store.measurement_summary`: one GROUP BY), so every server of a database,
+standbys included, shows the same counts and a restart loses none.
 
 Called by `api.app` (construction, /metrics, the observers). Must not: write anything
 but its own metrics; a failure to read the proxy's counts leaves that family out of one scrape.
@@ -25,6 +31,7 @@ but its own metrics; a failure to read the proxy's counts leaves that family out
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -36,7 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from rollwise.control.cycles import CycleReport
 from rollwise.control.rules.routing import compute_served
 from rollwise.control.operations import Operations
-from rollwise.store.records import DeploymentRecord
+from rollwise.store.records import DeploymentRecord, MeasurementSummary
 from rollwise.model import Lifecycle, RollwiseError, RouteStatus
 
 log = logging.getLogger("rollwise.api")
@@ -91,6 +98,8 @@ class ApiMetrics:
             registry=r,
         )
         self.proxy = _ProxyRequests()
+        self.analysis = _Analysis()
+        r.register(self.analysis)
         if request_counts is not None:
             r.register(self.proxy)
         if proxy is not None:
@@ -120,6 +129,7 @@ class ApiMetrics:
         """Refresh the scrape-time gauges, then the whole registry in the Prometheus text format."""
         await self._refresh_gauges()
         await self._refresh_proxy_counts()
+        await self._refresh_analysis()
         return generate_latest(self.registry)
 
     async def _refresh_gauges(self) -> None:
@@ -153,6 +163,55 @@ class ApiMetrics:
             log.warning("proxy request counts unavailable: %s", e.message)
             return
         self.proxy.counts = counts
+
+
+    async def _refresh_analysis(self) -> None:
+        try:
+            # The operations layer has no aggregate of its own for this; the read is the store's.
+            self.analysis.summary = await self.ops.store.measurement_summary()
+        except RollwiseError as e:
+            log.warning("analysis measurements unavailable: %s", e.message)
+            self.analysis.summary = []
+
+
+class _Analysis(Collector):
+    """The canary analysis' measurements, as counted at the last scrape."""
+
+    def __init__(self) -> None:
+        self.summary: list[MeasurementSummary] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        measured, value = self._families()
+        for s in self.summary:
+            for verdict, n in sorted(s.counts.items()):
+                measured.add_metric([s.deployment, s.metric, verdict], n)
+            number = _number(s.last_value)
+            if number is not None:
+                value.add_metric([s.deployment, s.metric], number)
+        return [measured, value]
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily("rollwise_analysis_measurements", "Canary analysis measurements stored",
+                                labels=["deployment", "metric", "verdict"]),
+            GaugeMetricFamily("rollwise_analysis_value", "The newest measured value of a canary analysis metric",
+                              labels=["deployment", "metric"]),
+        )
+
+
+def _number(value: str | None) -> float | None:
+    """A stored value as a number, when it is one (a command's last line may be words)."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class _ProxyRequests(Collector):

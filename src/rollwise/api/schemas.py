@@ -39,7 +39,14 @@ from rollwise.model.policy import MAX_COUNT
 from rollwise.control.operations import NodeUsage
 from rollwise.control.rules.condition import compute_condition
 from rollwise.model.revision import HealthCheck, RevisionInput
-from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import (
+    AnalysisTally,
+    DeploymentRecord,
+    HistoryRecord,
+    MeasurementRecord,
+    RevisionRecord,
+    RouteRecord,
+)
 
 Replicas = Field(..., ge=0, le=MAX_REPLICAS, strict=True, description=f"Desired number of routes (0..{MAX_REPLICAS})")
 
@@ -269,6 +276,42 @@ class HistoryOut(BaseModel):
     error: str | None = None
 
 
+class MeasurementOut(BaseModel):
+    """One measurement of a canary's analysis: one metric over one window."""
+
+    id: int
+    metric: str = Field(..., description="The metric's name in the policy's analysis")
+    verdict: str = Field(..., description="passed, failed or inconclusive")
+    value: str | None = Field(
+        None, description="The measured number (error rate 0..1, milliseconds), or a command's last line of output"
+    )
+    words: str = Field(..., description='The verdict in words, e.g. "errors = 0.034 > 0.01"')
+    revision: int = Field(..., description="The canary revision measured")
+    rollout_started_at: datetime = Field(..., description="The rollout the measurement belongs to")
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+
+
+class AnalysisCountsOut(BaseModel):
+    """The measurements of the current rollout, by verdict."""
+
+    failed: int
+    passed: int
+    inconclusive: int
+
+
+class AnalysisOut(BaseModel):
+    """A deployment's canary analysis: the counts of its current (or last) rollout and its measurements."""
+
+    rollout_started_at: datetime | None = Field(None, description="The current (or last) rollout")
+    revision: int | None = Field(None, description="The canary revision of that rollout; null before any")
+    counts: AnalysisCountsOut
+    measurements: list[MeasurementOut] = Field(
+        ..., description="Oldest first: the current rollout's, or every rollout's with ?all=true"
+    )
+
+
 class PlanRouteCreate(BaseModel):
     """A route the next cycle would create."""
 
@@ -382,4 +425,22 @@ def history_out(h: HistoryRecord) -> HistoryOut:
         lifecycle_to=h.lifecycle_to, sub_step=h.sub_step, result=h.result, message=h.message,
         strategy=h.strategy, from_revision=h.from_revision, to_revision=h.to_revision,
         attempts=h.attempts, error=h.error,
+    )
+
+
+def measurement_out(m: MeasurementRecord) -> MeasurementOut:
+    return MeasurementOut(
+        id=m.id, metric=m.metric, verdict=m.verdict, value=m.value, words=m.words, revision=m.revision,
+        rollout_started_at=m.rollout_started_at, window_start=m.window_start, window_end=m.window_end,
+        created_at=m.created_at,
+    )
+
+
+def analysis_out(dep: DeploymentRecord, measurements: Sequence[MeasurementRecord], tally: AnalysisTally) -> AnalysisOut:
+    current = [m for m in measurements if m.rollout_started_at == dep.rollout_started_at]
+    revision = current[-1].revision if current else dep.deploying_revision
+    return AnalysisOut(
+        rollout_started_at=dep.rollout_started_at, revision=revision,
+        counts=AnalysisCountsOut(failed=tally.failed, passed=tally.passed, inconclusive=tally.inconclusive),
+        measurements=[measurement_out(m) for m in measurements],
     )

@@ -37,7 +37,15 @@ from rollwise.model.names import MAX_REPLICAS
 from rollwise.control.errors import AlreadyExists, NotActive, NotApplicable, NotFound, RolloutInProgress
 from rollwise.store import Store
 from rollwise.store.commands import UNSET, ChangeSet, DeploymentUpdate, RevisionSpec
-from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import (
+    NO_TALLY,
+    AnalysisTally,
+    DeploymentRecord,
+    HistoryRecord,
+    MeasurementRecord,
+    RevisionRecord,
+    RouteRecord,
+)
 from rollwise.strategy import decide
 
 HOLDING = frozenset({RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING})
@@ -166,6 +174,21 @@ class Operations:
 
     async def history(self, name: str, limit: int | None = None) -> builtins.list[HistoryRecord]:
         return await self.store.list_history((await self.get(name)).id, limit=limit)
+
+    async def analysis(
+        self, name: str, *, every_rollout: bool = False
+    ) -> tuple[DeploymentRecord, builtins.list[MeasurementRecord], AnalysisTally]:
+        """A deployment's canary analysis: (the deployment, its measurements oldest first, the counts of
+        its current rollout). The measurements are the current rollout's (none before the first rollout),
+        every rollout's with `every_rollout`. Three reads."""
+        dep = await self.get(name)
+        if dep.rollout_started_at is None and not every_rollout:
+            return dep, [], NO_TALLY
+        measured = await self.store.list_measurements(
+            dep.id, rollout_started_at=None if every_rollout else dep.rollout_started_at
+        )
+        tally = (await self.store.analysis_counts([dep.id])).get(dep.id, NO_TALLY)
+        return dep, measured, tally
 
     async def capacity(self) -> builtins.list[NodeUsage]:
         """Each node's slots: total, held (by every route that holds some, of any deployment), free,
