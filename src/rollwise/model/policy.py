@@ -299,7 +299,9 @@ def _check_steps(steps: tuple[CanaryStep, ...]) -> tuple[CanaryStep, ...]:
 
 class MetricSpec(BaseModel):
     """One measurement of the canary's analysis: a builtin (measured by rollwise on the canary's
-    requests) with `max` and/or `max_over_stable`, or a `command` (passes when it exits 0)."""
+    requests) with `max` and/or `max_over_stable`, or a `command` (judged by its exit status: 0 passes,
+    1 fails, anything else is inconclusive; docs/control.md). `max` / `max_over_stable` on a command
+    are accepted and not used."""
 
     model_config = _NESTED
 

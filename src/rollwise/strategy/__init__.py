@@ -7,7 +7,7 @@ Public API:
 
 Called by the control layer's cycles, by `rollwise plan` and by the API's dry run: all through the
 same `decide`. Layout: `engine` (the checks every strategy shares, rollback start), `registry`
-(StrategyName -> rules), one module per strategy (`rolling`, `blue_green`, `recreate`), `cycle` (the
+(StrategyName -> rules), one module per strategy (`rolling`, `blue_green`, `recreate`, `canary`), `cycle` (the
 per-cycle view, termination order, surge/unavailable arithmetic), `messages` (reason templates).
 
 Must not: read the clock, sleep, do I/O, or import anything but `rollwise.model` and the standard

@@ -12,7 +12,7 @@ carries the deployment's capacity for its target revision (`capacity`, docs/stra
 became so less than `min_ready_seconds` ago (`now - status_updated_at`) is *warming*: it counts as not
 ready (an unready route) everywhere in the view, ranks after the other not-ready routes in the
 termination order, and `CycleView.ready_wait` says when the first of them will count.
-The strategy modules (`rolling`, `blue_green`, `recreate`) and the engine read `CycleView`; nothing else
+The strategy modules (`rolling`, `blue_green`, `recreate`, `canary`) and the engine read `CycleView`; nothing else
 builds one.
 
 Also here, because more than one strategy needs them: `resolve_int_or_percent` and
