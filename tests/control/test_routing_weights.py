@@ -52,8 +52,15 @@ def test_weights_split_by_revision_whatever_the_route_counts() -> None:
     assert sorted(b.weight for b in backends if b.revision == 2) == [5.0, 5.0]
 
 
-def test_a_revision_without_weight_gets_nothing_and_unready_routes_are_not_served() -> None:
+def test_a_revision_without_weight_is_pinned_only_and_unready_routes_are_not_served() -> None:
     rolled_back = replace(DEP, traffic_weights={1: 100})
-    assert shares(rolled_back, ROUTES) == {1: 100.0}
+    assert shares(rolled_back, ROUTES) == {1: 100.0, 2: 0.0}  # r2 reachable with X-Rollwise-Revision only
     not_ready = [route(1, 1), route(4, 2, health=Health.NOT_CHECKED)]
     assert shares(replace(DEP, traffic_weights={1: 50, 2: 50}), not_ready) == {1: 50.0}
+
+
+def test_blue_greens_inactive_green_is_pinned_only() -> None:
+    green = replace(route(4, 2), traffic=Traffic.INACTIVE, traffic_ratio=0.0)
+    starting = replace(route(5, 2, health=Health.NOT_CHECKED), traffic=Traffic.INACTIVE, traffic_ratio=0.0)
+    backends = compute_routing([DEP], [route(1, 1), green, starting], CHECKS).services["chat"]
+    assert [(b.revision, b.weight) for b in backends] == [(1, 1.0), (2, 0.0)]  # not the starting route

@@ -18,12 +18,16 @@ deployment reports it (`fail_open` in the API) and so does `/metrics`. Routes th
 
 **Revision weights.** A deployment whose `traffic_weights` is set (a canary: revision -> percent) has
 each served route of revision N weighted `weights[N] / (served routes of N)`, so the proxy's per-revision
-sums are exactly the percentages whatever the number of routes in each; routes of a revision without a
-weight (or weight 0) are left out, and a revision with a weight but no served route gets nothing (its
-share goes to the others, as Traefik's weighted service skips an empty child). Without weights every
-served route weighs its `traffic_ratio`, as before. Backends carry their revision: the proxy splits by
-revision, then by route, and answers `X-Rollwise-Revision: rN` from revision N's routes only
-(docs/traffic.md).
+sums are exactly the percentages whatever the number of routes in each; a revision with a weight but no
+served route gets nothing (its share goes to the others, as Traefik's weighted service skips an empty
+child). Without weights every served route weighs its `traffic_ratio`, as before. Backends carry their
+revision: the proxy splits by revision, then by route, and answers `X-Rollwise-Revision: rN` from
+revision N's routes only (docs/traffic.md).
+
+**Pinned-only backends.** Ready routes that get no share of the split — blue-green's green before
+promotion (inactive), a canary revision at weight 0 or the stable one at 100 % of the other — are in the
+table at weight 0: the weighted split never sends them a request, a request pinned with
+`X-Rollwise-Revision` reaches them (testers preview green; command metrics reach the canary).
 
 Called by the route controller (every pass), the API (to show `fail_open`) and the metrics. Must not do
 I/O or read the clock.
@@ -92,23 +96,35 @@ def compute_routing(
     for dep_id, dep_routes in by_deployment.items():
         served, failing_open = compute_served(dep_routes, has_check)
         name = names[dep_id]
-        services[name] = sorted(compute_backends(served, weights_of.get(dep_id)), key=lambda b: b.address)
+        pinned = [r for r in dep_routes if is_pinnable(r, has_check) and r not in served]
+        services[name] = sorted(compute_backends(served, pinned, weights_of.get(dep_id)), key=lambda b: b.address)
         if failing_open:
             fail_open.add(name)
     return RoutingTable(services=services, fail_open=frozenset(fail_open))
 
 
-def compute_backends(served: Sequence[RouteRecord], weights: Mapping[int, int] | None) -> list[Backend]:
-    """The served routes as backends: by `traffic_ratio`, or by the deployment's revision weights."""
-    started = [r for r in served if r.address is not None]
-    if weights is None:
-        return [Backend(address=r.address, weight=r.traffic_ratio, revision=r.revision)
-                for r in started if r.address is not None]
+def is_pinnable(route: RouteRecord, has_check: HasCheck) -> bool:
+    """A ready route a pinned request may reach, whatever its traffic share."""
+    return (route.status is RouteStatus.RUNNING and route.address is not None and not route.failed
+            and is_route_ready(route, has_check))
+
+
+def compute_backends(
+    served: Sequence[RouteRecord], pinned: Sequence[RouteRecord], weights: Mapping[int, int] | None
+) -> list[Backend]:
+    """The served routes as backends (by `traffic_ratio`, or by the deployment's revision weights), and
+    the pinned-only ones at weight 0 (module docstring)."""
+    out: list[Backend] = []
     per_revision: dict[int, int] = {}
-    for r in started:
+    for r in served:
         per_revision[r.revision] = per_revision.get(r.revision, 0) + 1
-    return [
-        Backend(address=r.address, weight=weights[r.revision] / per_revision[r.revision], revision=r.revision)
-        for r in started
-        if r.address is not None and weights.get(r.revision, 0) > 0
-    ]
+    for r in served:
+        if r.address is None:
+            continue
+        if weights is None:
+            weight = r.traffic_ratio
+        else:
+            weight = weights.get(r.revision, 0) / per_revision[r.revision]
+        out.append(Backend(address=r.address, weight=weight, revision=r.revision))
+    out.extend(Backend(address=r.address, weight=0.0, revision=r.revision) for r in pinned if r.address is not None)
+    return out
