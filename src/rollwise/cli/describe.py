@@ -1,6 +1,6 @@
 """`rollwise describe NAME`, and the Rich renderings of API answers that `get`, `history` and `rollout
 status` share (a deployment's summary, its routes, its revisions, its last events, the traffic split,
-the node capacity of `get capacity`).
+the node capacity of `get capacity`, a canary's analysis).
 
 Renderers take the JSON the API returned (plain dicts) and return Rich renderables; they never call the
 API. Commands print them, or print the JSON itself with `-o json`. Rich is imported by the renderers
@@ -331,7 +331,62 @@ def event_line(h: Mapping[str, Any]) -> str:
     return f"{clock(h.get('updated_at'))} {h['lifecycle_to']}{step} {h['result']}: {h['message']}{attempts}"
 
 
-def describe_view(dep: Dep, revisions: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]]) -> Group:
+def has_analysis(dep: Dep) -> bool:
+    """Whether the deployment's policy has a canary analysis (describe and rollout status then show it)."""
+    return bool((dep.get("policy") or {}).get("analysis"))
+
+
+def analysis_summary(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One entry per metric of `GET .../analysis` (in the order they were first measured): its newest
+    measurement (`last`) and its measurements counted by verdict (`counts`)."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for m in analysis.get("measurements") or []:
+        entry = metrics.setdefault(m["metric"], {"metric": m["metric"], "counts": {}, "last": m})
+        entry["counts"][m["verdict"]] = entry["counts"].get(m["verdict"], 0) + 1
+        entry["last"] = m
+    return list(metrics.values())
+
+
+def analysis_heading(analysis: Mapping[str, Any]) -> str:
+    """"Analysis of revision 2: 1 failed, 6 passed, 2 inconclusive" (the current rollout's counts)."""
+    counts = analysis.get("counts") or {}
+    of = f" of revision {analysis['revision']}" if analysis.get("revision") is not None else ""
+    return (f"Analysis{of}: {counts.get('failed', 0)} failed, {counts.get('passed', 0)} passed, "
+            f"{counts.get('inconclusive', 0)} inconclusive")
+
+
+def measurement_line(m: Mapping[str, Any]) -> str:
+    """One measurement as a line: "12:00:30 analysis errors failed: errors = 0.034 > 0.01"."""
+    return f"{clock(m.get('created_at'))} analysis {m['metric']} {m['verdict']}: {m['words']}"
+
+
+def analysis_table(analysis: Mapping[str, Any]) -> RenderableType:
+    """The current rollout's analysis: one row per metric with its last verdict, value and words, and
+    its measurements counted by verdict; "no measurements yet" before the first interval ends."""
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = analysis_summary(analysis)
+    if not rows:
+        return Text(f"{analysis_heading(analysis)} (no measurements yet)")
+    table = Table(title=analysis_heading(analysis), title_justify="left", box=None, pad_edge=False,
+                  header_style="bold")
+    for column in ("METRIC", "LAST", "VALUE", "FAILED", "PASSED", "INCONCLUSIVE", "AT", "WORDS"):
+        table.add_column(column, no_wrap=column != "WORDS")
+    styles = {"failed": "red", "inconclusive": "yellow", "passed": "green"}
+    for row in rows:
+        last, counts = row["last"], row["counts"]
+        table.add_row(
+            row["metric"], Text(last["verdict"], style=styles.get(last["verdict"], "")),
+            last.get("value") if last.get("value") is not None else "-",
+            str(counts.get("failed", 0)), str(counts.get("passed", 0)), str(counts.get("inconclusive", 0)),
+            clock(last.get("created_at")), last["words"],
+        )
+    return table
+
+
+def describe_view(dep: Dep, revisions: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]],
+                  analysis: Mapping[str, Any] | None = None) -> Group:
     from rich.console import Group
     from rich.text import Text
 
@@ -339,6 +394,8 @@ def describe_view(dep: Dep, revisions: Sequence[Mapping[str, Any]], history: Seq
     parts: list[RenderableType] = [summary(dep), Text("")]
     parts += [routes_table(dep.get("routes", []), devices=devices) if dep.get("routes") else Text("Routes: none"),
               Text("")]
+    if analysis is not None:
+        parts += [analysis_table(analysis), Text("")]
     parts += [revisions_table(revisions, dep, resources=devices), Text("")]
     parts += [events_table(history, title=f"Events (last {len(history)})") if history else Text("Events: none")]
     return Group(*parts)
@@ -356,13 +413,15 @@ def describe(
     token: TokenOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Show a deployment in detail: state, policy, traffic split, routes (and their devices), revisions
-    (and what their routes need), recent events."""
+    """Show a deployment in detail: state, policy, traffic split, routes (and their devices), a canary's
+    analysis (per metric: last verdict, value, counts), revisions (and what their routes need), recent
+    events."""
     with cli_errors(), connect(server, token, data_dir) as client:
         dep = client.get(deployment_path(name))
         revisions = client.get(deployment_path(name, "revisions"))
         history = client.get(deployment_path(name, "history"), limit=events)
+        analysis = client.get_or_none(deployment_path(name, "analysis")) if has_analysis(dep) else None
         if output is Output.json:
-            print_json({"deployment": dep, "revisions": revisions, "history": history})
+            print_json({"deployment": dep, "revisions": revisions, "history": history, "analysis": analysis})
             return
-        stdout().print(describe_view(dep, revisions, history))
+        stdout().print(describe_view(dep, revisions, history, analysis))

@@ -2,7 +2,8 @@
 
     rollout status NAME [--watch]   the deployment's state: revisions, routes per status, ready/desired
                                     replicas, traffic split, sub-step, why it is degraded, last error,
-                                    last events. Without --watch: print once, exit 0. With --watch it
+                                    a canary's analysis, last events. Without --watch: print once, exit 0.
+                                    With --watch it
                                     waits for the deployment to settle, like `kubectl rollout status`:
                                     - pending or scaling (a new deployment): until it is ready, exit 0;
                                     - deploying: until the rollout ends, exit 0 when it completed, 1
@@ -14,7 +15,8 @@
                                     the operator verbs; a refusal (409) says why, exit 1.
 
 In a terminal, --watch redraws a Rich live view; otherwise (a pipe, CI) it prints the view once, then
-each new event and each change of the ready count as one line, so logs stay readable.
+each new event, each change of the ready count and each new analysis measurement as one line, so logs
+stay readable.
 
 Called by the `rollwise` Typer app (registered on import). Must not: decide anything about the rollout;
 import rich for the verbs (it is imported by the views that print tables).
@@ -31,7 +33,10 @@ import typer
 
 from rollwise.cli.client import Client, DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.describe import (
+    analysis_table,
     clock,
+    has_analysis,
+    measurement_line,
     event_line,
     events_table,
     revisions_label,
@@ -68,8 +73,9 @@ History = Sequence[Mapping[str, Any]]
 # -------------------------------------------------------------------------------------------- the view
 
 
-def status_view(dep: Dep, history: History) -> RenderableType:
-    """One screen: the header line, one row per revision involved, the last error, the last events."""
+def status_view(dep: Dep, history: History, analysis: Mapping[str, Any] | None = None) -> RenderableType:
+    """One screen: the header line, one row per revision involved, the last error, a canary's analysis,
+    the last events."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -98,6 +104,8 @@ def status_view(dep: Dep, history: History) -> RenderableType:
         notes.append(Text(f"Last error: {error}", style="red"))
     if notes:
         parts += [Text(""), *notes]
+    if analysis is not None:
+        parts += [Text(""), analysis_table(analysis)]
     if history:
         parts += [Text(""), events_table(history[-EVENTS_SHOWN:], title="Last events")]
     return Group(*parts)
@@ -151,7 +159,7 @@ def status(
         console = stdout()
         dep, history = _read(client, name)
         if not watch:
-            console.print(status_view(dep, history))
+            console.print(status_view(dep, history, _read_analysis(client, name, dep)))
             return
         code, line = watch_deployment(client, name, dep, history, console, interval=interval, timeout=timeout)
     if code != 0:
@@ -163,6 +171,11 @@ def _read(client: Client, name: str) -> tuple[dict[str, Any], list[dict[str, Any
     dep = client.get(deployment_path(name))
     history = client.get(deployment_path(name, "history"), limit=EVENTS_SHOWN * 4)
     return dep, history
+
+
+def _read_analysis(client: Client, name: str, dep: Dep) -> dict[str, Any] | None:
+    """The canary's analysis when the policy has one (None otherwise, or from a server without it)."""
+    return client.get_or_none(deployment_path(name, "analysis")) if has_analysis(dep) else None
 
 
 def watch_deployment(client: Client, name: str, dep: dict[str, Any], history: list[dict[str, Any]],
@@ -177,7 +190,7 @@ def watch_deployment(client: Client, name: str, dep: dict[str, Any], history: li
     deadline = time.monotonic() + timeout if timeout else None
     target: int | None = None  # the revision a rollout moves to, once one was seen
     with (LiveDisplay(console) if console.is_terminal else LineDisplay(console)) as display:
-        display.show(dep, history)
+        display.show(dep, history, _read_analysis(client, name, dep))
         while dep["lifecycle"] in FOLLOWED:
             if dep["lifecycle"] == "deploying" and dep.get("deploying_revision") is not None:
                 target = int(dep["deploying_revision"])
@@ -186,7 +199,7 @@ def watch_deployment(client: Client, name: str, dep: dict[str, Any], history: li
                 return EXIT_ERROR, _timed_out(name, dep, timeout, target)
             time.sleep(interval if left is None else min(interval, left))
             dep, history = _read(client, name)
-            display.show(dep, history)
+            display.show(dep, history, _read_analysis(client, name, dep))
     if target is not None:
         return _outcome(name, dep, history, target)
     return _started(name, dep)
@@ -208,17 +221,19 @@ class LiveDisplay:
                  trace: TracebackType | None) -> None:
         self._live.__exit__(kind, error, trace)
 
-    def show(self, dep: Dep, history: History) -> None:
-        self._live.update(status_view(dep, history))
+    def show(self, dep: Dep, history: History, analysis: Mapping[str, Any] | None = None) -> None:
+        self._live.update(status_view(dep, history, analysis))
 
 
 class LineDisplay:
-    """The view once, then one line per new event and per change of the ready count (a pipe, CI)."""
+    """The view once, then one line per new event, per change of the ready count and per new analysis
+    measurement (a pipe, CI)."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
         self._seen: set[tuple[Any, Any]] | None = None
         self._progress: tuple[Any, ...] | None = None
+        self._measured: set[Any] = set()
 
     def __enter__(self) -> LineDisplay:
         return self
@@ -226,13 +241,19 @@ class LineDisplay:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, dep: Dep, history: History) -> None:
+    def show(self, dep: Dep, history: History, analysis: Mapping[str, Any] | None = None) -> None:
         progress = (dep["lifecycle"], dep.get("ready_replicas"), dep["replicas"], last_error(dep))
+        measurements = (analysis or {}).get("measurements") or []
         if self._seen is None:
-            self._console.print(status_view(dep, history))
+            self._console.print(status_view(dep, history, analysis))
             self._seen = {(h["id"], h.get("attempts")) for h in history}
+            self._measured = {m.get("id") for m in measurements}
             self._progress = progress
             return
+        for m in measurements:
+            if m.get("id") not in self._measured:
+                self._measured.add(m.get("id"))
+                typer.echo(measurement_line(m))
         for h in history:
             key = (h["id"], h.get("attempts"))
             if key not in self._seen:
