@@ -163,7 +163,7 @@ CASES = [
     Bad("body-over-1-mib-chunked", "POST", f"{D}/{READY}/revisions", 413, "body.too_large", "KiB",
         content="chunked", headers={"content-type": "application/json"}),
     # --- policy
-    Bad("policy-strategy", "POST", D, 422, "invalid", "policy.strategy", json=create(**{"policy.strategy": "canary"})),
+    Bad("policy-strategy", "POST", D, 422, "invalid", "policy.strategy", json=create(**{"policy.strategy": "linear"})),
     Bad("policy-surge-over-100", "POST", D, 422, "invalid", "policy.max_surge",
         json=create(**{"policy.max_surge": "150%"})),
     Bad("policy-surge-word", "POST", D, 422, "invalid", "policy.max_surge", json=create(**{"policy.max_surge": "lots"})),

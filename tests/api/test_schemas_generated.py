@@ -35,7 +35,7 @@ def test_a_patch_names_only_what_it_sets() -> None:
 
 
 @pytest.mark.parametrize("field_value", [
-    {"max_surge": "150%"}, {"max_unavailable": "abc"}, {"strategy": "canary"}, {"auto_promote": "yes"},
+    {"max_surge": "150%"}, {"max_unavailable": "abc"}, {"strategy": "linear"}, {"auto_promote": "yes"},
     {"auto_promote": 1}, {"promote_delay_seconds": -1}, {"promote_delay_seconds": 10**9},
     {"progress_deadline_seconds": True}, {"on_deadline": "stop"}, {"failure_threshold": 0},
     {"failure_threshold": "3"}, {"capacity_fallback": "evict"}, {"capacity_fallback": 1},

@@ -86,7 +86,7 @@ async def test_undo_while_deploying_and_verbs_without_a_rollout(sc: Scenario) ->
         pytest.param({"replicas": 1001}, "replicas:", id="replicas-too-many"),
         pytest.param({"replicas": "3"}, "replicas:", id="replicas-not-int"),
         pytest.param({"replicas": True}, "replicas:", id="replicas-bool"),
-        pytest.param({"policy": {"strategy": "canary"}}, "policy.strategy:", id="policy-unknown-strategy"),
+        pytest.param({"policy": {"strategy": "linear"}}, "policy.strategy:", id="policy-unknown-strategy"),
         pytest.param({"policy": {"max_surge": "oops"}}, "policy.max_surge:", id="policy-bad-surge"),
         pytest.param({"policy": {"max_surge": 0, "max_unavailable": 0}}, "max_surge and max_unavailable",
                      id="policy-both-zero"),

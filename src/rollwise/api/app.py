@@ -52,6 +52,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         redoc_url=None,
+        # One schema per model: the policy's canary steps serialize as they validate (no -Input/-Output).
+        separate_input_output_schemas=False,
     )
     metrics = ApiMetrics(
         ops, request_counts=proxy_request_counts(coordinator) if coordinator else None, proxy=proxy

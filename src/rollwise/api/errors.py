@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rollwise.model.errors import RollwiseError
+from rollwise.model.policy import field_path
 
 log = logging.getLogger("rollwise.api")
 
@@ -98,15 +99,16 @@ def describe_validation_errors(errors: Sequence[Any]) -> tuple[str, str]:
     if not errors:
         return "invalid", "invalid request"
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ())]
+    raw_loc = list(first.get("loc", ()))
+    loc = [str(p) for p in raw_loc]
     kind = first.get("type", "")
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         position = loc[1] if len(loc) > 1 else "?"
         return "malformed", f"body: malformed JSON ({ctx.get('error', 'cannot be decoded')} at position {position})"
     if loc and loc[0] == "body" and len(loc) > 1:
-        loc = loc[1:]
-    path = ".".join(loc) or "body"
+        raw_loc = raw_loc[1:]
+    path = field_path(raw_loc) or "body"  # list indices in brackets: policy.steps[1].set_weight
     msg = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
     if kind == "missing":
         msg = "is required"

@@ -19,7 +19,14 @@ from enum import Enum
 
 from rollwise.control.rules import transitions
 from rollwise.control.rules.capacity import NO_ROOM, Room, Totals, target_revision
-from rollwise.control.rules.deploying import compute_deploying_outcome, compute_error_outcome
+from rollwise.control.rules.deploying import (
+    compute_analysis_counts,
+    compute_deploying_outcome,
+    compute_error_outcome,
+    is_analysed,
+)
+from rollwise.model.views import NO_ANALYSIS, AnalysisCounts
+from rollwise.store.records import NO_TALLY
 from rollwise.control.rules.lifecycle import (
     compute_destroying_outcome,
     compute_pending_outcome,
@@ -91,6 +98,15 @@ def _rule_for(kind: CycleKind) -> Rule:
     return lambda dep, routes, checks, now, room: compute_pending_outcome(dep, now)
 
 
+async def read_analysis(store: Store, deployments: Sequence[DeploymentRecord]) -> dict[int, AnalysisCounts]:
+    """The analysis counts of the canary rollouts among `deployments` (one read; none without one)."""
+    analysed = [d for d in deployments if is_analysed(d)]
+    if not analysed:
+        return {}
+    tallies = await store.analysis_counts([d.id for d in analysed])
+    return {d.id: compute_analysis_counts(d, tallies.get(d.id, NO_TALLY)) for d in analysed}
+
+
 def revisions_placed(deployments: Sequence[DeploymentRecord]) -> set[tuple[int, int]]:
     """The revisions a placing cycle may create routes of: each deployment's target and serving one."""
     keys = {(d.id, rev) for d in deployments if (rev := target_revision(d)) is not None}
@@ -153,6 +169,12 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Tota
             health_checks, needs = await store.revision_facts(keys)
             room = await read_room(store, capacity or {}, needs)
     rule = _rule_for(kind)
+    if kind is CycleKind.DEPLOYING:
+        counts = await read_analysis(store, deployments)
+        if counts:
+            def rule(dep: DeploymentRecord, routes: Sequence[RouteRecord], checks: HealthChecks, now: datetime,
+                     room: Room) -> Outcome:
+                return compute_deploying_outcome(dep, routes, checks, now, room, counts.get(dep.id, NO_ANALYSIS))
     with gc_paused():  # synchronous and allocation-heavy (see rollwise.store.bulk)
         outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, room, report)
                     for dep in sorted(deployments, key=lambda d: d.id)]

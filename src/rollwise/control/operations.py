@@ -26,7 +26,8 @@ from typing import Any
 from rollwise.control.rules import transitions
 from rollwise.control.clock import Clock
 from rollwise.control.cycles import CycleKind
-from rollwise.control.cycles import read_room, revisions_placed
+from rollwise.control.cycles import read_analysis, read_room, revisions_placed
+from rollwise.model.views import NO_ANALYSIS
 from rollwise.control.rules.capacity import Room, Totals, compute_target_view
 from rollwise.control.rules.lifecycle import compute_replicas_decision
 from rollwise.control.rules.views import compute_deployment_view, compute_route_views
@@ -326,7 +327,8 @@ class Operations:
         if dep.lifecycle is Lifecycle.DEPLOYING:
             if dep.policy is None:
                 raise NotApplicable(f"deployment {name!r}: its policy cannot be evaluated")
-            view = replace(compute_deployment_view(dep), capacity=compute_target_view(room, dep))
+            analysis = (await read_analysis(self.store, [dep])).get(dep.id, NO_ANALYSIS)
+            view = replace(compute_deployment_view(dep, analysis), capacity=compute_target_view(room, dep))
             return decide(view, compute_route_views(routes, checks), dep.policy, now)
         if dep.lifecycle in (Lifecycle.READY, Lifecycle.SCALING):
             return compute_replicas_decision(dep, routes, checks, now, room)

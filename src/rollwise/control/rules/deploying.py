@@ -24,6 +24,8 @@ from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, hold_creates
 from rollwise.control.rules.views import HealthChecks, compute_deployment_view, compute_route_views
 from rollwise.model import Mode, Policy, StrategyName
+from rollwise.model.views import NO_ANALYSIS, AnalysisCounts
+from rollwise.store.records import AnalysisTally
 from rollwise.store.records import DeploymentRecord, RouteRecord
 from rollwise.strategy import decide
 
@@ -37,8 +39,10 @@ def compute_deploying_outcome(
     health_checks: HealthChecks,
     now: datetime,
     room: Room = NO_ROOM,
+    analysis: AnalysisCounts = NO_ANALYSIS,
 ) -> Outcome:
-    """`room`: what is free on the nodes now; the decision's creations are taken from it."""
+    """`room`: what is free on the nodes now; the decision's creations are taken from it. `analysis`:
+    what a canary's analysis measured in this rollout (`compute_analysis_counts`)."""
     out = Outcome(dep)
     policy = dep.policy
     if dep.mode is Mode.ROLLING_BACK and (policy is None or dep.error_count > 0):
@@ -51,7 +55,7 @@ def compute_deploying_outcome(
         raise ValueError("DEPLOYING without a current and a deploying revision")
     # The route views are computed once: the decision and the progress check both read them.
     views = compute_route_views(routes, health_checks)
-    view = replace(compute_deployment_view(dep), capacity=compute_target_view(room, dep))
+    view = replace(compute_deployment_view(dep, analysis), capacity=compute_target_view(room, dep))
     decision = decide(view, views, policy, now)
     if decision.mode is Mode.ROLLING_BACK:
         # A rollback has no failure budget: a serving revision that keeps failing backs off instead.
@@ -82,3 +86,23 @@ def compute_error_outcome(
                 out.route_updates.append(terminate_update(dep.id, r.id, now))
         out.apply(transitions.abandon_rollout(dep, error, exc, now))
     return out
+
+
+def is_analysed(dep: DeploymentRecord) -> bool:
+    """A canary rollout with an analysis: its cycle reads the measurements."""
+    return dep.policy is not None and dep.policy.strategy is StrategyName.CANARY and dep.policy.analysis is not None
+
+
+def compute_analysis_counts(dep: DeploymentRecord, tally: AnalysisTally) -> AnalysisCounts:
+    """The engine's view of the measurements of the current rollout. `interval_passed` (what the final
+    step waits for) needs the newest window to have passed, and at the final step that window must have
+    ended after the step began: the rollout never completes on a window measured before it got there,
+    nor with nothing measured at all."""
+    final = dep.policy is not None and dep.canary_step >= len(dep.policy.steps)
+    fresh = tally.last_window_end is not None and (
+        dep.step_started_at is None or tally.last_window_end >= dep.step_started_at
+    )
+    return AnalysisCounts(
+        failed=tally.failed, passed=tally.passed, inconclusive=tally.inconclusive,
+        last_failure=tally.last_failure, interval_passed=tally.last_window_passed and (fresh or not final),
+    )
