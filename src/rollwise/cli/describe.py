@@ -122,20 +122,52 @@ def policy_words(policy: Mapping[str, Any] | None) -> str:
         auto = "auto-promote" if policy.get("auto_promote") else "manual promotion"
         delay = policy.get("promote_delay_seconds") or 0
         words = f"blue-green, {auto}" + (f" after {delay:g}s" if policy.get("auto_promote") and delay else "")
+    elif strategy == "canary":
+        words = "canary, steps " + " -> ".join(step_words(s) for s in policy.get("steps") or ()) + " -> 100%"
     else:
         words = str(strategy)
+    if policy.get("min_ready_seconds"):
+        words += f", min ready {policy['min_ready_seconds']:g}s"
     deadline = policy.get("progress_deadline_seconds")
     if deadline is not None:
         words += f", progress deadline {deadline:g}s ({policy.get('on_deadline')})"
     return words
 
 
+def canary_words(dep: Mapping[str, Any]) -> str:
+    """"step 2 of 4: pause 60s (since 12s)" for a canary rollout in progress, else ""."""
+    policy = dep.get("policy") or {}
+    if policy.get("strategy") != "canary" or dep.get("lifecycle") != "deploying":
+        return ""
+    steps = policy.get("steps") or []
+    index = int(dep.get("canary_step") or 0)
+    what = step_words(steps[index]) if index < len(steps) else "final: 100%"
+    since = f" (since {age(dep['step_started_at'])})" if dep.get("step_started_at") else ""
+    return f"step {min(index + 1, len(steps) + 1)} of {len(steps) + 1}: {what}{since}"
+
+
+def step_words(step: Mapping[str, Any]) -> str:
+    """{"set_weight": 10} -> "10%"; {"pause": {"seconds": 60}} -> "pause 60s"; {"pause": {}} -> "pause"."""
+    if "set_weight" in step:
+        return f"{step['set_weight']}%"
+    seconds = (step.get("pause") or {}).get("seconds")
+    return "pause" if seconds is None else f"pause {seconds:g}s"
+
+
 def receives_traffic(route: Mapping[str, Any]) -> bool:
     return bool(route.get("ready")) and route.get("traffic") == "active" and float(route.get("traffic_ratio", 0)) > 0
 
 
-def traffic_split(routes: Iterable[Mapping[str, Any]]) -> dict[int, float]:
-    """Revision number -> share of the traffic (0..1), over the routes that receive traffic."""
+def traffic_split(routes: Iterable[Mapping[str, Any]], canary: Mapping[str, Any] | None = None) -> dict[int, float]:
+    """Revision number -> share of the traffic (0..1): a canary's `weights` ({"r1": 80, "r2": 20}) over
+    the revisions that have a ready route (the proxy gives an empty revision's share to the others), or
+    else over the routes that receive traffic, by their ratio."""
+    routes = list(routes)
+    if canary:
+        ready = {int(r["revision"]) for r in routes if r.get("ready")}
+        shares = {int(k.lstrip("r")): float(v) for k, v in canary.items() if int(k.lstrip("r")) in ready and v}
+        total = sum(shares.values())
+        return {rev: w / total for rev, w in sorted(shares.items())} if total > 0 else {}
     weights: dict[int, float] = {}
     for r in routes:
         if receives_traffic(r):
@@ -202,8 +234,10 @@ def summary(dep: Dep) -> Table:
     grid.add_row("Revision", revisions_label(dep) + ("  (current -> deploying)" if dep.get("deploying_revision") else ""))
     grid.add_row("Replicas", f"{dep['replicas']} desired, {dep['ready_replicas']} ready on the current revision")
     grid.add_row("Policy", policy_words(dep.get("policy")) if dep.get("policy") else f"unreadable: {dep.get('policy_error')}")
-    split = traffic_split(dep.get("routes", []))
+    split = traffic_split(dep.get("routes", []), dep.get("weights"))
     grid.add_row("Traffic", ", ".join(f"revision {rev}: {share:.0%}" for rev, share in split.items()) or "none")
+    if canary_words(dep):
+        grid.add_row("Canary", canary_words(dep))
     if dep.get("rollout_started_at"):
         grid.add_row("Last rollout", f"started {age(dep['rollout_started_at'])} ago, last progress "
                                f"{age(dep.get('last_progress_at'))} ago")

@@ -84,7 +84,7 @@ def status_view(dep: Dep, history: History, analysis: Mapping[str, Any] | None =
         (dep["name"], "bold"), f"  {state_label(dep)}  strategy {strategy_of(dep)}  revision {revisions_label(dep)}",
     )
     routes = dep.get("routes", [])
-    split = traffic_split(routes)
+    split = traffic_split(routes, dep.get("weights"))
     involved = sorted({int(r["revision"]) for r in routes}
                       | {n for n in (dep.get("current_revision"), dep.get("deploying_revision")) if n is not None})
     table = Table(box=None, pad_edge=False, header_style="bold")
