@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -111,6 +112,33 @@ def devices_from(environ: Mapping[str, str]) -> tuple[str | None, Any]:
     return environ.get(DEVICES_ENV), resources
 
 
+class ErrorSchedule:
+    """Which predictions fail on purpose (`--error-rate F`): deterministic and evenly spread.
+
+    The n-th prediction (counting from 1) fails when floor(n x F) > floor((n - 1) x F), so exactly
+    floor(n x F) of the first n fail, whatever n: 0.2 fails the 5th, 10th, 15th...; 0.3 the 4th, 7th,
+    10th, 14th...; 0 none; 1 every one. F is taken as the exact decimal it was written as (Fraction), so
+    no rounding makes 0.3 fail one request too few or too many. Thread-safe (one lock, like ServingState).
+    """
+
+    def __init__(self, rate: float | str | Fraction = 0) -> None:
+        fraction = Fraction(str(rate)) if isinstance(rate, float) else Fraction(rate)
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"error rate {rate} is not between 0 and 1")
+        self.rate = fraction
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def next_fails(self) -> bool:
+        """Count one prediction; True when this one is to fail."""
+        if self.rate == 0:
+            return False
+        with self._lock:
+            self._count += 1
+            n = self._count
+        return math.floor(n * self.rate) > math.floor((n - 1) * self.rate)
+
+
 class ServingState:
     """The model, its version, the misbehaviour settings, the drain flag and the in-flight count.
 
@@ -130,6 +158,7 @@ class ServingState:
         slow_health_every: int = 1,
         cuda_visible_devices: str | None = None,
         resources: Any = None,
+        error_rate: float | str | Fraction = 0,
     ) -> None:
         if slow_health_every < 1:
             raise ValueError("slow_health_every must be at least 1")
@@ -140,6 +169,7 @@ class ServingState:
         self.slow_health_every = slow_health_every
         self.cuda_visible_devices = cuda_visible_devices
         self.resources = resources
+        self.errors = ErrorSchedule(error_rate)
         self.draining = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -209,7 +239,15 @@ class ServingState:
         return {"version": self.version, "cuda_visible_devices": self.cuda_visible_devices,
                 "resources": self.resources}
 
-    def predict(self, text: str) -> dict[str, Any]:
-        """The /predict answer body (the front end adds --latency: it knows how to wait)."""
+    def predict(self, text: str) -> tuple[HTTPStatus, dict[str, Any]]:
+        """The /predict answer, status and body (the front end adds --latency: it knows how to wait).
+
+        With --error-rate, the predictions `ErrorSchedule` picks are answered 500
+        {"error": "injected failure (--error-rate F)", "version": v}: the body still names the version,
+        so a client can tell which revision failed. /healthz is not affected (only an analysis of the
+        answers can tell this server is bad)."""
+        if self.errors.next_fails():
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {
+                "error": f"injected failure (--error-rate {float(self.errors.rate):g})", "version": self.version}
         label, score = self.model.predict(text)
-        return {"label": label, "score": round(score, 6), "version": self.version}
+        return HTTPStatus.OK, {"label": label, "score": round(score, 6), "version": self.version}

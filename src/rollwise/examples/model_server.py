@@ -9,6 +9,7 @@ HTTP (HTTP/1.1 with keep-alive, many requests at once, so a proxy such as Traefi
 
     POST /predict  {"text": "..."}  -> 200 {"label": "positive"|"negative", "score": p, "version": v}
                                        400 {"error": ...} on a bad body (413 when too large)
+                                       500 {"error": ..., "version": v} when --error-rate picks it
     GET  /healthz                   -> 200 {"status": "ok"}, 503 once unhealthy or while draining
     GET  /version                   -> 200 {"version": v, "cuda_visible_devices": "0,1" | null,
                                                  "resources": {"gpu": [0, 1]} | null}
@@ -36,7 +37,11 @@ server started listening (predictions keep working); `--startup-delay S` sleeps 
 `--latency S` adds S seconds to every prediction (to make in-flight requests observable);
 `--slow-health S` holds /healthz answers S seconds, and with `--slow-health-every N` only the N-th,
 2N-th, 3N-th... /healthz request (counted from the start, whoever asks), so a health probe with a
-shorter timeout fails now and then while predictions stay fast.
+shorter timeout fails now and then while predictions stay fast. `--error-rate F` (0 to 1) answers that
+share of the /predict requests with 500 `{"error": "injected failure (--error-rate F)", "version": v}`,
+deterministically and evenly spread (the n-th fails when floor(n F) > floor((n - 1) F): 0.2 fails every
+5th), while /healthz stays healthy: a bad model that only an analysis of its answers catches (a canary's
+`error_rate` metric), not a health check.
 
 SIGTERM (or SIGINT) is graceful: the listening socket closes, requests in flight finish (their responses
 say `Connection: close`), idle keep-alive connections are closed, and the process exits 0. Only start and
@@ -61,6 +66,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -205,10 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
         except HttpError as e:
             self._send_error_json(e.status, e.message, close=e.close)
             return
-        answer = self.server.state.predict(text)
+        status, answer = self.server.state.predict(text)
         if self.server.state.latency > 0:
             time.sleep(self.server.state.latency)
-        self._send_json(HTTPStatus.OK, answer)
+        self._send_json(status, answer)
 
     # Bodies -----------------------------------------------------------------------------------------
 
@@ -326,6 +332,17 @@ def _positive(value: str) -> float:
     return number
 
 
+def _share(value: str) -> Fraction:
+    """A number 0..1 as written (\"0.3\" is exactly 3/10: the schedule never drifts by rounding)."""
+    try:
+        share = Fraction(value.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 0 and 1")
+    return share
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -372,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="slow only the N-th, 2N-th, ... /healthz request (default 1: every one)",
+    )
+    parser.add_argument(
+        "--error-rate",
+        type=_share,
+        default="0",
+        metavar="F",
+        help="answer this share (0..1) of /predict requests with HTTP 500, evenly spread and deterministic: "
+        "the n-th fails when floor(n*F) > floor((n-1)*F) (0.2: every 5th); /healthz stays healthy",
     )
     return parser
 
@@ -460,6 +485,7 @@ def _state(args: argparse.Namespace, model: SentimentModel, devices: tuple[str |
         latency=args.latency,
         slow_health=args.slow_health,
         slow_health_every=args.slow_health_every,
+        error_rate=args.error_rate,
     )
 
 

@@ -98,10 +98,10 @@ class SentimentApp:
                 text = parse_predict_body(body)
             except HttpError as e:
                 return _error(e.status, e.message, close=e.close)
-            answer = state.predict(text)
+            status, answer = state.predict(text)
             if state.latency > 0:
                 await asyncio.sleep(state.latency)
-            return _Answer(HTTPStatus.OK, answer)
+            return _Answer(status, answer)
         # The stdlib front end answers other methods (HEAD included) through http.server's 501.
         return _error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({method!r})", close=True)
 
