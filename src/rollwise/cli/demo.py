@@ -1,6 +1,8 @@
 """`rollwise demo` (what `make demo` runs): deploy the example model and roll out v2 (rolling), v3
 (blue-green), then a broken v4 that is rolled back, under real traffic. `rollwise demo --gpus N`: a
 rolling rollout of N replicas needing one gpu slot each on a node of N (fake) slots, the devices checked.
+`rollwise demo --canary`: a canary (20 → 50 → 100 %) to a good v2, then to a v3 answering 20 % of its
+predictions with 500, which the canary analysis rolls back by itself.
 The work is in cli.demo_run, imported when the command runs so that every other command starts fast.
 """
 
@@ -32,10 +34,25 @@ def demo(
         None, "--gpus", min=1, max=16, show_default=False,
         help="Instead: a node of N fake gpu slots, N replicas needing 1 each, one rolling rollout with no "
              "spare slot; checks that no slot is over-held or shared"),
+    canary: bool = typer.Option(
+        False, "--canary",
+        help="Instead: canary rollouts (20 -> 50 -> 100 %, with an error-rate analysis) to a good v2, then to a "
+             "v3 answering 20 % of its predictions with 500, which the analysis rolls back"),
 ) -> None:
     """Deploy the example model and roll out v2 (rolling), v3 (blue-green), a broken v4 (rolled back);
-    with --gpus N, roll out N gpu replicas on a node of exactly N gpu slots."""
+    with --gpus N, roll out N gpu replicas on a node of exactly N gpu slots; with --canary, a good and a
+    bad canary (the bad one rolled back by the analysis)."""
     from rich.console import Console
+
+    if canary:
+        if gpus is not None:
+            from rollwise.cli.errors import EXIT_INVALID, fail
+
+            fail("--canary and --gpus: choose one demo", code=EXIT_INVALID)
+        from rollwise.cli.demo_run import run_canary
+
+        raise typer.Exit(run_canary(Console(), rate=rate,
+                                    replicas=DEFAULT_REPLICAS if replicas is None else replicas))
 
     if gpus is not None:
         if replicas is not None:

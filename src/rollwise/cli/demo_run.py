@@ -20,6 +20,16 @@ and asks every route's process, at its own address, which CUDA_VISIBLE_DEVICES i
 server's `/version`); the node never holds more than N, no index is given to two alive processes at
 once, and each process got the indices the server says its route holds. The last line is
 `demo --gpus N: 1 rollout, R requests, F failed, max H of N gpu held`.
+
+`rollwise demo --canary` (`run_canary`): the same deployment of 3 replicas with `strategy: canary`, steps
+20 % → 50 % → 100 % (3 s pauses) and an analysis (a 2 s window, errors ≤ 5 %, at least 10 requests, 2
+failed windows roll back), under the same traffic. A good v2 completes; a v3 started with
+`--error-rate 0.2` (every 5th prediction answers 500, its health check stays green) is rolled back by
+the analysis alone. Its load generator (`VersionedLoad`) counts every answer by the version that gave it
+(the example server names it in its 500s too), so the failures split in two: the bad canary's own 500s
+before the rollback (expected, bounded by its weight and the analysis' windows; printed) and every other
+failure, which must be 0. The last line is e.g. `demo --canary: 2 rollouts (completed, rolled back by
+analysis: errors = 0.21 > 0.05), 2310 requests, 41 canary errors before the rollback, 0 other failures`.
 """
 
 from __future__ import annotations
@@ -210,10 +220,13 @@ async def render(ops: Operations, load: LoadGenerator | None, title: str, name: 
     cur = labels.get(dep.current_revision or 0, "-")
     nxt = labels.get(dep.deploying_revision or 0, "-")
     sent, failed = load.stats.snapshot() if load else (0, 0)
+    # A canary's split at the proxy, as the control plane set it (None for the other strategies).
+    weights = "".join(f"  {labels.get(n, f'r{n}')} {w}%" for n, w in sorted((dep.traffic_weights or {}).items()))
     head = (
         f"[bold]{name}[/]  lifecycle [cyan]{dep.lifecycle.value}[/]  sub-step [cyan]"
         f"{dep.sub_step.value if dep.sub_step else '-'}[/]  serving [green]{cur}[/]  deploying [yellow]{nxt}[/]\n"
         f"requests {sent}  failed [{'red' if failed else 'green'}]{failed}[/]"
+        + (f"  weights{weights}" if weights else "")
     )
     parts: list[Any] = [head, table]
     if capacity is not None:
@@ -645,6 +658,234 @@ def run_gpus(console: Console, *, rate: float, gpus: int) -> int:
         print_rollouts(console, [report.rollout])
     console.print(f"devices: {report.check.samples} capacity samples, {report.check.processes} route processes "
                   f"asked for their CUDA_VISIBLE_DEVICES")
+    for problem in report.problems():
+        console.print(f"[red]check failed: {problem}[/]")
+    print(report.line(), flush=True)
+    return 0 if report.ok else 1
+
+
+# ---------------------------------------------------------------------------------------- demo --canary
+
+CANARY_STEPS: list[dict[str, Any]] = [{"set_weight": 20}, {"pause": {"seconds": 3}},
+                                      {"set_weight": 50}, {"pause": {"seconds": 3}}]
+CANARY_ANALYSIS: dict[str, Any] = {
+    "interval_seconds": 2, "failure_limit": 2, "min_requests": 10,
+    "metrics": [{"name": "errors", "builtin": "error_rate", "max": 0.05}],
+}
+CANARY_POLICY: dict[str, Any] = {"strategy": "canary", "steps": CANARY_STEPS, "analysis": CANARY_ANALYSIS}
+"""20 % → 50 % → 100 %, a 2 s window measured against errors ≤ 5 %, two failed windows roll back."""
+CANARY_BAD_ERROR_RATE = "0.2"
+"""v3's --error-rate: every 5th prediction answers 500; its /healthz stays healthy."""
+
+
+@dataclass
+class VersionTally:
+    """What one model version answered through the proxy."""
+
+    answers: int = 0
+    """200s and injected 500s it gave (both name it)."""
+    errors: int = 0
+    """500s whose body names it: its own bad answers (--error-rate)."""
+    first: float | None = None
+    last: float | None = None
+    """time.monotonic() when its first and its last answer arrived."""
+
+
+class VersionedLoad(LoadGenerator):
+    """The demo's load generator, also counting every answer by the version that gave it: a 500 whose JSON
+    body names a version (`--error-rate`'s answers) is that version's error; any other failure (a proxy
+    502/503/404, a timeout, a 500 naming no version) belongs to no version (`LoadStats.failed` counts
+    them all)."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.by_version: dict[str, VersionTally] = {}
+
+    def _tally(self, version: str) -> VersionTally:
+        tally = self.by_version.setdefault(version, VersionTally())
+        now = time.monotonic()
+        tally.answers += 1
+        tally.first = now if tally.first is None else tally.first
+        tally.last = now
+        return tally
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        stats = self.stats
+        stats.sent += 1
+        sent_at = time.monotonic()
+        try:
+            resp = await client.post(self.url, json=self._body)
+            stats.latencies.append(time.monotonic() - sent_at)
+            body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else None
+            version = body.get(self._version_key) if isinstance(body, dict) else None
+            if resp.status_code == 200:
+                stats.ok += 1
+                stats.versions[str(version)] += 1
+                stats.recent.append(str(version))
+                self._tally(str(version))
+            else:
+                if resp.status_code == 500 and isinstance(version, str):
+                    self._tally(version).errors += 1
+                    kind = f"HTTP 500 from {version}"
+                else:
+                    kind = f"HTTP {resp.status_code}"
+                self._failed(sent_at, kind)
+        except (httpx.HTTPError, ValueError) as e:
+            self._failed(sent_at, type(e).__name__)
+        finally:
+            self._sem.release()
+
+
+@dataclass
+class CanaryRollout:
+    """One canary rollout of `demo --canary` and what the analysis made of it."""
+
+    result: Result
+    rollback_reason: str | None = None
+    """The deployment's rollback_reason at the end (`analysis`...), None when it completed."""
+    last_failure: str | None = None
+    """The words of the newest failed measurement (`errors = 0.2 > 0.05`)."""
+    measurements: list[str] = field(default_factory=list)
+    """Every measurement of the rollout: `<verdict> <words>`, oldest first."""
+    first_traffic: float | None = None
+    """time.monotonic() of the first answer of the canary's version."""
+    ended: float | None = None
+    """time.monotonic() when the demo saw the rollout end."""
+
+    def words(self) -> str:
+        r = self.result
+        if r.outcome == "completed":
+            return "completed"
+        why = self.rollback_reason or "?"
+        return (f"rolled back by analysis: {self.last_failure}" if why == "analysis" and self.last_failure
+                else f"rolled back ({why})")
+
+
+@dataclass
+class CanaryReport:
+    """What one `demo --canary` run did: a good canary (v2) that completes, a bad one (v3, --error-rate)
+    that the analysis rolls back, and the traffic's failures split into the bad canary's own answers
+    (expected: bounded by its weight and the analysis' windows) and every other failure (must be 0)."""
+
+    rollouts: list[CanaryRollout] = field(default_factory=list)
+    bad_label: str = "v3"
+    requests: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    by_version: dict[str, VersionTally] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def canary_errors(self) -> int:
+        """500s the bad canary gave itself (they name its version): what the analysis is there to catch."""
+        tally = self.by_version.get(self.bad_label)
+        return tally.errors if tally else 0
+
+    @property
+    def other_failures(self) -> int:
+        return self.failed - self.canary_errors
+
+    def problems(self) -> list[str]:
+        found = [] if self.error is None else [self.error]
+        expected = (("v2", "completed", None), (self.bad_label, "rolled_back", "analysis"))
+        for (label, outcome, reason), done in itertools.zip_longest(expected, self.rollouts):
+            if done is None:
+                found.append(f"the {label} rollout did not end")
+            elif done.result.outcome != outcome or done.rollback_reason != reason:
+                found.append(f"the {label} rollout: {done.words()}, expected {outcome}"
+                             + (f" by {reason}" if reason else ""))
+        if self.other_failures:
+            other = {k: n for k, n in self.errors.items() if k != f"HTTP 500 from {self.bad_label}"}
+            found.append(f"{self.other_failures} request(s) failed other than the bad canary's own answers: {other}")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def line(self) -> str:
+        n = len(self.rollouts)
+        return (f"demo --canary: {n} rollout{'s' if n != 1 else ''} ({', '.join(r.words() for r in self.rollouts)}), "
+                f"{self.requests} requests, {self.canary_errors} canary errors before the rollback, "
+                f"{self.other_failures} other failures")
+
+
+def canary_revision(label: str, error_rate: str | None = None) -> dict[str, Any]:
+    """The example model server; with `error_rate`, that share of its predictions answer 500."""
+    return revision(label, ("--error-rate", error_rate) if error_rate else ())
+
+
+async def run_canary_demo(console: Console, *, rate: float, replicas: int, data_dir: Path) -> CanaryReport:
+    """v1, then a canary to a good v2 (completes), then to a v3 answering 20 % of its predictions with 500
+    that the analysis rolls back, all under traffic (module docstring, `CanaryReport`)."""
+    config = ServerConfig(
+        data_dir=data_dir,
+        proxy_port=free_port(),
+        runtime="local",
+        intervals=Intervals(short=0.02, long=5.0, routes=0.1),
+    )
+    report = CanaryReport()
+    load: VersionedLoad | None = None
+    async with build_plane(config) as plane, running(plane):
+        ops = plane.ops
+        console.print(f"[bold]rollwise demo --canary[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}, "
+                      f"steps 20% → 50% → 100%, analysis every {CANARY_ANALYSIS['interval_seconds']}s "
+                      f"(errors ≤ {CANARY_ANALYSIS['metrics'][0]['max']:.0%}, {CANARY_ANALYSIS['failure_limit']} "
+                      f"failures roll back)")
+        await ops.create(name=NAME, replicas=replicas, policy=CANARY_POLICY, revision=canary_revision("v1"))
+        with Live(console=console, refresh_per_second=8, transient=not console.is_terminal) as live:
+            try:
+                await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up")
+                url = f"http://127.0.0.1:{config.proxy_port}/d/{NAME}{EXAMPLE.path}"
+                load = VersionedLoad(url, rate=rate, body=EXAMPLE.body)
+                async with load:
+                    await asyncio.sleep(1.0)
+                    for label, bad, expected in (("v2", None, "completed"),
+                                                 (report.bad_label, CANARY_BAD_ERROR_RATE, "rolled_back")):
+                        rev = await ops.add_revision(NAME, canary_revision(label, bad))
+                        sent0, failed0 = load.stats.snapshot()
+                        t0 = time.monotonic()
+                        await ops.activate(NAME, rev.number)
+                        title = f"{label}: canary" + (f" (--error-rate {bad})" if bad else "")
+                        dep = await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, load, title)
+                        ended = time.monotonic()
+                        sent1, failed1 = load.stats.snapshot()
+                        outcome = "completed" if dep.sub_step is SubStep.COMPLETED else "rolled_back"
+                        _, measured, tally = await ops.analysis(NAME)
+                        done = CanaryRollout(
+                            Result(label, "canary", expected, outcome, ended - t0, sent1 - sent0, failed1 - failed0,
+                                   t0, rev.number),
+                            rollback_reason=dep.rollback_reason.value if dep.rollback_reason else None,
+                            last_failure=tally.last_failure,
+                            measurements=[f"{m.verdict} {m.words}" for m in measured],
+                            first_traffic=(load.by_version.get(label) or VersionTally()).first,
+                            ended=ended)
+                        report.rollouts.append(done)
+                        console.print(f"{title}: {done.words()} in {ended - t0:.1f}s; analysis: "
+                                      + ("; ".join(done.measurements) or "nothing measured"))
+                        await asyncio.sleep(1.0)
+            except TimeoutError as e:
+                report.error = str(e)
+        if report.error is None:
+            console.print(await render(ops, load, "final state", NAME))
+    if load is not None:
+        stats = load.stats
+        report.requests, report.failed, report.errors = stats.sent, stats.failed, dict(stats.errors)
+        report.by_version = dict(load.by_version)
+    return report
+
+
+def run_canary(console: Console, *, rate: float, replicas: int) -> int:
+    """`rollwise demo --canary` in a temporary data directory; print the summary; return the exit status."""
+    with tempfile.TemporaryDirectory(prefix="rollwise-demo-") as tmp:
+        report = asyncio.run(run_canary_demo(console, rate=rate, replicas=replicas, data_dir=Path(tmp)))
+    print_rollouts(console, [r.result for r in report.rollouts])
+    bad = report.by_version.get(report.bad_label)
+    rolled = next((r for r in report.rollouts if r.result.label == report.bad_label), None)
+    if bad is not None and bad.first is not None and rolled is not None and rolled.ended is not None:
+        console.print(f"{report.bad_label}: {bad.answers} answers through the proxy, {bad.errors} of them 500 "
+                      f"(--error-rate {CANARY_BAD_ERROR_RATE}), from its first answer to the rollback "
+                      f"{rolled.ended - bad.first:.1f}s")
     for problem in report.problems():
         console.print(f"[red]check failed: {problem}[/]")
     print(report.line(), flush=True)
