@@ -45,7 +45,8 @@ def simulate(*args: str) -> Any:
 
 def check_json(stdout: str, outcome: str, final: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "max_held", "timeline"}
+    assert set(result) == {"outcome", "final_revision", "cycles", "max_alive", "min_serving", "max_held", "requests",
+                           "failed_requests", "by_revision", "timeline"}
     assert result["max_held"] is None  # no --capacity: nothing counted (tests/cli/test_simulate_capacity.py)
     assert (result["outcome"], result["final_revision"]) == (outcome, final)
     assert result["cycles"] == max(row["cycle"] for row in result["timeline"]) > 0
