@@ -8,10 +8,13 @@ unready, ready, counted failures) and other routes (provisioning, unready, ready
 termination order, so a rule that terminates k routes of a group takes its first k. The view also
 carries the deployment's capacity for its target revision (`capacity`, docs/strategies.md "Capacity").
 
-`min_ready_seconds` (the policy's, every strategy): a route that is ready by `RouteView.is_ready` but
-became so less than `min_ready_seconds` ago (`now - status_updated_at`) is *warming*: it counts as not
-ready (an unready route) everywhere in the view, ranks after the other not-ready routes in the
-termination order, and `CycleView.ready_wait` says when the first of them will count.
+`min_ready_seconds` (the policy's, every strategy): a route of the TARGET revision that is ready by
+`RouteView.is_ready` but became so less than `min_ready_seconds` ago (`now - status_updated_at`) is
+*warming*: it counts as not ready (an unready route) everywhere in the view, ranks after the other
+not-ready routes in the termination order, and `CycleView.ready_wait` says when the first of them will
+count. Routes of the other revisions are never warming: they already serve, and counting one that
+turned healthy a moment ago (a rollout started right after a scale-up) as not ready would let the rules
+terminate it as "serving nothing" (docs/strategies.md, "Decisions").
 The strategy modules (`rolling`, `blue_green`, `recreate`, `canary`) and the engine read `CycleView`; nothing else
 builds one.
 
@@ -337,23 +340,26 @@ def build_view(
     A route ready by its health for less than `min_ready_seconds` is not ready yet (warming)."""
     routes = tuple(routes)
     releasing = sum(1 for r in routes if is_releasing(r))
-    warming = _warming(routes, now, min_ready_seconds)
-    kept = in_termination_order((r for r in routes if not is_ignored(r) or is_failed(r)), warming)
     mode = deployment.mode if mode is None else mode
+    warming = _warming(routes, now, min_ready_seconds, target_revision(deployment, mode))
+    kept = in_termination_order((r for r in routes if not is_ignored(r) or is_failed(r)), warming)
     known = mode is deployment.mode or not deployment.capacity.is_limited
     return _split(
         deployment, kept, now=now, mode=mode, releasing=releasing, known=known, min_ready_seconds=min_ready_seconds
     )
 
 
-def _warming(routes: Iterable[RouteView], now: datetime, min_ready_seconds: float) -> frozenset[str]:
-    """Ids of alive routes that are ready by their health, but for less than `min_ready_seconds`
-    (`now - status_updated_at`, the moment they turned healthy)."""
+def _warming(
+    routes: Iterable[RouteView], now: datetime, min_ready_seconds: float, target: str | None
+) -> frozenset[str]:
+    """Ids of alive routes of the `target` revision that are ready by their health, but for less than
+    `min_ready_seconds` (`now - status_updated_at`, the moment they turned healthy)."""
     if min_ready_seconds <= 0:
         return NO_IDS
     return frozenset(
         r.id for r in routes
-        if is_alive(r) and r.is_ready and (now - r.status_updated_at).total_seconds() < min_ready_seconds
+        if r.revision == target and is_alive(r) and r.is_ready
+        and (now - r.status_updated_at).total_seconds() < min_ready_seconds
     )
 
 
@@ -374,7 +380,7 @@ def _split(
     if target is None:  # guarded by engine.check_decidable
         raise ValueError(f"no target revision in {mode} mode")
     started = deployment.rollout_started_at
-    warming = _warming(routes, now, min_ready_seconds)
+    warming = _warming(routes, now, min_ready_seconds, target)
     groups: dict[str, list[RouteView]] = {
         k: [] for k in ("t_prov", "t_unready", "t_ready", "t_failed", "o_prov", "o_unready", "o_ready")
     }
