@@ -4,6 +4,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers; each test file runs whole on one worker (module-scoped servers are built once).
+# Most e2e time is spent waiting on processes, so 2 workers halve the suite on a 2-core machine.
+TEST_WORKERS ?= 2
 
 .PHONY: test typecheck demo clean
 
@@ -17,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check --quiet src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

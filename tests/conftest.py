@@ -10,11 +10,17 @@ that failed before its own clean-up ran.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sweep import stop_processes_under
+
+# The CLI's tables are as wide as COLUMNS says when it is set, else unwrapped off a terminal
+# (cli/describe.py). pytest-xdist's workers inherit a COLUMNS of the controlling terminal's width: drop it,
+# so the suite reads the same output serially and in parallel.
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True)
