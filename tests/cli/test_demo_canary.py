@@ -25,10 +25,9 @@ from rollwise.cli.demo_run import (
     CanaryReport,
     CanaryRollout,
     Result,
-    VersionedLoad,
-    VersionTally,
     canary_revision,
 )
+from rollwise.cli.loadgen import LoadGenerator, VersionTally
 from rollwise.model import parse_policy
 
 COMMAND: click.Command = typer.main.get_group(app)
@@ -122,9 +121,9 @@ def bad_server() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-async def load_until(url: str, sent: int) -> VersionedLoad:
+async def load_until(url: str, sent: int) -> LoadGenerator:
     """Send at 200/s until `sent` requests went out; every one is answered when this returns."""
-    load = VersionedLoad(url, rate=200)
+    load = LoadGenerator(url, rate=200)
     async with load:
         deadline = time.monotonic() + 30
         while load.stats.sent < sent:

@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 from rollwise.cli.demo import free_port
-from rollwise.cli.demo_run import VersionedLoad
+from rollwise.cli.loadgen import LoadGenerator
 
 from .conftest import model_revision
 from .server_proc import ROLLWISE, ServerProcess, route_processes, traefik_pid
@@ -145,25 +145,25 @@ def start_rollout(client: httpx.Client, label: str, *extra: str) -> int:
 
 
 class ThreadLoad:
-    """The demo's `VersionedLoad` (answers counted by the version that gave them, a 500 naming its version
+    """The demo's `LoadGenerator` (answers counted by the version that gave them, a 500 naming its version
     included) from a thread of its own, so the test can block on the server meanwhile."""
 
     def __init__(self, url: str, *, rate: float = 100.0) -> None:
         self.url = url
         self.rate = rate
-        self.load: VersionedLoad | None = None
+        self.load: LoadGenerator | None = None
         self._started = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        self.load = VersionedLoad(self.url, rate=self.rate)
+        self.load = LoadGenerator(self.url, rate=self.rate)
         async with self.load:
             self._started.set()
             while not self._stop.is_set():
                 await asyncio.sleep(0.02)
 
-    def __enter__(self) -> VersionedLoad:
+    def __enter__(self) -> LoadGenerator:
         self._thread.start()
         assert self._started.wait(10), "the load did not start"
         assert self.load is not None
@@ -175,7 +175,7 @@ class ThreadLoad:
         assert not self._thread.is_alive(), "the load did not stop"
 
 
-def other_failures(load: VersionedLoad, canary: str | None = None) -> dict[str, int]:
+def other_failures(load: LoadGenerator, canary: str | None = None) -> dict[str, int]:
     """Failed requests by kind, leaving out the 500s `canary` gave itself."""
     return {k: n for k, n in load.stats.errors.items() if canary is None or k != f"HTTP 500 from {canary}"}
 

@@ -25,7 +25,7 @@ once, and each process got the indices the server says its route holds. The last
 20 % → 50 % → 100 % (3 s pauses) and an analysis (a 2 s window, errors ≤ 5 %, at least 10 requests, 2
 failed windows roll back), under the same traffic. A good v2 completes; a v3 started with
 `--error-rate 0.2` (every 5th prediction answers 500, its health check stays green) is rolled back by
-the analysis alone. Its load generator (`VersionedLoad`) counts every answer by the version that gave it
+the analysis alone. Its load generator counts every answer by the version that gave it
 (the example server names it in its 500s too), so the failures split in two: the bad canary's own 500s
 before the rollback (expected, bounded by its weight and the analysis' windows; printed) and every other
 failure, which must be 0. The last line is e.g. `demo --canary: 2 rollouts (completed, rolled back by
@@ -55,7 +55,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from rollwise.cli.demo import free_port
-from rollwise.cli.loadgen import LoadGenerator
+from rollwise.cli.loadgen import LoadGenerator, VersionTally
 from rollwise.cli.serve import Plane, ServerConfig, build_plane, running
 from rollwise.control.coordinator import Intervals
 from rollwise.control.operations import Operations
@@ -679,64 +679,6 @@ CANARY_BAD_ERROR_RATE = "0.2"
 
 
 @dataclass
-class VersionTally:
-    """What one model version answered through the proxy."""
-
-    answers: int = 0
-    """200s and injected 500s it gave (both name it)."""
-    errors: int = 0
-    """500s whose body names it: its own bad answers (--error-rate)."""
-    first: float | None = None
-    last: float | None = None
-    """time.monotonic() when its first and its last answer arrived."""
-
-
-class VersionedLoad(LoadGenerator):
-    """The demo's load generator, also counting every answer by the version that gave it: a 500 whose JSON
-    body names a version (`--error-rate`'s answers) is that version's error; any other failure (a proxy
-    502/503/404, a timeout, a 500 naming no version) belongs to no version (`LoadStats.failed` counts
-    them all)."""
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self.by_version: dict[str, VersionTally] = {}
-
-    def _tally(self, version: str) -> VersionTally:
-        tally = self.by_version.setdefault(version, VersionTally())
-        now = time.monotonic()
-        tally.answers += 1
-        tally.first = now if tally.first is None else tally.first
-        tally.last = now
-        return tally
-
-    async def _one(self, client: httpx.AsyncClient) -> None:
-        stats = self.stats
-        stats.sent += 1
-        sent_at = time.monotonic()
-        try:
-            resp = await client.post(self.url, json=self._body)
-            stats.latencies.append(time.monotonic() - sent_at)
-            body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else None
-            version = body.get(self._version_key) if isinstance(body, dict) else None
-            if resp.status_code == 200:
-                stats.ok += 1
-                stats.versions[str(version)] += 1
-                stats.recent.append(str(version))
-                self._tally(str(version))
-            else:
-                if resp.status_code == 500 and isinstance(version, str):
-                    self._tally(version).errors += 1
-                    kind = f"HTTP 500 from {version}"
-                else:
-                    kind = f"HTTP {resp.status_code}"
-                self._failed(sent_at, kind)
-        except (httpx.HTTPError, ValueError) as e:
-            self._failed(sent_at, type(e).__name__)
-        finally:
-            self._sem.release()
-
-
-@dataclass
 class CanaryRollout:
     """One canary rollout of `demo --canary` and what the analysis made of it."""
 
@@ -825,7 +767,7 @@ async def run_canary_demo(console: Console, *, rate: float, replicas: int, data_
         intervals=Intervals(short=0.02, long=5.0, routes=0.1),
     )
     report = CanaryReport()
-    load: VersionedLoad | None = None
+    load: LoadGenerator | None = None
     async with build_plane(config) as plane, running(plane):
         ops = plane.ops
         console.print(f"[bold]rollwise demo --canary[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}, "
@@ -837,7 +779,7 @@ async def run_canary_demo(console: Console, *, rate: float, replicas: int, data_
             try:
                 await wait_for(ops, lambda d: d.lifecycle is Lifecycle.READY, live, None, "v1: scaling up")
                 url = f"http://127.0.0.1:{config.proxy_port}/d/{NAME}{EXAMPLE.path}"
-                load = VersionedLoad(url, rate=rate, body=EXAMPLE.body)
+                load = LoadGenerator(url, rate=rate, body=EXAMPLE.body)
                 async with load:
                     await asyncio.sleep(1.0)
                     for label, bad, expected in (("v2", None, "completed"),

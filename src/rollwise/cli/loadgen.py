@@ -3,7 +3,10 @@ to one URL on this machine and counts answers by status and by the model version
 
 It stops by itself (`stop()` or its duration) and never has more than `max_in_flight` requests open.
 `version_key` names the field of a 200 answer's JSON that says which model version answered ("version"
-for rollwise's example server, "model_version" for a KServe V2 server such as MLServer).
+for rollwise's example server, "model_version" for a KServe V2 server such as MLServer). Every answer is
+also counted by the version that gave it (`by_version`): a 500 whose JSON body names a version (the
+example server's `--error-rate` answers) is that version's own error; any other failure (a proxy
+502/503/404, a timeout, a 500 naming no version) belongs to no version (`LoadStats.failed` counts all).
 Called by `rollwise demo` and `benchmarks/`; not used by the server.
 """
 
@@ -43,6 +46,19 @@ class LoadStats:
         return {v: n / total for v, n in sorted(c.items())}
 
 
+@dataclass
+class VersionTally:
+    """What one model version answered."""
+
+    answers: int = 0
+    """200s and the 500s that name it."""
+    errors: int = 0
+    """500s whose body names it: its own bad answers."""
+    first: float | None = None
+    last: float | None = None
+    """time.monotonic() when its first and its last answer arrived."""
+
+
 class LoadGenerator:
     def __init__(
         self,
@@ -66,6 +82,7 @@ class LoadGenerator:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self.by_version: dict[str, VersionTally] = {}
 
     async def __aenter__(self) -> LoadGenerator:
         self.start()
@@ -112,17 +129,31 @@ class LoadGenerator:
         try:
             resp = await client.post(self.url, json=self._body)
             self.stats.latencies.append(time.monotonic() - sent_at)
+            body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else None
+            named = body.get(self._version_key) if isinstance(body, dict) else None
             if resp.status_code == 200:
-                version = str(resp.json().get(self._version_key, "?"))
+                version = str(named if named is not None else "?")
                 self.stats.ok += 1
                 self.stats.versions[version] += 1
                 self.stats.recent.append(version)
+                self._tally(version)
+            elif resp.status_code == 500 and isinstance(named, str):
+                self._tally(named).errors += 1
+                self._failed(sent_at, f"HTTP 500 from {named}")
             else:
                 self._failed(sent_at, f"HTTP {resp.status_code}")
         except (httpx.HTTPError, ValueError) as e:
             self._failed(sent_at, type(e).__name__)
         finally:
             self._sem.release()
+
+    def _tally(self, version: str) -> VersionTally:
+        tally = self.by_version.setdefault(version, VersionTally())
+        now = time.monotonic()
+        tally.answers += 1
+        tally.first = now if tally.first is None else tally.first
+        tally.last = now
+        return tally
 
     def _failed(self, sent_at: float, kind: str) -> None:
         self.stats.failed += 1
