@@ -30,8 +30,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'roll
 
 import httpx  # noqa: E402
 
-from rollwise.runtime.base import DevicesBusy, LaunchSpec, RouteHandle  # noqa: E402
-from rollwise.runtime.ray import RayRuntime, actor_name  # noqa: E402
+from rollwise.runtime.base import DevicesBusy, LaunchSpec, RouteHandle, RuntimeFailure  # noqa: E402
+from rollwise.runtime.ray import RayRuntime, actor_name, actor_options, node_totals  # noqa: E402
 
 from .support import MODEL_SERVER, is_gone  # noqa: E402
 
@@ -67,9 +67,9 @@ def cluster_address() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def gpu_spec(route_id: str) -> LaunchSpec:
+def gpu_spec(route_id: str, gpus: int = 1) -> LaunchSpec:
     return LaunchSpec(route_id=route_id, deployment="demo", revision=1, command=(*MODEL_SERVER, "--port", "{port}"),
-                      resources={"gpu": 1})
+                      resources={"gpu": gpus})
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
@@ -111,6 +111,16 @@ def kill_pids(pids: list[int]) -> list[int]:
     return left
 
 
+def test_ray_resources_map_to_slots_and_back() -> None:
+    ray_node = {"CPU": 8.0, "GPU": 2.0, "memory": 1e10, "object_store_memory": 1e9, "node:127.0.0.1": 1.0,
+                "node:__internal_head__": 1.0, "accelerator_type:A100": 1.0, "ssd": 3.0, "bundle_group_0_ab": 1.0}
+    assert node_totals(ray_node) == {"gpu": 2, "ssd": 3}
+    options = actor_options("route-x", "ns", {"gpu": 1, "ssd": 2})
+    assert options["num_gpus"] == 1 and options["resources"] == {"ssd": 2.0} and options["num_cpus"] == 0.1
+    assert (options["name"], options["namespace"], options["lifetime"], options["max_restarts"]) == (
+        "route-x", "ns", "detached", 0)
+
+
 def test_capacity_lists_every_node_with_its_gpus(cluster_address: str) -> None:
     nodes = RayRuntime(cluster_address).capacity()
     assert len(nodes) == 2
@@ -141,6 +151,9 @@ async def test_routes_spread_over_the_nodes_and_stop_frees_the_gpu(cluster_addre
             assert facts["resources"] == {"gpu": list(h.devices["gpu"])}
             assert await rt.is_running(h)
 
+        # More GPUs than any node has: refused at once, nothing created.
+        with pytest.raises(RuntimeFailure, match="no node of the Ray cluster has that much"):
+            await rt.start(gpu_spec("big", gpus=3))
         # A fifth route does not fit: refused after the placement timeout, its actor not left pending.
         impatient = RayRuntime(cluster_address, namespace, place_timeout=2)
         with pytest.raises(DevicesBusy, match="not placed within 2s"):
