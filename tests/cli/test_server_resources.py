@@ -96,3 +96,27 @@ def test_the_value_reaches_the_server_config(args: list[str], expected: dict[str
                                           *args])
     assert result.exit_code == 0, result.output
     assert len(seen) == 1 and seen[0].resources == expected
+
+
+@pytest.mark.parametrize(("runtime", "ray_address", "resources", "problem"), [
+    ("local", "127.0.0.1:6379", None, "--ray-address: needs --runtime ray"),
+    ("ray", None, "gpu=4", "--resources: with --runtime ray the cluster's nodes say what they have"),
+    ("local", None, "gpu=4", None),
+])
+def test_ray_options_that_do_not_fit_are_refused_in_one_line(
+    runtime: str, ray_address: str | None, resources: str | None, problem: str | None
+) -> None:
+    from rollwise.cli.server import RuntimeName, ray_problem
+
+    assert ray_problem(RuntimeName(runtime), ray_address=ray_address, resources=resources) == problem
+
+
+def test_runtime_ray_without_ray_installed_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from rollwise.cli.server import RuntimeName, ray_problem
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert ray_problem(RuntimeName.ray, ray_address=None, resources=None) == (
+        "--runtime ray: Ray is not installed (pip install 'rollwise[ray]')")

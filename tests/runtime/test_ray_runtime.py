@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-# Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported: set before, it keeps "127.0.0.1" as
-# given in ray.init(address=...) instead of replacing it with the machine's other interface (which this
-# cluster does not listen on). It only matters to Ray, so it is left set for the rest of the process.
-for _name, _value in CLUSTER_ENV.items():
-    os.environ.setdefault(_name, _value)
+from ray_cluster import start_cluster  # noqa: E402  (sets the variables Ray reads on import)
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'rollwise[ray]')")
 
 import httpx  # noqa: E402
@@ -37,34 +31,12 @@ from .support import MODEL_SERVER, is_gone  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
-NODE = {"num_cpus": 1, "num_gpus": 2, "node_ip_address": "127.0.0.1"}
 
 
 @pytest.fixture(scope="module")
 def cluster_address() -> Iterator[str]:
-    from ray.cluster_utils import Cluster
-
-    # Unix socket paths under RAY_TMPDIR must stay short: not pytest's (long) tmp dir.
-    tmp = tempfile.mkdtemp(prefix="rwray", dir="/tmp")
-    saved = {name: os.environ.get(name) for name in [*CLUSTER_ENV, "RAY_TMPDIR"]}
-    os.environ.update(CLUSTER_ENV, RAY_TMPDIR=tmp)
-    cluster = None
-    try:
-        cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
-        cluster.add_node(**NODE)
-        cluster.wait_for_nodes()
-        yield str(cluster.address)
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(tmp, ignore_errors=True)
+    with start_cluster() as address:
+        yield address
 
 
 def gpu_spec(route_id: str, gpus: int = 1) -> LaunchSpec:

@@ -76,9 +76,12 @@ class ServerConfig:
     proxy: bool = True
     """Run Traefik; without it routes are reachable only at their own addresses."""
     runtime: str = "local"
-    """"local" (processes) or "simulated" (no processes; routes become ready after a startup time)."""
+    """"local" (processes), "simulated" (no processes; routes become ready after a startup time) or "ray"
+    (actors on a Ray cluster, `rollwise[ray]`)."""
     token: str | None = None
     token_file: Path | None = None
+    ray_address: str | None = None
+    """The Ray cluster of runtime "ray" (`--ray-address`); None: RAY_ADDRESS or what Ray finds."""
     resources: dict[str, int] | None = None
     """The node's slots (`--resources gpu=4`); None = detect GPUs with nvidia-smi (local runtime), none
     for the simulated runtime."""
@@ -183,6 +186,19 @@ async def build_plane(
             sim = SimulatedRuntime(clock.now, default=SimBehaviour(startup_seconds=0.5),
                                    resources=config.resources or {})
             runtime, prober = sim, sim
+        elif config.runtime == "ray":
+            # Ray swaps 127.0.0.1 for another interface address unless told not to, before its import.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            from rollwise.runtime.ray import RayRuntime
+            from rollwise.traffic.health import HttpProber
+
+            ray_runtime = RayRuntime(config.ray_address)
+            await ray_runtime.connect()  # RuntimeFailure (one line) when the cluster cannot be reached
+            runtime = ray_runtime
+            http = HttpProber()
+            prober = http
+            closers.append(http.aclose)
+            max_starting = LOCAL_MAX_STARTING
         else:
             from rollwise.runtime.local import LocalRuntime
             from rollwise.traffic.health import HttpProber

@@ -13,6 +13,8 @@ Called by the `rollwise` Typer app (registered on import). Must not: build any p
 
 from __future__ import annotations
 
+import importlib.util
+
 import asyncio
 import logging
 import re
@@ -70,6 +72,18 @@ def parse_resources(text: str) -> dict[str, int]:
 class RuntimeName(str, Enum):
     local = "local"
     simulated = "simulated"
+    ray = "ray"
+
+
+def ray_problem(runtime: RuntimeName, *, ray_address: str | None, resources: str | None) -> str | None:
+    """One line when the Ray options do not fit together (or Ray is missing), else None."""
+    if runtime is not RuntimeName.ray:
+        return "--ray-address: needs --runtime ray" if ray_address is not None else None
+    if resources is not None:
+        return "--resources: with --runtime ray the cluster's nodes say what they have"
+    if importlib.util.find_spec("ray") is None:
+        return "--runtime ray: Ray is not installed (pip install 'rollwise[ray]')"
+    return None
 
 
 @app.command()
@@ -91,7 +105,11 @@ def server(
         "--token-file", dir_okay=False, show_default=False,
         help="Read the API token from this file")] = None,
     runtime: Annotated[RuntimeName, typer.Option(
-        "--runtime", help="local: real processes; simulated: no processes (tests, demos)")] = RuntimeName.local,
+        "--runtime", help="local: real processes; simulated: no processes (tests, demos); ray: actors on a "
+                          "Ray cluster (pip install 'rollwise[ray]')")] = RuntimeName.local,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", show_default=False, metavar="HOST:PORT",
+        help="The Ray cluster of --runtime ray [default: RAY_ADDRESS, or what Ray finds]")] = None,
     no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Do not run Traefik")] = False,
     resources: Annotated[str | None, typer.Option(
         "--resources", show_default=False, metavar="NAME=N[,NAME=N...]",
@@ -107,6 +125,9 @@ def server(
             slots = None if resources is None else parse_resources(resources)
         except ValueError as e:
             fail(str(e), code=EXIT_INVALID)
+        problem = ray_problem(runtime, ray_address=ray_address, resources=resources)
+        if problem is not None:
+            fail(problem, code=EXIT_INVALID)
         # The API port answers ("starting") before the server's heavy imports: see cli.early.
         try:
             early = EarlyResponder.listen(host, api_port)
@@ -128,6 +149,7 @@ def server(
             token=token,
             token_file=token_file,
             resources=slots,
+            ray_address=ray_address,
         )
         with cli_errors():
             status = asyncio.run(run_server(config, early=early))

@@ -1,0 +1,115 @@
+"""`rollwise server --runtime ray` end to end: a real server process on a two-node local Ray cluster with
+fake GPUs (2 per node), Traefik in front. A 4-replica deployment needing one GPU per route spreads over
+both nodes (the node is full), a rolling update with the default surge and no spare GPU completes with 0
+failed requests through the proxy, and each route process's CUDA_VISIBLE_DEVICES is the one Ray gave it.
+Then the server is killed (kill -9) and restarted: it adopts every actor by name. Skipped without the
+`ray` extra."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray_cluster import start_cluster  # sets the variables Ray reads on import
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'rollwise[ray]')")
+
+from rollwise.cli.demo import free_port  # noqa: E402
+
+from .conftest import model_revision  # noqa: E402
+from .server_proc import BackgroundLoad, ServerProcess, environment_of  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(300)]
+
+
+class RayServer(ServerProcess):
+    """`ServerProcess` with `--runtime ray --ray-address ADDRESS`."""
+
+    def __init__(self, data_dir: Path, address: str) -> None:
+        super().__init__(data_dir, api_port=free_port(), proxy_port=free_port())
+        self.address = address
+
+    def start(self, *, wait: bool = True, role: str | None = "active") -> None:
+        import os
+        import subprocess
+
+        from .server_proc import ROLLWISE
+
+        args = [ROLLWISE, "server", "--data-dir", str(self.data_dir), "--api-port", str(self.api_port),
+                "--proxy-port", str(self.proxy_port), "--token", self.token, "--runtime", "ray",
+                "--ray-address", self.address]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=env)
+        if wait:
+            self.wait_healthy(timeout=60, role=role)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with start_cluster() as address:
+        yield address
+
+
+def wait_for(what: str, check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        time.sleep(0.2)
+
+
+def settled(client: Any, revision: int) -> dict[str, Any] | None:
+    dep = client.get("/v1/deployments/chat").json()
+    alive = [r for r in dep["routes"] if r["status"] in ("provisioning", "running", "terminating")]
+    ready = dep["lifecycle"] == "ready" and dep["current_revision"] == revision
+    return dep if ready and len(alive) == 4 and all(r["ready"] for r in alive) else None
+
+
+def gpus_of(dep: dict[str, Any]) -> list[tuple[str, str]]:
+    """(node, CUDA_VISIBLE_DEVICES of the route's own process) of every route."""
+    return sorted((r["node"], environment_of(r["pid"]).get("CUDA_VISIBLE_DEVICES", "?")) for r in dep["routes"])
+
+
+def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
+    tmp_path: Path, cluster: str
+) -> None:
+    server = RayServer(tmp_path / "data", cluster)
+    try:
+        server.start()
+        with server.client() as client:
+            nodes = client.get("/v1/capacity").json()["nodes"]
+            assert sorted(n["total"].get("gpu", 0) for n in nodes) == [2, 2]
+            revision = {**model_revision("v1"), "resources": {"gpu": 1}, "startup_timeout_seconds": 60}
+            created = client.post("/v1/deployments", json={"name": "chat", "replicas": 4, "revision": revision})
+            assert created.status_code == 201, created.text
+            dep = wait_for("4 ready routes of v1", lambda: settled(client, 1))
+            placed = gpus_of(dep)
+            assert len({node for node, _ in placed}) == 2  # spread over both nodes
+            assert sorted(gpu for _, gpu in placed) == ["0", "0", "1", "1"]  # as Ray gave them, per node
+            assert len(set(placed)) == 4
+            with BackgroundLoad(f"http://127.0.0.1:{server.proxy_port}/d/chat/predict", rate=40) as load:
+                v2 = client.post("/v1/deployments/chat/revisions",
+                                 json={**revision, "command": model_revision("v2")["command"], "label": "v2"})
+                assert v2.status_code == 201, v2.text
+                assert client.post("/v1/deployments/chat/rollout", json={"revision": 2}).status_code == 202
+                dep = wait_for("v2 rolled out", lambda: settled(client, 2), timeout=180)
+            assert load.stats.sent > 0 and load.stats.failed == 0, dict(load.stats.errors)
+            assert len(set(gpus_of(dep))) == 4
+            history = [h["message"] for h in client.get("/v1/deployments/chat/history").json()]
+            assert any("capacity: replacing one r1 route at a time" in m for m in history), history
+            before = {r["id"]: r["pid"] for r in dep["routes"]}
+        server.kill()
+        server.start()
+        with server.client() as client:
+            dep = wait_for("adopted", lambda: settled(client, 2))
+            assert {r["id"]: r["pid"] for r in dep["routes"]} == before  # the same processes, adopted
+    finally:
+        server.stop()
