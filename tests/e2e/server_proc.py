@@ -28,10 +28,11 @@ class ServerProcess:
     def __init__(
         self, data_dir: Path, *, api_port: int, proxy_port: int, token: str = "crash-test-token",
         database: str | None = None, log_name: str = "server.log", token_in_env: bool = False,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
     ) -> None:
         """`token_in_env`: pass the token as ROLLWISE_TOKEN instead of --token; `env`: more variables for
-        the server's environment (secrets its route processes must not see)."""
+        the server's environment (secrets its route processes must not see); `extra_args`: more options of
+        `rollwise server` (e.g. `--resources gpu=4`)."""
         self.data_dir = data_dir
         self.api_port = api_port
         self.proxy_port = proxy_port
@@ -40,6 +41,7 @@ class ServerProcess:
         self.log_path = data_dir.parent / log_name
         self.token_in_env = token_in_env
         self.env = dict(env or {})
+        self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +58,7 @@ class ServerProcess:
             args += ["--token", self.token]
         if self.database:
             args += ["--database", self.database]
+        args += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()

@@ -26,7 +26,7 @@ import pytest
 from rollwise.cli.demo import free_port
 
 from .conftest import model_revision
-from .server_proc import ROLLWISE, BackgroundLoad, ServerProcess, route_processes, traefik_pid
+from .server_proc import BackgroundLoad, ServerProcess, route_processes, traefik_pid
 
 pytestmark = pytest.mark.e2e
 HOLDING = ("provisioning", "running", "terminating")
@@ -43,21 +43,9 @@ class ResourceServer(ServerProcess):
     """`ServerProcess` with the node's slots: `rollwise server ... --resources SPEC` (None: no option)."""
 
     def __init__(self, data_dir: Path, *, resources: str | None, **kwargs: Any) -> None:
-        super().__init__(data_dir, api_port=free_port(), proxy_port=free_port(), **kwargs)
+        extra = ("--resources", resources) if resources is not None else ()
+        super().__init__(data_dir, api_port=free_port(), proxy_port=free_port(), extra_args=extra, **kwargs)
         self.resources = resources
-
-    def start(self, *, wait: bool = True, role: str | None = "active") -> None:
-        # ServerProcess.start's command line plus --resources (server_proc has no way to add options).
-        args = [ROLLWISE, "server", "--data-dir", str(self.data_dir), "--api-port", str(self.api_port),
-                "--proxy-port", str(self.proxy_port), "--token", self.token]
-        if self.resources is not None:
-            args += ["--resources", self.resources]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")} | self.env
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        log.close()
-        if wait:
-            self.wait_healthy(role=role)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

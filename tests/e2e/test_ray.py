@@ -25,28 +25,10 @@ from .server_proc import BackgroundLoad, ServerProcess, environment_of  # noqa: 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-class RayServer(ServerProcess):
-    """`ServerProcess` with `--runtime ray --ray-address ADDRESS`."""
-
-    def __init__(self, data_dir: Path, address: str) -> None:
-        super().__init__(data_dir, api_port=free_port(), proxy_port=free_port())
-        self.address = address
-
-    def start(self, *, wait: bool = True, role: str | None = "active") -> None:
-        import os
-        import subprocess
-
-        from .server_proc import ROLLWISE
-
-        args = [ROLLWISE, "server", "--data-dir", str(self.data_dir), "--api-port", str(self.api_port),
-                "--proxy-port", str(self.proxy_port), "--token", self.token, "--runtime", "ray",
-                "--ray-address", self.address]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env=env)
-        if wait:
-            self.wait_healthy(timeout=60, role=role)
+def ray_server(data_dir: Path, address: str) -> ServerProcess:
+    """`rollwise server --runtime ray --ray-address ADDRESS`."""
+    return ServerProcess(data_dir, api_port=free_port(), proxy_port=free_port(),
+                         extra_args=("--runtime", "ray", "--ray-address", address))
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +63,10 @@ def gpus_of(dep: dict[str, Any]) -> list[tuple[str, str]]:
 def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
     tmp_path: Path, cluster: str
 ) -> None:
-    server = RayServer(tmp_path / "data", cluster)
+    server = ray_server(tmp_path / "data", cluster)
     try:
-        server.start()
+        server.start(wait=False)
+        server.wait_healthy(timeout=60, role="active")  # joining the cluster comes first
         with server.client() as client:
             nodes = client.get("/v1/capacity").json()["nodes"]
             assert sorted(n["total"].get("gpu", 0) for n in nodes) == [2, 2]
@@ -107,7 +90,8 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
             assert any("capacity: replacing one r1 route at a time" in m for m in history), history
             before = {r["id"]: r["pid"] for r in dep["routes"]}
         server.kill()
-        server.start()
+        server.start(wait=False)
+        server.wait_healthy(timeout=60, role="active")
         with server.client() as client:
             dep = wait_for("adopted", lambda: settled(client, 2))
             assert {r["id"]: r["pid"] for r in dep["routes"]} == before  # the same processes, adopted

@@ -42,11 +42,10 @@ controller through the TrafficLayer protocol. Must not: read a clock, start proc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from rollwise.traffic.base import Backend, RevisionStats
+from rollwise.traffic.base import NoTraffic, RevisionStats
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 10.0, 15.0, 30.0)
 """Upper bounds (seconds) of the latency histogram, Traefik's as rollwise configures it; +Inf follows."""
@@ -90,19 +89,18 @@ class _Counter:
                              buckets=tuple(cumulative), started=started)
 
 
-class SimulatedTraffic:
-    """The TrafficLayer protocol (traffic.base) over simulated requests (module docstring)."""
+class SimulatedTraffic(NoTraffic):
+    """The TrafficLayer protocol (traffic.base) over simulated requests (module docstring): `NoTraffic`'s
+    in-memory table, plus the requests sent through it and their per-revision counters."""
 
     def __init__(self, rate: float = 0.0, *, started: float = 0.0) -> None:
         """`rate`: requests per second each deployment of the table gets (>= 0). `started`: the Unix time
         every revision's counters count from (fixed)."""
         if rate < 0 or not math.isfinite(rate):
             raise ValueError(f"rate must be a number >= 0, not {rate!r}")
+        super().__init__()
         self.rate = rate
         self.started = started
-        self.services: dict[str, tuple[Backend, ...]] = {}
-        self.restarts = 0
-        self.down_since: float | None = None
         self.sent: dict[str, int] = {}
         """Deployment -> every request sent to it (answered by a revision or failed)."""
         self.failed_requests: dict[str, int] = {}
@@ -181,32 +179,6 @@ class SimulatedTraffic:
 
     # --- TrafficLayer -----------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def apply(self, services: Mapping[str, Sequence[Backend]]) -> None:
-        self.services = {k: tuple(v) for k, v in services.items()}
-
-    async def confirm_removed(self, deployment: str, addresses: Sequence[str]) -> bool:
-        present = {b.address for b in self.services.get(deployment, ())}
-        return not present.intersection(addresses)
-
-    async def wait_applied(self, timeout: float = 5.0) -> bool:
-        return True
-
     async def revision_stats(self) -> dict[tuple[str, int], RevisionStats]:
         keys = set(self._counters) | {(name, b.revision) for name, bs in self.services.items() for b in bs}
         return {key: self._counters.get(key, _Counter()).stats(self.started) for key in sorted(keys)}
-
-    async def ensure_running(self) -> bool:
-        return False
-
-    async def close(self) -> None:
-        self.services = {}
-
-    async def detach(self) -> None:
-        self.services = {}
