@@ -2,8 +2,9 @@
 finalizer that kills any Traefik a test left behind.
 
 Used by tests/traffic/test_traefik*.py and test_keepalive.py. Backends are real `ThreadingHTTPServer`s
-on free loopback ports; they answer every GET with their name (and, on `/health`, with 200 or 503 as the
-test sets it) and record the paths they received. Nothing here mocks Traefik.
+on free loopback ports; they answer every GET with their name (on `/health` with 200 or 503 as the test
+sets `healthy`, on `/fail` with 500 while `failing`, on `/sleep/<ms>` after that long) and record the
+paths they received. Nothing here mocks Traefik.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from rollwise.traffic._traefik_process import pick_free_port
 from rollwise.traffic.traefik import TraefikLayer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # 50 concurrent connections must not overflow the listen backlog
+
+
 class TinyBackend:
-    """A named HTTP server in a thread: GET anything -> 200 with its name; GET /health -> 200 or 503."""
+    """A named HTTP server in a thread: GET anything -> 200 with its name; GET /health -> 200 or 503
+    (`healthy`); GET /fail -> 500 while `failing`; GET /sleep/<ms> -> 200 after that long."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.paths: list[str] = []
         self.healthy = True
+        self.failing = True
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,8 +42,12 @@ class TinyBackend:
                 backend.paths.append(self.path)
                 if self.path == "/health" and not backend.healthy:
                     status, body = 503, b"unhealthy"
+                elif self.path == "/fail" and backend.failing:
+                    status, body = 500, backend.name.encode()
                 else:
                     status, body = 200, backend.name.encode()
+                if self.path.startswith("/sleep/"):
+                    threading.Event().wait(int(self.path.rpartition("/")[2]) / 1000)  # a slow backend
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -45,7 +56,7 @@ class TinyBackend:
             def log_message(self, format: str, *args: object) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(

@@ -4,7 +4,7 @@ revision the table does not serve, and per-revision counters (`TraefikLayer.revi
 Backends are stdlib HTTP servers in threads answering with their name (`r1-a`, `r2-a`...), so the client
 sees which revision served each request. Every test starts its own Traefik (the `layer` fixture of
 conftest.py closes it, and conftest's finalizer kills any Traefik a failing test left behind); backends
-are closed by the `revision_backend` fixture. Tests wait on conditions (counts, Traefik's API), never on
+are closed by the `make_backend` fixture. Tests wait on conditions (counts, Traefik's API), never on
 fixed sleeps.
 """
 
@@ -15,10 +15,9 @@ import collections
 import math
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -27,70 +26,12 @@ from rollwise.traffic.base import Backend, NoTraffic, RevisionStats
 from rollwise.traffic.stats import error_rate, latency_quantile, window
 from rollwise.traffic.traefik import TraefikLayer
 
+if TYPE_CHECKING:
+    from conftest import TinyBackend
+
 DEMO = "demo"
 
-
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128  # 50 concurrent connections must not overflow the listen backlog
-
-
-class RevisionBackend:
-    """GET /fail -> 500 while `failing`; GET /sleep/<ms> -> 200 after that long; anything else -> 200.
-    The body is always the backend's name. Records the paths it received."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.paths: list[str] = []
-        self.failing = True
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                backend.paths.append(self.path)
-                status = 500 if self.path == "/fail" and backend.failing else 200
-                if self.path.startswith("/sleep/"):
-                    threading.Event().wait(int(self.path.rpartition("/")[2]) / 1000)
-                body = backend.name.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        self._closed = False
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.server.shutdown()
-            self.server.server_close()
-            self._thread.join(timeout=5)
-
-
-MakeBackend = Callable[[str], RevisionBackend]
-
-
-@pytest.fixture
-def revision_backend() -> Iterator[MakeBackend]:
-    created: list[RevisionBackend] = []
-
-    def make(name: str) -> RevisionBackend:
-        backend = RevisionBackend(name)
-        created.append(backend)
-        return backend
-
-    yield make
-    for backend in created:
-        backend.close()
+MakeBackend = Callable[[str], "TinyBackend"]
 
 
 def client() -> httpx.AsyncClient:
@@ -103,7 +44,7 @@ async def apply_and_wait(layer: TraefikLayer, services: dict[str, list[Backend]]
     assert await layer.config_errors() == {}
 
 
-def canary(stable: list[RevisionBackend], new: list[RevisionBackend], percent: float) -> list[Backend]:
+def canary(stable: list[TinyBackend], new: list[TinyBackend], percent: float) -> list[Backend]:
     """The table the control layer writes for a canary at `percent`: each route of a revision weighs
     the revision's percentage divided by its number of routes."""
     return [Backend(b.address, (100 - percent) / len(stable), 1) for b in stable] + [
@@ -139,10 +80,10 @@ def by_revision(seen: collections.Counter[str]) -> dict[str, int]:
 
 
 async def test_ten_percent_canary_gets_ten_percent_of_2000_requests(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    stable = [revision_backend("r1-a"), revision_backend("r1-b")]
-    new = [revision_backend("r2-a")]
+    stable = [make_backend("r1-a"), make_backend("r1-b")]
+    new = [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 10)})
     seen = await send(layer, 2000)
     share = by_revision(seen)
@@ -152,10 +93,10 @@ async def test_ten_percent_canary_gets_ten_percent_of_2000_requests(
 
 
 async def test_no_failed_request_while_the_canary_goes_10_50_100_and_the_old_revision_leaves(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    stable = [revision_backend("r1-a"), revision_backend("r1-b")]
-    new = [revision_backend("r2-a")]
+    stable = [make_backend("r1-a"), make_backend("r1-b")]
+    new = [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 10)})
     phase = "10"
     """The table Traefik reported loaded when a request began (requests begun later are routed by it)."""
@@ -215,10 +156,10 @@ async def test_no_failed_request_while_the_canary_goes_10_50_100_and_the_old_rev
 
 
 async def test_the_revision_header_pins_a_request_to_that_revision(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    stable = [revision_backend("r1-a"), revision_backend("r1-b")]
-    new = [revision_backend("r2-a")]
+    stable = [make_backend("r1-a"), make_backend("r1-b")]
+    new = [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 10)})
     assert await send(layer, 40, revision="r2") == {"r2-a": 40}
     assert await send(layer, 40, revision="r1") == {"r1-a": 20, "r1-b": 20}
@@ -229,9 +170,9 @@ async def test_the_revision_header_pins_a_request_to_that_revision(
 
 
 async def test_a_revision_without_share_is_reachable_by_its_header_only(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    old, preview = revision_backend("r1-a"), revision_backend("r2-a")
+    old, preview = make_backend("r1-a"), make_backend("r2-a")
     await apply_and_wait(layer, {DEMO: [Backend(old.address, 1.0, 1), Backend(preview.address, 0.0, 2)]})
     assert await send(layer, 30) == {"r1-a": 30}
     assert await send(layer, 10, revision="r2") == {"r2-a": 10}
@@ -248,9 +189,9 @@ async def test_a_revision_without_share_is_reachable_by_its_header_only(
     ],
 )
 async def test_a_revision_the_table_does_not_serve_answers_404_naming_it(
-    layer: TraefikLayer, revision_backend: MakeBackend, value: str, words: str
+    layer: TraefikLayer, make_backend: MakeBackend, value: str, words: str
 ) -> None:
-    stable, new = [revision_backend("r1-a")], [revision_backend("r2-a")]
+    stable, new = [make_backend("r1-a")], [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 10)})
     async with client() as c:
         started = time.monotonic()
@@ -285,10 +226,10 @@ async def test_unknown_revision_of_a_deployment_without_backends_is_404_too(laye
 
 
 async def test_revision_stats_count_per_revision_and_their_window_gives_error_rate_and_p99(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    stable = [revision_backend("r1-a"), revision_backend("r1-b")]
-    new = [revision_backend("r2-a")]
+    stable = [make_backend("r1-a"), make_backend("r1-b")]
+    new = [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 10)})
     zero = await layer.revision_stats()
     assert set(zero) == {(DEMO, 1), (DEMO, 2)} and all(s.requests == 0 for s in zero.values())
@@ -331,11 +272,11 @@ async def test_revision_stats_count_per_revision_and_their_window_gives_error_ra
 
 
 async def test_a_backend_refusing_connections_counts_as_502_per_attempt(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
     """Connection failures are Traefik's 502s in the counters; the retry middleware's three attempts of a
     GET are three 502s (a POST, not retried, would be one)."""
-    alive, dead = revision_backend("r1-a"), revision_backend("r2-a")
+    alive, dead = make_backend("r1-a"), make_backend("r2-a")
     dead.close()  # its port now refuses connections
     await apply_and_wait(layer, {DEMO: [Backend(alive.address, 1.0, 1), Backend(dead.address, 1.0, 2)]})
     async with client() as c:
@@ -348,9 +289,9 @@ async def test_a_backend_refusing_connections_counts_as_502_per_attempt(
 
 
 async def test_started_moves_when_a_revision_left_the_table_and_its_counters_restarted(
-    layer: TraefikLayer, revision_backend: MakeBackend
+    layer: TraefikLayer, make_backend: MakeBackend
 ) -> None:
-    stable, new = [revision_backend("r1-a")], [revision_backend("r2-a")]
+    stable, new = [make_backend("r1-a")], [make_backend("r2-a")]
     await apply_and_wait(layer, {DEMO: canary(stable, new, 50)})
     await send(layer, 20, revision="r2")
     first = await layer.revision_stats()
@@ -370,8 +311,8 @@ async def test_started_moves_when_a_revision_left_the_table_and_its_counters_res
     assert window(first[DEMO, 2], second[DEMO, 2]) is second[DEMO, 2]
 
 
-async def test_started_changes_when_traefik_restarts(layer: TraefikLayer, revision_backend: MakeBackend) -> None:
-    b = revision_backend("r1-a")
+async def test_started_changes_when_traefik_restarts(layer: TraefikLayer, make_backend: MakeBackend) -> None:
+    b = make_backend("r1-a")
     await apply_and_wait(layer, {DEMO: [Backend(b.address, 1.0, 1)]})
     await send(layer, 10)
     before = await layer.revision_stats()
