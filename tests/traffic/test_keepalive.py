@@ -165,6 +165,7 @@ async def test_no_502_when_backends_close_idle_keep_alive_connections(
     # connection's port from coming back within the test), so connections do not serve two bursts. With
     # Traefik's default idle timeout the same connections carry burst after burst (16-37 ports reused per
     # run); on a saturated machine a timer may fire late now and then (2 seen with busy loops on every
-    # core), which is why a handful is tolerated: the statuses above are what clients see.
+    # core, 8 once while the suite ran on two workers), which is why some are tolerated: the statuses above
+    # are what clients see, and the bound stays below what the default timeout gives.
     reused = {port: sorted(b) for port, b in bursts_of_port.items() if len(b) > 1}
-    assert len(reused) <= 5, reused
+    assert len(reused) <= 12, reused
