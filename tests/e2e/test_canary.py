@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +37,7 @@ from rollwise.cli.demo import free_port
 from rollwise.cli.loadgen import LoadGenerator
 
 from .conftest import model_revision
-from .server_proc import ROLLWISE, ServerProcess, route_processes, traefik_pid
+from .server_proc import ROLLWISE, ServerProcess, route_processes, traefik_pid, wait_for
 
 pytestmark = pytest.mark.e2e
 NAME = "sentiment"
@@ -55,13 +55,6 @@ ROLLBACK_BOUND = FAILURE_LIMIT * INTERVAL + ANALYSIS_POLL + MARGIN
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def log_tail(server: ServerProcess, chars: int = 3000) -> str:
-    try:
-        return server.log_path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no server log)"
 
 
 def _alive(pid: int) -> bool:
@@ -103,24 +96,9 @@ def running_server(tmp_path: Path) -> Iterator[ServerProcess]:
                         pass
                 raise AssertionError(f"the server's stop (status {status}) left processes behind: {left}")
             time.sleep(0.1)
-        assert status == 0, f"server exited with {status}:\n{log_tail(server)}"
+        assert status == 0, f"server exited with {status}:\n{server.log_tail()}"
 
 
-def wait_for(what: str, check: Callable[[], Any], server: ServerProcess, timeout: float = 60.0,
-             every: float = 0.1) -> Any:
-    """Poll `check` (API errors count as "not yet") until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {last!r}\nserver log:\n{log_tail(server)}")
-        time.sleep(every)
 
 
 def deployment(client: httpx.Client) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 from rollwise.cli.demo import free_port
 
 from .conftest import model_revision
-from .server_proc import BackgroundLoad, ServerProcess, route_processes, traefik_pid
+from .server_proc import BackgroundLoad, ServerProcess, route_processes, traefik_pid, wait_for
 
 pytestmark = pytest.mark.e2e
 HOLDING = ("provisioning", "running", "terminating")
@@ -47,32 +46,12 @@ class ResourceServer(ServerProcess):
         super().__init__(data_dir, api_port=free_port(), proxy_port=free_port(), extra_args=extra, **kwargs)
         self.resources = resources
 
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no server log)"
-
 
 def gpu_revision(label: str, *extra: str) -> dict[str, Any]:
     """The example model server (`extra`: more of its options) needing one GPU; short drain and grace."""
     return model_revision(label, *extra, drain=0.2) | {"resources": {"gpu": 1}, "stop_grace_seconds": 2}
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, server: ResourceServer) -> Any:
-    """Poll `check` (API errors count as "not yet") until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {last!r}\nserver log:\n{server.log_tail()}")
-        time.sleep(0.1)
 
 
 def settled(client: httpx.Client, name: str) -> dict[str, Any] | None:
@@ -313,7 +292,7 @@ def test_two_deployments_share_a_four_gpu_node(tmp_path: Path) -> None:
                 r = client.post("/v1/deployments", json={"name": name, "replicas": 2, "revision": gpu_revision("v1")})
                 assert r.status_code == 201, r.text
             for name in names:
-                wait_for(f"{name} ready", partial(settled, client, name), 60, server)
+                wait_for(f"{name} ready", partial(settled, client, name), server, 60)
             capacity = client.get("/v1/capacity").json()["nodes"][0]
             assert capacity["total"] == {"gpu": 4} and capacity["held"] == {"gpu": 4}, capacity
             assert sorted(i for r in capacity["routes"] for i in r["devices"]["gpu"]) == [0, 1, 2, 3], capacity
@@ -323,18 +302,18 @@ def test_two_deployments_share_a_four_gpu_node(tmp_path: Path) -> None:
             for load in loads:
                 load.__enter__()
             try:
-                wait_for("load flowing", lambda: all(ld.stats and ld.stats.ok > 40 for ld in loads), 30, server)
+                wait_for("load flowing", lambda: all(ld.stats and ld.stats.ok > 40 for ld in loads), server, 30)
                 numbers = {name: start_rollout(client, name, "v2") for name in names}
                 sampler.watch_ready = True
                 began = time.monotonic()
                 for name in names:  # back to back: both rollouts run at once on the full node
                     activate(client, name, numbers[name])
-                done = {name: wait_for(f"{name} rolled out", partial(settled, client, name), 90, server)
+                done = {name: wait_for(f"{name} rolled out", partial(settled, client, name), server, 90)
                         for name in names}
                 took = time.monotonic() - began
                 sampler.watch_ready = False
-                wait_for("v2 answering", lambda: all(ld.stats.versions.get("v2", 0) > 20 for ld in loads), 30,
-                         server)
+                wait_for("v2 answering", lambda: all(ld.stats.versions.get("v2", 0) > 20 for ld in loads), server,
+                         30)
             finally:
                 for load in loads:
                     load.__exit__(None, None, None)
@@ -372,7 +351,7 @@ def test_a_server_killed_mid_rollout_on_a_full_node_hands_out_no_device_twice(tm
         with server.client() as client, DeviceSampler(server, total=3) as sampler:
             r = client.post("/v1/deployments", json={"name": name, "replicas": 3, "revision": gpu_revision("v1")})
             assert r.status_code == 201, r.text
-            wait_for("ready", lambda: settled(client, name), 60, server)
+            wait_for("ready", lambda: settled(client, name), server, 60)
             old = {r["id"] for r in client.get(f"/v1/deployments/{name}").json()["routes"]}
             # v2 listens 1 s after it starts: the kill lands while the new route is still provisioning.
             number = start_rollout(client, name, "v2", "--startup-delay", "1")
@@ -383,13 +362,13 @@ def test_a_server_killed_mid_rollout_on_a_full_node_hands_out_no_device_twice(tm
                 return next((r for r in routes if r["revision"] == number and r["pid"]
                              and r["status"] in ("provisioning", "running")), None)
 
-            started = wait_for("a new route to start", new_route_started, 60, server)
+            started = wait_for("a new route to start", new_route_started, server, 60)
             assert started["id"] not in old and started["devices"].get("gpu"), started
             server.kill()  # the server only: routes and Traefik run on
             survivors = route_processes(server.data_dir)
             assert started["pid"] in survivors, (started, survivors)
             server.start()
-            dep = wait_for("the rollout to finish", lambda: settled(client, name), 90, server)
+            dep = wait_for("the rollout to finish", lambda: settled(client, name), server, 90)
             assert dep["current_revision"] == number, dep
             running = [r for r in dep["routes"] if r["status"] == "running"]
             assert [r["revision"] for r in running] == [number] * 3, dep["routes"]
@@ -400,7 +379,7 @@ def test_a_server_killed_mid_rollout_on_a_full_node_hands_out_no_device_twice(tm
                 holders = {r["id"]: sorted(r["devices"]["gpu"]) for r in capacity["routes"]}
                 return (on_node, capacity) if on_node == holders else None
 
-            on_node, capacity = wait_for("/proc and /v1/capacity to agree", agree, 15, server)
+            on_node, capacity = wait_for("/proc and /v1/capacity to agree", agree, server, 15)
             assert set(on_node) == {r["id"] for r in running}, (on_node, running)
             assert sorted(i for idx in on_node.values() for i in idx) == [0, 1, 2], on_node
             assert {r["id"]: sorted(r["devices"]["gpu"]) for r in running} == on_node

@@ -7,7 +7,6 @@ Then the server is killed (kill -9) and restarted: it adopts every actor by name
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'rollwise[r
 from rollwise.cli.demo import free_port  # noqa: E402
 
 from .conftest import model_revision  # noqa: E402
-from .server_proc import BackgroundLoad, ServerProcess, environment_of  # noqa: E402
+from .server_proc import BackgroundLoad, ServerProcess, environment_of, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -35,17 +34,6 @@ def ray_server(data_dir: Path, address: str) -> ServerProcess:
 def cluster() -> Iterator[str]:
     with start_cluster() as address:
         yield address
-
-
-def wait_for(what: str, check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.2)
 
 
 def settled(client: Any, revision: int) -> dict[str, Any] | None:
@@ -73,7 +61,7 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
             revision = {**model_revision("v1"), "resources": {"gpu": 1}, "startup_timeout_seconds": 60}
             created = client.post("/v1/deployments", json={"name": "chat", "replicas": 4, "revision": revision})
             assert created.status_code == 201, created.text
-            dep = wait_for("4 ready routes of v1", lambda: settled(client, 1))
+            dep = wait_for("4 ready routes of v1", lambda: settled(client, 1), server, 90)
             placed = gpus_of(dep)
             assert len({node for node, _ in placed}) == 2  # spread over both nodes
             assert sorted(gpu for _, gpu in placed) == ["0", "0", "1", "1"]  # as Ray gave them, per node
@@ -83,7 +71,7 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
                                  json={**revision, "command": model_revision("v2")["command"], "label": "v2"})
                 assert v2.status_code == 201, v2.text
                 assert client.post("/v1/deployments/chat/rollout", json={"revision": 2}).status_code == 202
-                dep = wait_for("v2 rolled out", lambda: settled(client, 2), timeout=180)
+                dep = wait_for("v2 rolled out", lambda: settled(client, 2), server, 180)
             assert load.stats.sent > 0 and load.stats.failed == 0, dict(load.stats.errors)
             assert len(set(gpus_of(dep))) == 4
             history = [h["message"] for h in client.get("/v1/deployments/chat/history").json()]
@@ -93,7 +81,7 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
         server.start(wait=False)
         server.wait_healthy(timeout=60, role="active")
         with server.client() as client:
-            dep = wait_for("adopted", lambda: settled(client, 2))
+            dep = wait_for("adopted", lambda: settled(client, 2), server, 90)
             assert {r["id"]: r["pid"] for r in dep["routes"]} == before  # the same processes, adopted
     finally:
         server.stop()
