@@ -5,30 +5,12 @@ requests line, and bad values rejected with one line naming the option (exit 2, 
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import pytest
-import typer
-from click.testing import CliRunner
 
-import rollwise.cli.simulate  # noqa: F401  (registers the command, as rollwise.cli.main does)
-from rollwise.cli.app import app
+from simulate_runner import last_json, simulate
 
-COMMAND = typer.main.get_group(app)
-
-
-def simulate(*args: str) -> Any:
-    """The command in-process, on a terminal wide enough for the table's and the help's words."""
-    result = CliRunner().invoke(COMMAND, ["simulate", *args], env={"COLUMNS": "240"})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def last_json(stdout: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_canary_json_has_weights_per_row_and_request_counts() -> None:

@@ -4,30 +4,11 @@ line of the table, and bad values rejected with one line naming the option (exit
 
 from __future__ import annotations
 
-import json
-from typing import Any
 
-import click
 import pytest
-import typer
-from click.testing import CliRunner
 
-import rollwise.cli.simulate  # noqa: F401  (registers the command, as rollwise.cli.main does)
-from rollwise.cli.app import app
+from simulate_runner import last_json, simulate
 
-COMMAND: click.Command = typer.main.get_group(app)
-
-
-def simulate(*args: str) -> Any:
-    """The command in-process, on a terminal wide enough for the table's and the help's words."""
-    result = CliRunner().invoke(COMMAND, ["simulate", *args], env={"COLUMNS": "240"})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def last_json(stdout: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_full_node_completes_with_forced_replacements() -> None:
