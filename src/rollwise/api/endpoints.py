@@ -11,6 +11,7 @@ statuses by `api.errors` — no endpoint picks a status for an error itself.
     GET    /v1/deployments/{name}/revisions      list revisions            200
     POST   /v1/deployments/{name}/rollout        activate a revision       202
     POST   /v1/deployments/{name}/promote|pause|resume|abort|undo          202
+    GET    /v1/deployments/{name}/actions        the verbs that apply now  200
     GET    /v1/deployments/{name}/history        history rows, oldest first 200
     GET    /v1/deployments/{name}/plan           the next cycle's decision 200
     GET    /v1/deployments/{name}/analysis       a canary's measurements   200
@@ -29,6 +30,7 @@ from fastapi.security import HTTPBearer
 
 from rollwise.api.errors import responses
 from rollwise.api.schemas import (
+    ActionsOut,
     AnalysisOut,
     analysis_out,
     CapacityOut,
@@ -152,6 +154,11 @@ def build_router(ops: Operations) -> APIRouter:
     verb("resume", "Resume a paused rollout", ops.resume)
     verb("abort", "Abort the rollout in progress: roll back now", ops.abort)
     verb("undo", "Roll out the revision that served before the current one", ops.undo)
+
+    @router.get("/deployments/{name}/actions", response_model=ActionsOut, responses=responses(401, 404, 422, 503),
+                summary="The operator verbs that apply now (the others answer 409)")
+    async def actions(name: Name) -> ActionsOut:
+        return ActionsOut(actions=list(await ops.actions(name)))
 
     # --- capacity -------------------------------------------------------------------------------------
 

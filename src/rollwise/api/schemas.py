@@ -229,6 +229,15 @@ class RevisionOut(BaseModel):
     created_at: datetime
 
 
+class ActionsOut(BaseModel):
+    """The operator verbs that apply to a deployment now."""
+
+    actions: list[str] = Field(
+        ..., description="Of promote, pause, resume, abort, undo: those the server would take now (decided by the "
+        "rules that answer the others with 409); none on a standby"
+    )
+
+
 class HolderOut(BaseModel):
     """A route that holds slots on a node."""
 

@@ -307,6 +307,16 @@ class Operations:
     async def abort(self, name: str) -> DeploymentState:
         return await self._verb(name, transitions.abort)
 
+    async def actions(self, name: str) -> tuple[str, ...]:
+        """The operator verbs that apply now (`transitions.applicable_verbs`: the rules the verbs
+        themselves are decided by); none on a standby, which takes no writes. One read, two when no
+        rollout runs (undo looks for the previous revision in the history)."""
+        dep = await self.get(name)
+        if not self._is_active():
+            return ()
+        history = await self.store.list_history(dep.id) if dep.lifecycle is not Lifecycle.DEPLOYING else []
+        return transitions.applicable_verbs(dep, history, self.clock.now())
+
     async def destroy(self, name: str) -> DeploymentState:
         dep = await self._write(name, transitions.destroy)
         self._mark(CycleKind.DESTROYING)

@@ -12,7 +12,7 @@ whether it swaps the revisions. A refusal raises a typed error of control.errors
     patch (replicas, policy)              complete_rollout       the swap, DEPLOYING -> READY
     destroy                               roll_back              DEPLOYING -> READY, rolled back
                                           count_evaluation_error / start_error_rollback / abandon_rollout
-                                          note_route_failure     last_error of a failed route
+    applicable_verbs (which verbs apply)  note_route_failure     last_error of a failed route
                                           destroyed              DESTROYING -> DESTROYED
 
 Lifecycle: `PENDING -> SCALING -> READY <-> DEPLOYING`, and `-> DESTROYING -> DESTROYED` from any of them.
@@ -234,6 +234,32 @@ def abort(dep: DeploymentRecord, now: datetime) -> Transition:
         return NOTHING
     message = f"{strategy_words(dep.policy)}: abort requested by an operator"
     return _by_operator(dep, DeploymentChange(abort_requested=True), now, message)
+
+
+VERBS = ("promote", "pause", "resume", "abort", "undo")
+"""The operator verbs, in the order a client offers them."""
+
+
+def applicable_verbs(dep: DeploymentRecord, history: Sequence[HistoryRecord], now: datetime) -> tuple[str, ...]:
+    """The operator verbs that apply to `dep` now: those the functions above neither refuse nor answer
+    with an empty transition (a no-op such as a second abort). The requests themselves are decided by the
+    same functions, so a verb listed here is taken and one left out is refused with its 409, as long as
+    nothing changes in between. `history` is only read by undo, which refuses while deploying first."""
+    attempts = {
+        "promote": lambda: promote(dep, now),
+        "pause": lambda: pause(dep, now),
+        "resume": lambda: resume(dep, now),
+        "abort": lambda: abort(dep, now),
+        "undo": lambda: undo(dep, history, now),
+    }
+    found = []
+    for verb in VERBS:
+        try:
+            if not attempts[verb]().is_empty:
+                found.append(verb)
+        except (NotApplicable, RolloutInProgress):
+            pass
+    return tuple(found)
 
 
 def destroy(dep: DeploymentRecord, now: datetime) -> Transition:
