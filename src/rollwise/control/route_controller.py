@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollwise.control.clock import Clock
+from rollwise.control.rules.lost import LOST
 from rollwise.control.rules.restarts import OUTPUT_MARK
 from rollwise.control.rules.routing import RoutingTable, compute_routing, compute_served
 from rollwise.model import Health, RouteStatus, Traffic
@@ -293,8 +294,10 @@ class RouteController:
                               devices=dict(handle.devices), node=handle.node)
             return started, "started"
         if not await self._runtime.is_running(handle):
-            detail = await self._exit_detail(handle, "the process exited before it listened")
+            lost, detail = await self._exit_detail(handle, "the process exited before it listened")
             self._clean_up_later(handle, rev.stop_grace_seconds)
+            if lost:
+                return _lost(r, now, detail), "terminated"
             return _fail(r, now, detail), "failed"
         async with self._checks:
             listening = await self._prober.listening(handle.address, timeout=DEFAULT_PROBE_TIMEOUT)
@@ -323,10 +326,12 @@ class RouteController:
         handle = handle_of(r)
         if handle is None or not await self._runtime.is_running(handle):
             self._last_probe.pop(r.id, None)
-            detail = "the process is gone"
+            detail, lost = "the process is gone", False
             if handle is not None:
-                detail = await self._exit_detail(handle, "the process exited")
+                lost, detail = await self._exit_detail(handle, "the process exited")
                 self._clean_up_later(handle, rev.stop_grace_seconds if rev else 0.0)
+            if lost:
+                return _lost(r, now, detail), "terminated"
             return (
                 _change(r, status=RouteStatus.TERMINATED, failed=True, traffic=Traffic.INACTIVE,
                         status_updated_at=now, detail=detail),
@@ -383,12 +388,15 @@ class RouteController:
                 handle.address, check.get("path", "/healthz"), timeout=float(check.get("timeout_seconds", 1.0))
             )
 
-    async def _exit_detail(self, handle: RouteHandle, what: str) -> str:
+    async def _exit_detail(self, handle: RouteHandle, what: str) -> tuple[bool, str]:
+        """(lost, detail): lost when the runtime says the route went away with its node (ExitReport.lost)."""
         report = await self._runtime.exit_report(handle)
+        if report.lost:
+            what = LOST
         detail = f"{what} ({report.describe()})"
         if report.log_tail:
             detail += OUTPUT_MARK + " | ".join(report.log_tail)
-        return detail
+        return report.lost, detail
 
     def _settle_unhealthy(
         self, routes: Iterable[RouteRecord], has_check: Mapping[tuple[int, int], bool], now: datetime
@@ -508,6 +516,11 @@ def _terminate_failed(r: RouteRecord, now: datetime, detail: str, **extra: Any) 
         detail=detail,
         **extra,
     )
+
+
+def _lost(r: RouteRecord, now: datetime, detail: str) -> RouteUpdate:
+    """A route that went away with its node: terminated, not failed (runtime.base.ExitReport.lost)."""
+    return _change(r, status=RouteStatus.TERMINATED, traffic=Traffic.INACTIVE, status_updated_at=now, detail=detail)
 
 
 def _fail(r: RouteRecord, now: datetime, detail: str) -> RouteUpdate:

@@ -103,6 +103,9 @@ class ExitReport:
     our child, so its status went to another parent; or it has not exited)."""
     log_tail: tuple[str, ...] = ()
     """The last lines the route itself wrote (stdout and stderr), oldest first, each cut short."""
+    lost: bool = False
+    """The route went away with the place it ran on (a cluster node was lost), not by its own doing: the
+    controller counts it as terminated, not failed, so a node's loss never reads as the revision failing."""
 
     def describe(self) -> str:
         """"exit code 1", "killed by signal 9 (SIGKILL)" or "exit code unknown"."""

@@ -192,7 +192,7 @@ class RayRuntime:
         status = await self._status(handle, lines=lines)
         if status is None:
             gone = ("ray: the route's actor is gone (its node was lost, or it was killed)",)
-            return ExitReport(None, gone[: max(lines, 0)])
+            return ExitReport(None, gone[: max(lines, 0)], lost=True)
         code = status["code"]
         return ExitReport(None if code is None else int(code), tuple(status["tail"]))
 

@@ -55,6 +55,7 @@ class _SimRoute:
     stopped: bool = False
     stopped_at: datetime | None = None
     crashed: bool = False
+    lost: bool = False
 
 
 class SimulatedRuntime:
@@ -155,6 +156,8 @@ class SimulatedRuntime:
         route = self._routes.get(handle.route_id)
         if route is None or route.handle.identity != handle.identity:
             return ExitReport(None)
+        if route.lost:
+            return ExitReport(None, ("simulated: its node was lost",)[: max(lines, 0)], lost=True)
         if route.crashed:
             return ExitReport(-SIGKILL, ("simulated: crashed",)[: max(lines, 0)])
         exits_at = route.behaviour.startup_seconds
@@ -187,6 +190,11 @@ class SimulatedRuntime:
     def crash(self, route_id: str) -> None:
         """Make a route's process die (for tests of replacement in READY)."""
         self._routes[route_id].crashed = True
+
+    def lose(self, route_id: str) -> None:
+        """Make a route go away with its node (ExitReport.lost), as a cluster runtime reports it."""
+        self._routes[route_id].crashed = True
+        self._routes[route_id].lost = True
 
     def running_route_ids(self) -> set[str]:
         return {rid for rid, r in self._routes.items() if not (r.stopped or r.crashed)}

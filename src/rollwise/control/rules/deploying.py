@@ -20,6 +20,7 @@ from datetime import datetime
 
 from rollwise.control.rules import transitions
 from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
+from rollwise.control.rules.lost import note_lost_routes
 from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, hold_creates
 from rollwise.control.rules.views import HealthChecks, compute_deployment_view, compute_route_views
@@ -64,6 +65,9 @@ def compute_deploying_outcome(
     for new in out.new_routes:
         room.take(new.holds or {})
     out.requeue_after = decision.requeue_after
+    if (lost := note_lost_routes(dep, routes, now)) is not None:
+        out.apply(lost[0])
+        out.route_updates.extend(lost[1])
     out.apply(transitions.rollout_step(dep, decision, views, policy, now))
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from rollwise.control.rules import transitions
+from rollwise.control.rules.lost import note_lost_routes
 from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
 from rollwise.control.rules.deploying import ROLLBACK_POLICY
 from rollwise.control.rules.outcome import Outcome, terminate_update
@@ -84,6 +85,9 @@ def compute_replicas_outcome(
     for new in out.new_routes:
         room.take(new.holds or {})
     out.requeue_after = decision.requeue_after
+    if (lost := note_lost_routes(dep, routes, now)) is not None:
+        out.apply(lost[0])
+        out.route_updates.extend(lost[1])
     done = decision.sub_step is SubStep.ROLLED_BACK
     created, terminated = len(decision.create), len(decision.terminate)
     latest = backoff.latest
