@@ -3,6 +3,7 @@
     GET /healthz        liveness, role and the proxy's state, no auth ("degraded" while the proxy is down)
     GET /metrics        Prometheus text, no auth (api.metrics)
     GET /openapi.json   the schema of everything below, no auth
+    GET /ui/            the dashboard: static files (api/ui/), no auth; its data comes from /v1 with the token
     /v1/...             the deployment endpoints (api.endpoints), bearer token required (api.auth)
 
 The app holds no state of its own beyond its metrics: every request goes through the `Operations` it is
@@ -15,9 +16,12 @@ server owns it; the app only observes its cycles for metrics).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from rollwise import __version__
 from rollwise.api.auth import BearerAuth
@@ -36,6 +40,25 @@ of). Errors are always `{"error": "<code>", "message": "<one line>"}`: 400 malfo
 wrong token, 404 unknown deployment or revision, 409 refused in the current state (the message says why),
 413 body over 1 MiB, 422 invalid body (the message names the field), 503 temporarily unavailable.
 """
+
+
+UI_DIR = Path(__file__).with_name("ui")
+UI_HEADERS = {
+    # Our own files only: no inline script or style, no other origin; the page holds the token.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class DashboardFiles(StaticFiles):
+    """The dashboard's static files (docs/dashboard.md), each answer with UI_HEADERS."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(UI_HEADERS)
+        return response
 
 
 def create_app(
@@ -68,6 +91,7 @@ def create_app(
     app.add_middleware(BearerAuth, token=token)
     app.add_middleware(BodyLimit)  # added last: outermost, before auth reads anything
     app.include_router(build_router(ops))
+    app.mount("/ui", DashboardFiles(directory=UI_DIR, html=True), name="ui")
 
     @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")
     async def healthz() -> HealthOut:
