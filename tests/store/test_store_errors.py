@@ -24,7 +24,9 @@ from rollwise.store import (
     DeploymentUpdate,
     IntegrityFailed,
     NewHistory,
+    NewRollout,
     NewRoute,
+    RolloutUpdate,
     RouteUpdate,
     Store,
     StoreError,
@@ -106,6 +108,13 @@ async def test_every_method_translates_errors_when_the_schema_is_gone(db: Databa
         lambda: store.load_revisions([(dep.id, 1)]),
         lambda: store.list_routes([dep.id]),
         lambda: store.list_history(dep.id),
+        lambda: store.list_deployments_and_rollouts([Lifecycle.DEPLOYING]),
+        lambda: store.list_rollouts(dep.id),
+        lambda: store.rollout_timeline(dep.id, 1),
+        lambda: store.apply(ChangeSet(new_rollouts=[NewRollout(deployment_id=dep.id, from_revision=1, to_revision=2,
+                                                               strategy="rolling", at=NOW)]), NOW),
+        lambda: store.apply(ChangeSet(rollout_updates=[RolloutUpdate(deployment_id=dep.id, at=NOW,
+                                                                     outcome="aborted")]), NOW),
     ]
     try:
         for call in calls:

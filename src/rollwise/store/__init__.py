@@ -19,12 +19,22 @@ from rollwise.store.commands import (
     DeploymentChange,
     DeploymentUpdate,
     NewHistory,
+    NewRollout,
     NewRoute,
     RevisionSpec,
+    RolloutUpdate,
     RouteUpdate,
     new_route_id,
 )
-from rollwise.store.records import DeploymentRecord, HistoryRecord, RevisionRecord, RouteRecord
+from rollwise.store.records import (
+    DeploymentRecord,
+    HistoryRecord,
+    RevisionRecord,
+    RolloutMark,
+    RolloutRecord,
+    RouteRecord,
+    TimelineSample,
+)
 from rollwise.store.repository import Store
 
 __all__ = [
@@ -38,14 +48,19 @@ __all__ = [
     "HistoryRecord",
     "IntegrityFailed",
     "NewHistory",
+    "NewRollout",
     "NewRoute",
     "NotFound",
     "RevisionRecord",
     "RevisionSpec",
+    "RolloutMark",
+    "RolloutRecord",
+    "RolloutUpdate",
     "RouteRecord",
     "RouteUpdate",
     "Store",
     "StoreError",
     "StoreFailed",
+    "TimelineSample",
     "new_route_id",
 ]

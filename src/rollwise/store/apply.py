@@ -23,6 +23,8 @@ array or JSON parameter, never chunked):
 5. History: one SELECT of the last row of every involved deployment, then one INSERT and one UPDATE for
    merges: a row whose `merge_key` equals the deployment's last row (stored, or new in this batch)
    bumps that row's `attempts` and `updated_at` (and keeps the newest `error`).
+6. Rollouts (store.rollouts): one UPDATE of the open rollouts that append timeline samples or end;
+   rollouts that start: one UPDATE ending what is still open, one INSERT.
 
 How the rows of steps 2-5 travel (`_write_rows`): on PostgreSQL as ONE execution per statement, every
 column bound as one array and expanded by `unnest` (`UPDATE … FROM unnest(:ids, :read_versions, …) AS
@@ -61,6 +63,7 @@ from rollwise.store.commands import (
     new_route_id,
 )
 from rollwise.store.records import HistoryRecord
+from rollwise.store.rollouts import write_rollouts
 from rollwise.store.rows import (
     deployment_change_values,
     history_from_row,
@@ -82,6 +85,10 @@ def check_changes(changes: ChangeSet) -> None:
     for r in changes.route_updates:
         if r.deployment_id is None:
             raise ValueError(f"ChangeSet: RouteUpdate of route {r.id!r} is not tagged with its deployment_id")
+    for kind, items in (("RolloutUpdates", changes.rollout_updates), ("NewRollouts", changes.new_rollouts)):
+        ids = [item.deployment_id for item in items]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"ChangeSet: two {kind} for one deployment")
 
 
 async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime) -> ApplyResult:
@@ -99,6 +106,11 @@ async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime
     await write_route_updates(conn, updates, tagged=True)
 
     inserted, merged = await _write_history(conn, dialect, [h for h in changes.history if h.deployment_id not in skipped])
+    await write_rollouts(
+        conn,
+        [u for u in changes.rollout_updates if u.deployment_id not in skipped],
+        [r for r in changes.new_rollouts if r.deployment_id not in skipped],
+    )
     return ApplyResult(
         skipped=skipped,
         applied=applied,

@@ -7,6 +7,8 @@
     DeploymentUpdate   a DeploymentChange guarded by the version read, optionally with the revision swap
     NewHistory         a history row (merged into the previous one when identical, see `merge_key`)
     NewMeasurement     a canary analysis measurement (`Store.add_measurements`)
+    NewRollout         a rollout that starts (its `rollouts` row; the one still open is closed first)
+    RolloutUpdate      the deployment's open rollout: timeline samples to append, and/or its end
     ChangeSet          one write (a cycle's or a request's) for `Store.apply`; ApplyResult is what it did
 
 Called by: the control layer (builds them), store.repository and store.apply (write them). Must not:
@@ -23,7 +25,7 @@ from enum import Enum
 from typing import Any, Final
 
 from rollwise.model import Health, Lifecycle, Mode, Policy, RollbackReason, RouteStatus, SubStep, Traffic
-from rollwise.store.records import VERDICTS, DeploymentRecord
+from rollwise.store.records import ROLLOUT_OUTCOMES, VERDICTS, DeploymentRecord, TimelineSample
 
 __all__ = [
     "DEPLOYMENT_CHANGE_COLUMNS",
@@ -36,8 +38,10 @@ __all__ = [
     "DeploymentUpdate",
     "NewHistory",
     "NewMeasurement",
+    "NewRollout",
     "NewRoute",
     "RevisionSpec",
+    "RolloutUpdate",
     "RouteUpdate",
     "new_route_id",
 ]
@@ -292,6 +296,55 @@ class NewMeasurement:
             raise ValueError(f"NewMeasurement.verdict: {self.verdict!r} is not one of {', '.join(VERDICTS)}")
 
 
+MAX_APPENDED_SAMPLES: Final = 2
+"""Samples one RolloutUpdate may append (a cycle appends what it saw, and at the end what it left)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRollout:
+    """A rollout that starts: an operator's activate or undo, or a DEPLOYING cycle that finds no open
+    rollout row (one started before the table existed). `Store.apply` first closes the deployment's
+    rollout still open, if any, as "aborted" (superseded), so at most one is open."""
+
+    deployment_id: int
+    from_revision: int | None
+    to_revision: int
+    strategy: str
+    at: datetime
+    """`started_at`."""
+    samples: tuple[TimelineSample, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", tuple(self.samples))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutUpdate:
+    """The deployment's OPEN rollout (none open: it changes nothing): append `samples` (oldest first, at
+    most MAX_APPENDED_SAMPLES) and/or end it with `outcome` at `at`."""
+
+    deployment_id: int
+    at: datetime
+    samples: tuple[TimelineSample, ...] = ()
+    outcome: str | None = None
+    """"completed", "rolled_back" or "aborted": the rollout ends (`ended_at = at`); None: it goes on."""
+    known_count: int = 0
+    """The rollout's `sample_count` as the caller read it (RolloutMark): when appending would pass
+    records.MAX_SAMPLES, the store reads the list and thins it in the same write."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", tuple(self.samples))
+        if len(self.samples) > MAX_APPENDED_SAMPLES:
+            raise ValueError(f"RolloutUpdate: at most {MAX_APPENDED_SAMPLES} samples at once, got {len(self.samples)}")
+        if self.outcome is not None and self.outcome not in ROLLOUT_OUTCOMES[1:]:
+            raise ValueError(f"RolloutUpdate.outcome: {self.outcome!r} is not one of {', '.join(ROLLOUT_OUTCOMES[1:])}")
+
+    def then(self, later: RolloutUpdate) -> RolloutUpdate:
+        """This update followed by `later` (same deployment): samples of both, the later end and time."""
+        return replace(later, samples=self.samples + later.samples, outcome=later.outcome or self.outcome,
+                       known_count=self.known_count)
+
+
 @dataclass(slots=True, kw_only=True)
 class ChangeSet:
     """One cycle's whole write (`Store.apply`). Every item is tagged with its deployment_id."""
@@ -300,10 +353,14 @@ class ChangeSet:
     new_routes: list[NewRoute] = field(default_factory=list)
     route_updates: list[RouteUpdate] = field(default_factory=list)
     history: list[NewHistory] = field(default_factory=list)
+    rollout_updates: list[RolloutUpdate] = field(default_factory=list)
+    """Applied before `new_rollouts` (a superseded rollout ends, then the new one starts)."""
+    new_rollouts: list[NewRollout] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.deployments or self.new_routes or self.route_updates or self.history)
+        return not (self.deployments or self.new_routes or self.route_updates or self.history
+                    or self.rollout_updates or self.new_rollouts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

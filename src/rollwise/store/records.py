@@ -8,6 +8,9 @@ again instead).
     MeasurementRecord  a `measurements` row (one metric of one canary analysis interval)
     AnalysisTally      the counts of a deployment's measurements in its current rollout
     MeasurementSummary a deployment's measurements of one metric, counted by verdict (the metrics page)
+    RolloutRecord      a `rollouts` row without its samples (one rollout: revisions, times, outcome)
+    TimelineSample     one sample of a rollout's timeline: ready routes and traffic share per revision
+    RolloutMark        what the DEPLOYING cycle reads of a deployment's open rollout (count, newest sample)
 
 What the store accepts is in store.commands; the row <-> record mapping in store.rows.
 Called by: the store and every layer above it that reads. Must not: do I/O or import SQLAlchemy.
@@ -15,6 +18,7 @@ Called by: the store and every layer above it that reads. Must not: do I/O or im
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +27,10 @@ from typing import Any, Final
 from rollwise.model import Health, Lifecycle, Mode, Policy, RollbackReason, RouteStatus, SubStep, Traffic
 
 __all__ = [
+    "MAX_SAMPLES",
     "NOTHING",
     "NO_TALLY",
+    "ROLLOUT_OUTCOMES",
     "VERDICTS",
     "AnalysisTally",
     "DeploymentRecord",
@@ -32,7 +38,10 @@ __all__ = [
     "MeasurementRecord",
     "MeasurementSummary",
     "RevisionRecord",
+    "RolloutMark",
+    "RolloutRecord",
     "RouteRecord",
+    "TimelineSample",
 ]
 
 VERDICTS: Final = ("passed", "failed", "inconclusive")
@@ -232,3 +241,61 @@ class MeasurementSummary:
     """verdict -> measurements (verdicts without any are absent)."""
     last_value: str | None
     """The value of the newest measurement."""
+
+
+ROLLOUT_OUTCOMES: Final = ("in_progress", "completed", "rolled_back", "aborted")
+"""How a rollout ended (`rollouts.outcome`); "in_progress" while it runs."""
+
+MAX_SAMPLES: Final = 500
+"""Timeline samples kept per rollout: a full list is thinned (every other one of the middle goes, the
+first and the newest stay) before the next is appended (store.rollouts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelineSample:
+    """One look at a rollout: ready routes and the traffic share (percent) per revision number."""
+
+    at: datetime
+    ready: Mapping[int, int]
+    """Revision number -> routes ready (running and healthy or degraded), served or not."""
+    weights: Mapping[int, int]
+    """Revision number -> percent of the requests the proxy sends it (sums to 100; empty when nothing serves)."""
+
+    @property
+    def key(self) -> str:
+        """`ready` and `weights` as canonical JSON text: equal keys mean nothing changed (the time aside).
+        What `rollouts.last_sample` holds."""
+        return json.dumps(
+            {"ready": {str(k): v for k, v in sorted(self.ready.items())},
+             "weights": {str(k): v for k, v in sorted(self.weights.items())}},
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutRecord:
+    """A `rollouts` row without its samples (`Store.list_rollouts`, `Store.rollout_timeline`)."""
+
+    id: int
+    deployment_id: int
+    from_revision: int | None
+    """The revision serving when it started (None only if nothing served)."""
+    to_revision: int
+    strategy: str
+    """The policy's strategy when it started ("rolling", "blue_green", "recreate", "canary"; "unknown")."""
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    """One of ROLLOUT_OUTCOMES."""
+    sample_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutMark:
+    """A deployment's open rollout as the DEPLOYING cycle reads it (`Store.list_deployments_and_rollouts`):
+    enough to decide whether to append a sample, without reading the samples."""
+
+    rollout_id: int
+    sample_count: int
+    last_key: str | None
+    """The newest sample's `TimelineSample.key`; None before the first sample."""

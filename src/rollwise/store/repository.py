@@ -12,7 +12,9 @@ Callers:
 - the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes;
 - the server (cli.serve): get_meta / set_meta;
 - the canary analysis (control.analysis): add_measurements; the DEPLOYING cycle: analysis_counts; the
-  operations and the metrics: list_measurements, measurement_summary.
+  operations and the metrics: list_measurements, measurement_summary;
+- the rollout timeline: the DEPLOYING cycle reads with list_deployments_and_rollouts (its samples are
+  part of `apply`); the operations: list_rollouts, rollout_timeline.
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
 sqlite3's exceptions reach the caller. Must not: hold state besides the engine, cache rows, read the
@@ -52,8 +54,12 @@ from rollwise.store.records import (
     MeasurementRecord,
     MeasurementSummary,
     RevisionRecord,
+    RolloutMark,
+    RolloutRecord,
     RouteRecord,
+    TimelineSample,
 )
+from rollwise.store import rollouts as rollout_queries
 from rollwise.store.rows import (
     deployment_from_row,
     history_from_row,
@@ -405,6 +411,40 @@ class Store:
             result = await conn.execute(stmt)
             with gc_paused():  # synchronous: the rows are fetched already
                 return [deployment_from_row(row) for row in result.all()]
+
+    async def list_deployments_and_rollouts(
+        self, lifecycles: Collection[Lifecycle]
+    ) -> tuple[list[DeploymentRecord], dict[int, RolloutMark]]:
+        """`list_deployments(lifecycles)` and, in the same query, each one's open rollout (the DEPLOYING
+        cycle's read: whether to append a timeline sample, store.rollouts). Deployments without an open
+        rollout are absent from the marks."""
+        stmt = rollout_queries.with_marks(queries.DEPLOYMENT_SELECT).order_by(deployments.c.id)
+        stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
+        records: list[DeploymentRecord] = []
+        marks: dict[int, RolloutMark] = {}
+        async with self._read() as conn:
+            result = await conn.execute(stmt)
+            with gc_paused():  # synchronous: the rows are fetched already
+                for row in result.all():
+                    dep = deployment_from_row(row[: -rollout_queries.MARK_COLUMNS])
+                    records.append(dep)
+                    if (mark := rollout_queries.mark_from_row(row)) is not None:
+                        marks[dep.id] = mark
+        return records, marks
+
+    async def list_rollouts(self, deployment_id: int) -> list[RolloutRecord]:
+        """The deployment's rollouts, oldest first, without their samples."""
+        async with self._read() as conn:
+            return await rollout_queries.list_rollouts(conn, deployment_id)
+
+    async def rollout_timeline(
+        self, deployment_id: int, rollout_id: int, *, history_limit: int = 1000
+    ) -> tuple[RolloutRecord, list[TimelineSample], list[HistoryRecord]] | None:
+        """One rollout of the deployment, its samples (oldest first) and the history rows of its time
+        span (the newest `history_limit`, oldest first); None when the deployment has no such rollout.
+        Two queries in one read."""
+        async with self._read() as conn:
+            return await rollout_queries.read_timeline(conn, deployment_id, rollout_id, history_limit)
 
     async def list_revisions(self, deployment_id: int) -> list[RevisionRecord]:
         """The deployment's revisions by number."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
 from typing import Any, Final, Protocol
@@ -37,14 +37,16 @@ from rollwise.model import (
     ValidationFailed,
     parse_policy,
 )
-from rollwise.store.commands import NewHistory, NewMeasurement, NewRoute, RevisionSpec, RouteUpdate
+from rollwise.store.commands import NewHistory, NewMeasurement, NewRollout, NewRoute, RevisionSpec, RouteUpdate
 from rollwise.store.records import (
     NOTHING,
     DeploymentRecord,
     HistoryRecord,
     MeasurementRecord,
     RevisionRecord,
+    RolloutRecord,
     RouteRecord,
+    TimelineSample,
 )
 
 
@@ -62,6 +64,9 @@ DEPLOYMENT_COLUMNS: Final = tuple(f.name for f in fields(DeploymentRecord) if f.
 
 ROUTE_COLUMNS: Final = tuple(f.name for f in fields(RouteRecord))
 """The `routes` columns `route_from_row` expects, in this order."""
+
+ROLLOUT_COLUMNS: Final = tuple(f.name for f in fields(RolloutRecord))
+"""The `rollouts` columns `rollout_from_row` reads (all but the samples)."""
 
 
 def _lookup(enum: type[Enum]) -> dict[Any, Any]:
@@ -230,6 +235,22 @@ def measurement_from_row(row: NamedRow) -> MeasurementRecord:
     )
 
 
+def rollout_from_row(row: NamedRow) -> RolloutRecord:
+    return RolloutRecord(**{name: row[name] for name in ROLLOUT_COLUMNS})
+
+
+def samples_from_json(value: Any) -> list[TimelineSample]:
+    """A `rollouts.samples` list ([{"at": ISO text, "ready": {"1": 3}, "weights": {"1": 100}}, …])."""
+    return [
+        TimelineSample(
+            at=datetime.fromisoformat(item["at"]).astimezone(UTC),
+            ready={int(k): int(v) for k, v in item["ready"].items()},
+            weights={int(k): int(v) for k, v in item["weights"].items()},
+        )
+        for item in value or ()
+    ]
+
+
 # ----------------------------------------------------------------------------------- record -> row
 
 
@@ -336,4 +357,28 @@ def measurement_values(m: NewMeasurement) -> dict[str, Any]:
         "window_start": m.window_start,
         "window_end": m.window_end,
         "created_at": m.at,
+    }
+
+
+def sample_json(sample: TimelineSample) -> dict[str, Any]:
+    """One element of `rollouts.samples` (revision numbers as string keys, the time as ISO text in UTC)."""
+    return {
+        "at": sample.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "ready": {str(k): int(v) for k, v in sorted(sample.ready.items())},
+        "weights": {str(k): int(v) for k, v in sorted(sample.weights.items())},
+    }
+
+
+def new_rollout_values(r: NewRollout) -> dict[str, Any]:
+    return {
+        "deployment_id": r.deployment_id,
+        "from_revision": r.from_revision,
+        "to_revision": r.to_revision,
+        "strategy": r.strategy,
+        "started_at": r.at,
+        "ended_at": None,
+        "outcome": "in_progress",
+        "samples": [sample_json(x) for x in r.samples],
+        "sample_count": len(r.samples),
+        "last_sample": r.samples[-1].key if r.samples else None,
     }

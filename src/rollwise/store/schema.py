@@ -1,7 +1,7 @@
 """The database schema (SQLAlchemy Core tables) and its column types.
 
-Seven tables: deployments, policies, revisions, routes, history, meta, measurements (docs/storage.md
-describes each). This
+Eight tables: deployments, policies, revisions, routes, history, meta, measurements, rollouts
+(docs/storage.md describes each). This
 module is the model the migrations in `store/migrations/versions/` must produce; a test compares the
 two (alembic autogenerate finds no difference).
 
@@ -280,3 +280,30 @@ measurements = Table(
 Index("ix_measurements_deployment_id_id", measurements.c.deployment_id, measurements.c.id)
 """A canary analysis' measurements: one row per metric per interval (docs/control.md, "Analysis"). The
 rows of one rollout are those whose `rollout_started_at` is the deployment's; `revision` is the canary."""
+
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment_id", Integer, _fk_deployment(), nullable=False),
+    Column("from_revision", Integer, nullable=True),
+    Column("to_revision", Integer, nullable=False),
+    Column("strategy", String(ENUM_LEN), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("outcome", String(ENUM_LEN), nullable=False),
+    Column("samples", JSONDoc, nullable=False),
+    Column("sample_count", Integer, nullable=False, server_default=text("0")),
+    Column("last_sample", Text, nullable=True),
+)
+Index("ix_rollouts_deployment_id_id", rollouts.c.deployment_id, rollouts.c.id)
+Index(
+    "uq_rollouts_open", rollouts.c.deployment_id, unique=True,
+    sqlite_where=rollouts.c.ended_at.is_(None), postgresql_where=rollouts.c.ended_at.is_(None),
+)
+"""One row per rollout of a deployment (docs/storage.md, "rollouts"): what the timeline chart needs.
+At most one is open (`ended_at` NULL) per deployment: the partial unique index, which the DEPLOYING
+cycle's read joins on. `samples` is a JSON list of at most `records.MAX_SAMPLES` `{"at", "ready", "weights"}`;
+`sample_count` and `last_sample` (the newest sample's ready and weights as canonical JSON text) let the
+cycle decide whether to append without reading the list."""
