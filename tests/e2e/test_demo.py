@@ -28,6 +28,9 @@ def test_demo_runs_three_rollouts_without_a_failed_request() -> None:
     assert int(m.group(1)) > 300 and int(m.group(2)) == 0
     for label, outcome in (("v2", "completed"), ("v3", "completed"), ("v4", "rolled_back")):
         assert re.search(rf"{label}: .* rollout: {outcome}", done.stdout), done.stdout[-3000:]
+    # A person can watch it in a browser: the dashboard's address and where its token is.
+    dashboard = r"^dashboard: http://127\.0\.0\.1:\d+/ui/ \(token: (\S+/token|ROLLWISE_TOKEN)\)$"
+    assert re.search(dashboard, done.stdout, re.MULTILINE), done.stdout[:500]
     assert_nothing_left()
 
 

@@ -7,6 +7,8 @@ then a broken v4 (its processes exit at start) that the failure budget rolls bac
 revisions, routes by status, the traffic split, the sub-step and the requests so far; at the end a table
 per rollout and the line `demo: 3 rollouts, N requests, F failed`. Exit status 0 only when no request
 failed and every rollout ended as planned. Every process it started is stopped before it returns.
+Each demo also serves the REST API and the dashboard on a free loopback port for as long as it runs and
+prints `dashboard: http://127.0.0.1:PORT/ui/ (token: ...)`, the token being ROLLWISE_TOKEN when it is set.
 
 What is deployed and called is a `Workload` (EXAMPLE, the example model server, by default);
 benchmarks/pressure.py runs the same three rollouts with MLServer through another one.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import secrets
 import socket
 import sys
@@ -294,7 +297,7 @@ async def run_demo(console: Console, *, rate: float, replicas: int, data_dir: Pa
     async with build_plane(config) as plane:
         if on_plane is not None:
             on_plane(plane)
-        async with running(plane):
+        async with running(plane), api_client(plane, console):
             ops = plane.ops
             console.print(f"[bold]rollwise demo[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}")
             await ops.create(name=name, replicas=replicas, policy=STEPS[0].policy,
@@ -516,11 +519,14 @@ class _QuietUvicorn:
 
 
 @contextlib.asynccontextmanager
-async def api_client(plane: Plane) -> AsyncIterator[httpx.AsyncClient]:
-    """The REST API over the demo's plane on a free loopback port, and a client of it (with the token)."""
+async def api_client(plane: Plane, console: Console | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API over the demo's plane on a free loopback port, and a client of it (with the token).
+    With `console`, the dashboard's URL is printed, and the token is the server's (ROLLWISE_TOKEN, else a
+    new one in DATA_DIR/token) so a person can sign in to watch."""
     from rollwise.api.app import create_app
+    from rollwise.api.auth import load_or_create_token
 
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(24) if console is None else load_or_create_token(plane.config.data_dir, None)[0]
     app = create_app(plane.ops, token=token, role=lambda: plane.role, coordinator=plane.coordinator,
                      proxy=plane.traffic)
     sock = socket.socket()
@@ -529,6 +535,9 @@ async def api_client(plane: Plane) -> AsyncIterator[httpx.AsyncClient]:
     api = _QuietUvicorn(app, sock)
     task = asyncio.create_task(api.serve())
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    if console is not None:
+        where = "ROLLWISE_TOKEN" if os.environ.get("ROLLWISE_TOKEN") else plane.config.data_dir / "token"
+        console.print(f"dashboard: {base}/ui/ (token: {where})", highlight=False, soft_wrap=True)
     try:
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"},
                                      timeout=5.0, trust_env=False) as client:
@@ -607,7 +616,7 @@ async def run_gpu_demo(console: Console, *, rate: float, gpus: int, data_dir: Pa
     def capacity() -> Mapping[str, Any] | None:
         return latest[0] if latest else None
 
-    async with build_plane(config) as plane, running(plane), api_client(plane) as api:
+    async with build_plane(config) as plane, running(plane), api_client(plane, console) as api:
         ops = plane.ops
         console.print(f"[bold]rollwise demo --gpus {gpus}[/]: data in {data_dir}, proxy on "
                       f"127.0.0.1:{config.proxy_port}, {gpus} gpu slots (fake), {gpus} replicas needing 1 each")
@@ -768,7 +777,7 @@ async def run_canary_demo(console: Console, *, rate: float, replicas: int, data_
     )
     report = CanaryReport()
     load: LoadGenerator | None = None
-    async with build_plane(config) as plane, running(plane):
+    async with build_plane(config) as plane, running(plane), api_client(plane, console):
         ops = plane.ops
         console.print(f"[bold]rollwise demo --canary[/]: data in {data_dir}, proxy on 127.0.0.1:{config.proxy_port}, "
                       f"steps 20% → 50% → 100%, analysis every {CANARY_ANALYSIS['interval_seconds']}s "

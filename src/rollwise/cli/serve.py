@@ -358,6 +358,7 @@ async def run_server(config: ServerConfig, *, early: EarlyResponder | None = Non
                 print(f"rollwise: API token in {token_path}", flush=True)
             print(
                 f"rollwise: API on http://{config.host}:{config.api_port}"
+                + f", dashboard on http://{config.host}:{config.api_port}/ui/"
                 + (f", proxy on http://{config.host}:{config.proxy_port}/d/NAME/" if config.proxy else "")
                 + f", {slots_words(node_totals(plane.runtime))}",
                 flush=True,
