@@ -206,9 +206,15 @@ function splitBar(split) {
   return h("span", {class: "split"}, bar, h("span", {class: "split-words"}, label));
 }
 
+/** Ready routes of the serving revision over the desired count; during a rollout, the new revision's too. */
 function readyCount(d) {
   const cls = d.ready_replicas >= d.replicas ? "good" : "warn";
-  return h("span", {class: `count ${cls}`}, `${d.ready_replicas}/${d.replicas}`);
+  const serving = h("span", {class: `count ${cls}`, title: "ready routes of the serving revision / desired"},
+    `${d.ready_replicas}/${d.replicas}`);
+  if (!d.deploying_revision || d.deploying_revision === d.current_revision) return serving;
+  const next = d.routes.filter((r) => r.revision === d.deploying_revision && r.ready).length;
+  return h("span", {class: "counts"}, serving,
+    h("span", {class: "muted", title: `ready routes of revision ${d.deploying_revision}`}, ` r${d.deploying_revision}: ${next}`));
 }
 
 function errorLine(error) {
@@ -265,7 +271,7 @@ class DeploymentsPage {
       const event = last[i];
       const split = trafficSplit(d);
       const key = JSON.stringify([d.lifecycle, d.current_revision, d.deploying_revision, d.sub_step, d.paused,
-        d.ready_replicas, d.replicas, split, event && [event.id, event.attempts], d.degraded,
+        d.ready_replicas, d.replicas, d.routes.map((r) => [r.revision, r.ready]), split, event && [event.id, event.attempts], d.degraded,
         event && ago(parseTime(event.updated_at), now)]);
       put(row, key, () => [
         h("td", {"data-label": "Deployment"},
@@ -403,12 +409,12 @@ class DeploymentPage {
       ["Sub-step", subStep ? badge(subStep) : "–", "sub-step"],
       ["Ready", readyCount(d), "ready"],
       ["Traffic", splitBar(split), "traffic"],
-      ["Requests", flags.length ? flags.join(", ") : "none", "flags"],
+      ["Operator requests", flags.length ? flags.join(", ") : "none", "flags"],
       ["Rollout", d.rollout_started_at ? `started ${clock(parseTime(d.rollout_started_at))}${d.rollback_reason
         ? `, rollback: ${words(d.rollback_reason)}` : ""}` : "none yet", "rollout"],
     ];
     put(this.facts, JSON.stringify([d.lifecycle, d.policy && d.policy.strategy, d.policy_error, d.current_revision,
-      d.deploying_revision, subStep, d.ready_replicas, d.replicas, split, flags, d.rollout_started_at, d.rollback_reason]),
+      d.deploying_revision, subStep, d.ready_replicas, d.replicas, d.routes.map((r) => [r.revision, r.ready]), split, flags, d.rollout_started_at, d.rollback_reason]),
     () => rows.map(([term, value, id]) => h("div", {class: "fact", dataset: {fact: id}},
       h("dt", {}, term), h("dd", {id: `fact-${id}`}, value))));
     const problem = d.fail_open ? `failing open: every serving route is unhealthy, the proxy sends requests to all of them`
