@@ -2,8 +2,9 @@
 fake GPUs (2 per node), Traefik in front. A 4-replica deployment needing one GPU per route spreads over
 both nodes (the node is full), a rolling update with the default surge and no spare GPU completes with 0
 failed requests through the proxy, and each route process's CUDA_VISIBLE_DEVICES is the one Ray gave it.
-Then the server is killed (kill -9) and restarted: it adopts every actor by name. Skipped without the
-`ray` extra."""
+Then the server is killed (kill -9) and restarted: it adopts every actor by name. A second test removes a
+worker node mid-rollout: its routes are terminated as lost (not failed: no rollback), their processes die
+with their actors, and the rollout completes on the nodes left. Skipped without the `ray` extra."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_cluster import start_cluster  # sets the variables Ray reads on import
+from ray_cluster import start_cluster, start_worker_cluster  # sets the variables Ray reads on import
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'rollwise[ray]')")
 
 from rollwise.cli.demo import free_port  # noqa: E402
 
-from .conftest import model_revision  # noqa: E402
+from .conftest import model_revision, pid_alive  # noqa: E402
 from .server_proc import BackgroundLoad, ServerProcess, environment_of, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(300)]
@@ -85,3 +86,49 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
             assert {r["id"]: r["pid"] for r in dep["routes"]} == before  # the same processes, adopted
     finally:
         server.stop()
+
+
+def test_a_node_lost_mid_rollout_has_its_routes_replaced_on_the_nodes_left(tmp_path: Path) -> None:
+    with start_worker_cluster(3) as cluster:  # a head without GPUs and 3 workers of 2 GPUs
+        server = ray_server(tmp_path / "data", str(cluster.address))
+        try:
+            server.start(wait=False)
+            server.wait_healthy(timeout=60, role="active")
+            with server.client() as client:
+                revision = {**model_revision("v1"), "resources": {"gpu": 1}, "startup_timeout_seconds": 60}
+                created = client.post("/v1/deployments", json={"name": "chat", "replicas": 4, "revision": revision})
+                assert created.status_code == 201, created.text
+                wait_for("4 ready routes of v1", lambda: settled(client, 1), server, 90)
+                v2 = client.post("/v1/deployments/chat/revisions",
+                                 json={**revision, "command": model_revision("v2")["command"], "label": "v2"})
+                assert v2.status_code == 201, v2.text
+                assert client.post("/v1/deployments/chat/rollout", json={"revision": 2}).status_code == 202
+
+                def mid_rollout() -> dict[str, Any] | None:
+                    dep = client.get("/v1/deployments/chat").json()
+                    running = [r for r in dep["routes"] if r["status"] == "running" and r["node"]]
+                    return dep if any(r["revision"] == 2 for r in running) and dep["lifecycle"] == "deploying" else None
+
+                dep = wait_for("a v2 route running", mid_rollout, server, 90)
+                workers = {node.node_id: node for node in cluster.list_all_nodes() if not node.head}
+                alive = [r for r in dep["routes"] if r["status"] in ("provisioning", "running") and r["node"] in workers]
+                victim = max(workers, key=lambda n: sum(r["node"] == n for r in alive))
+                doomed = {r["id"]: r["pid"] for r in alive if r["node"] == victim}
+                assert doomed, alive
+                cluster.remove_node(workers[victim], allow_graceful=False)
+
+                dep = wait_for("v2 rolled out on the nodes left", lambda: settled(client, 2), server, 180)
+                assert victim not in {r["node"] for r in dep["routes"] if r["status"] == "running"}
+                ended = {r["id"]: r for r in dep["routes"] if r["id"] in doomed}
+                for r in ended.values():  # those not purged yet say why
+                    assert r["status"] == "terminated" and "lost with its node" in (r["detail"] or ""), r
+                for pid in doomed.values():  # gone with its actor's worker (no orphan holding the port and GPU)
+                    wait_for(f"process {pid} gone", lambda: not pid_alive(pid), server, 30)
+                history = [h["message"] for h in client.get("/v1/deployments/chat/history").json()]
+                assert any(m.startswith("node lost:") for m in history), history
+                assert not any("rolling back" in m or "rolled back" in m for m in history), history
+                nodes = client.get("/v1/capacity").json()["nodes"]
+                assert sorted(n["total"].get("gpu", 0) for n in nodes) == [0, 2, 2]
+        finally:
+            server.stop()
+

@@ -20,7 +20,9 @@ resources (not Ray's own: CPU, memory, object store, `node:<ip>`, `accelerator_t
 Ray calls that block (connecting, looking an actor up, listing named actors, killing) run in a worker
 thread; actor method results are awaited, so the event loop never waits on the cluster. `capacity()` is
 synchronous by protocol: it answers from a cache that `maintain()` refreshes, and reads the cluster
-itself (a quick call to the local GCS client) only when the cache is older than `CAPACITY_TTL`.
+itself (a quick call to the local GCS client) only when the cache is older than `CAPACITY_TTL` or a
+route's actor was found gone (its node may have died: the cycles that replace the route must not count
+that node's slots as free, or they would create an actor no node can take).
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ class RayRuntime:
         known = self._actors.get(handle.route_id)
         actor = known[0] if known and known[1] == handle.identity else await self._lookup(actor_name(handle.route_id))
         if actor is None:
+            self._nodes_at = float("-inf")  # its node may be gone: the next capacity() reads the cluster
             return None
         try:
             status: dict[str, Any] = await self._call(actor.status.remote(lines), CALL_TIMEOUT)
@@ -271,6 +274,7 @@ class RayRuntime:
             log.warning("ray runtime: route %s: no status within %gs", handle.route_id, CALL_TIMEOUT)
             return {"running": True, "code": None, "tail": []}  # unknown: not declared dead on a slow answer
         except Exception:  # RayActorError: the actor died (its node was lost, or it was killed)
+            self._nodes_at = float("-inf")
             return None
         if f"{actor_name(handle.route_id)}:{status.get('token')}" != handle.identity:
             return None
