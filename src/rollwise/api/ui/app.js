@@ -86,13 +86,14 @@ async function settle(promise) {
 
 const $ = (id) => document.getElementById(id);
 let page = null;
-let generation = 0;
+let generation = 0; // bumped by every navigation: an answer for an older page is dropped
 let timer = null;
+let busy = false; // one round of requests at a time
 
-function setLive(ok, words) {
+function setLive(ok, words, when = "") {
   const live = $("live");
   live.className = `live ${ok ? "ok" : "down"}`;
-  text(live, words);
+  put(live, `${words}|${when}`, () => [words, when ? h("span", {class: "when"}, ` · ${when}`) : null]);
 }
 
 function showLogin(message = "") {
@@ -152,21 +153,37 @@ function route() {
   }
   view.replaceChildren(page.root);
   $("crumbs").replaceChildren(...page.crumbs());
-  poll(generation);
+  schedule(0);
 }
 
-async function poll(mine) {
+function schedule(ms) {
+  clearTimeout(timer);
+  if (page) timer = setTimeout(poll, ms);
+}
+
+/** One round: the page asks the API and shows the answers; the next round starts POLL_MS after it ended.
+ * A hidden tab asks nothing (it catches up as soon as it is shown again). */
+async function poll() {
+  if (busy || !page) return; // the round in flight schedules the next one
+  if (document.hidden) {
+    setLive(true, "paused", "tab hidden");
+    schedule(POLL_MS);
+    return;
+  }
+  const mine = generation;
+  busy = true;
   try {
     await page.refresh();
-    if (mine !== generation) return;
-    setLive(true, `live · ${clock(Date.now())}`);
+    if (mine === generation) setLive(true, "live", clock(Date.now()));
   } catch (error) {
-    if (mine !== generation) return;
-    if (error instanceof ApiError && error.status === 401) return; // signedOut showed the login
-    setLive(false, error instanceof ApiError && error.status === 0 ? "connection lost · retrying" : "error · retrying");
-    if (page.problem) page.problem(error);
+    if (mine === generation && !(error instanceof ApiError && error.status === 401)) { // a 401 shows the login
+      setLive(false, error instanceof ApiError && error.status === 0 ? "connection lost · retrying" : "error · retrying");
+      if (page && page.problem) page.problem(error);
+    }
+  } finally {
+    busy = false;
   }
-  if (mine === generation) timer = setTimeout(() => poll(mine), POLL_MS);
+  schedule(mine === generation ? POLL_MS : 0);
 }
 
 // --- shared pieces ------------------------------------------------------------------------------------------
@@ -358,7 +375,7 @@ class DeploymentPage {
   pick(id) {
     this.chosen = id;
     history.replaceState(null, "", `#/d/${encodeURIComponent(this.name)}/rollout/${id}`);
-    this.refresh().catch(() => {});
+    schedule(0);
   }
 
   async refresh() {
@@ -426,6 +443,7 @@ class DeploymentPage {
   }
 
   showVerbs(actions) {
+    this.lastActions = actions;
     if (actions.error) {
       put(this.verbs, `error:${actions.error.words}`, () => errorLine(actions.error));
       return;
@@ -445,25 +463,25 @@ class DeploymentPage {
       : "");
   }
 
+  /** A press: abort and undo first ask for a second press within 5 s; then the verb's POST, its answer
+   * shown as the API gave it, and a new round at once. */
   async send(verb) {
     if (this.pending) return;
     if (CONFIRM.has(verb) && this.armed !== verb) {
       this.armed = verb;
       this.outcome = {ok: true, words: `Press “Confirm ${verb}” to ${verb}.`};
-      this.verbs.dataset.key = "";
-      this.refresh().catch(() => {});
+      this.showVerbs(this.lastActions);
       setTimeout(() => {
-        if (this.armed === verb) {
-          this.armed = null;
-          this.outcome = null;
-          this.verbs.dataset.key = "";
-        }
+        if (this.armed !== verb) return;
+        this.armed = null;
+        this.outcome = null;
+        this.showVerbs(this.lastActions);
       }, 5000);
       return;
     }
     this.armed = null;
     this.pending = verb;
-    this.verbs.dataset.key = "";
+    this.showVerbs(this.lastActions);
     try {
       await call("POST", `${dep(this.name)}/${verb}`);
       this.outcome = {ok: true, words: `${clock(Date.now())} ${verb}: accepted (202), the server carries it out`};
@@ -471,9 +489,9 @@ class DeploymentPage {
       this.outcome = {ok: false, words: `${clock(Date.now())} ${verb}: ${error instanceof ApiError ? error.words : error}`};
     } finally {
       this.pending = null;
-      this.verbs.dataset.key = "";
+      this.showVerbs(this.lastActions);
     }
-    this.refresh().catch(() => {});
+    schedule(0);
   }
 
   showPlan(plan, d) {
@@ -637,4 +655,7 @@ $("signout").addEventListener("click", () => {
   showLogin("Signed out.");
 });
 window.addEventListener("hashchange", () => route());
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) schedule(0);
+});
 route();
