@@ -17,6 +17,7 @@ import {EVENT_KINDS, HEIGHT, drawTimeline, timelineLegend} from "./chart.js";
 
 const TOKEN_KEY = "rollwise.token";
 const POLL_MS = 1000;
+const IDLE_EVENT_MS = 10000; // a deployment without a rollout has its last event asked again this often
 const HISTORY_ROWS = 30;
 const VERBS = [
   ["promote", "Promote", "Blue-green: switch traffic to the new revision now; canary: complete the current step"],
@@ -44,7 +45,8 @@ class ApiError extends Error {
 
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 
-async function call(method, path, {bearer = token(), body} = {}) {
+/** The answer's JSON (with `whole`: {data, headers}); an ApiError with the API's code and words otherwise. */
+async function call(method, path, {bearer = token(), body, whole = false} = {}) {
   if (!bearer) throw new ApiError(401, "unauthorized", "not signed in");
   const headers = {Authorization: `Bearer ${bearer}`, Accept: "application/json"};
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -66,7 +68,7 @@ async function call(method, path, {bearer = token(), body} = {}) {
     if (answer.status === 401 && bearer === token()) signedOut(error);
     throw error;
   }
-  return data;
+  return whole ? {data, headers: answer.headers} : data;
 }
 
 const get = (path) => call("GET", path);
@@ -249,6 +251,7 @@ class DeploymentsPage {
     this.body = h("tbody");
     this.note = h("p", {class: "note", role: "status"});
     this.rows = new Map();
+    this.events = new Map(); // name -> {event, at, version, lifecycle}: the last event and when it was asked
     const head = ["Deployment", "Lifecycle", "Serving", "Deploying", "Sub-step", "Ready", "Traffic", "Last event"];
     this.root = h("div", {class: "page deployments"},
       h("h1", {}, "Deployments"),
@@ -268,14 +271,30 @@ class DeploymentsPage {
     put(this.note, `error:${error.words}`, () => errorLine(error));
   }
 
-  async refresh() {
-    const deployments = await get("/v1/deployments");
-    const last = await Promise.all(deployments.map((d) =>
-      settle(get(`${dep(d.name)}/history?limit=1`)).then((r) => (r.value && r.value[0]) || null)));
+  /** The last history event of each deployment: asked every round while it changes or rolls out, every
+   * IDLE_EVENT_MS otherwise (a page of many quiet deployments costs few requests). */
+  async lastEvents(deployments) {
     const now = Date.now();
-    put(this.note, deployments.length ? `n:${deployments.length}` : "empty", () => deployments.length
-      ? `${deployments.length} deployment${deployments.length === 1 ? "" : "s"}`
-      : ["No deployments yet: create one with ", h("code", {}, "rollwise apply -f FILE"), "."]);
+    await Promise.all(deployments.map(async (d) => {
+      const known = this.events.get(d.name);
+      if (known && known.version === d.version && d.lifecycle === "ready" && known.lifecycle === "ready"
+        && now - known.at < IDLE_EVENT_MS) return;
+      const got = await settle(get(`${dep(d.name)}/history?limit=1`));
+      if (got.value) this.events.set(d.name, {event: got.value[0] || null, at: now, version: d.version, lifecycle: d.lifecycle});
+    }));
+    return deployments.map((d) => (this.events.get(d.name) || {event: null}).event);
+  }
+
+  async refresh() {
+    const {data: deployments, headers} = await call("GET", "/v1/deployments", {whole: true});
+    const more = headers.get("X-Next-Cursor");
+    const last = await this.lastEvents(deployments);
+    const now = Date.now();
+    const count = `${deployments.length} deployment${deployments.length === 1 ? "" : "s"}`;
+    put(this.note, `n:${deployments.length}:${Boolean(more)}`, () => !deployments.length
+      ? ["No deployments yet: create one with ", h("code", {}, "rollwise apply -f FILE"), "."]
+      : more ? [`The first ${count} (the API's first page); `, h("code", {}, "rollwise get"), " lists them all."]
+        : count);
     const seen = new Set();
     deployments.forEach((d, i) => {
       seen.add(d.name);
@@ -310,6 +329,7 @@ class DeploymentsPage {
       if (!seen.has(name)) {
         row.remove();
         this.rows.delete(name);
+        this.events.delete(name);
       }
     }
   }
