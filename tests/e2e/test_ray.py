@@ -8,10 +8,13 @@ with their actors, and the rollout completes on the nodes left. Skipped without 
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ray_cluster import start_cluster, start_worker_cluster  # sets the variables Ray reads on import
 
@@ -20,15 +23,15 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'rollwise[r
 from rollwise.cli.demo import free_port  # noqa: E402
 
 from .conftest import model_revision, pid_alive  # noqa: E402
-from .server_proc import BackgroundLoad, ServerProcess, environment_of, wait_for  # noqa: E402
+from .server_proc import BackgroundLoad, ServerProcess, environment_of, traefik_pid, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-def ray_server(data_dir: Path, address: str) -> ServerProcess:
+def ray_server(data_dir: Path, address: str, **kw: Any) -> ServerProcess:
     """`rollwise server --runtime ray --ray-address ADDRESS`."""
     return ServerProcess(data_dir, api_port=free_port(), proxy_port=free_port(),
-                         extra_args=("--runtime", "ray", "--ray-address", address))
+                         extra_args=("--runtime", "ray", "--ray-address", address), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +40,11 @@ def cluster() -> Iterator[str]:
         yield address
 
 
-def settled(client: Any, revision: int) -> dict[str, Any] | None:
+def settled(client: Any, revision: int, replicas: int = 4) -> dict[str, Any] | None:
     dep = client.get("/v1/deployments/chat").json()
     alive = [r for r in dep["routes"] if r["status"] in ("provisioning", "running", "terminating")]
     ready = dep["lifecycle"] == "ready" and dep["current_revision"] == revision
-    return dep if ready and len(alive) == 4 and all(r["ready"] for r in alive) else None
+    return dep if ready and len(alive) == replicas and all(r["ready"] for r in alive) else None
 
 
 def gpus_of(dep: dict[str, Any]) -> list[tuple[str, str]]:
@@ -86,6 +89,49 @@ def test_a_full_gpu_cluster_rolls_out_and_a_restarted_server_adopts_every_actor(
             assert {r["id"]: r["pid"] for r in dep["routes"]} == before  # the same processes, adopted
     finally:
         server.stop()
+
+
+def test_a_standby_with_its_own_data_dir_takes_over_and_adopts_the_actors(
+    tmp_path: Path, cluster: str, pg_database: str
+) -> None:
+    """The HA story across machines: the standby shares only the database and the Ray cluster (its own
+    data directory, as on another machine: no pid file, registry or proxy of the first is visible to it)."""
+    first = ray_server(tmp_path / "a-data", cluster, database=pg_database, log_name="a.log")
+    second = ray_server(tmp_path / "b-data", cluster, database=pg_database, log_name="b.log")
+    try:
+        first.start(wait=False)
+        first.wait_healthy(timeout=60, role="active")
+        second.start(wait=False)
+        second.wait_healthy(timeout=60, role="standby")
+        with first.client() as a:
+            revision = {**model_revision("v1"), "resources": {"gpu": 1}, "startup_timeout_seconds": 60}
+            assert a.post("/v1/deployments", json={"name": "chat", "replicas": 2, "revision": revision}).status_code == 201
+            dep = wait_for("2 ready routes", lambda: settled(a, 1, 2), first, 90)
+            before = {r["id"]: r["pid"] for r in dep["routes"]}
+        first.kill()
+        second.wait_healthy(timeout=60, role="active")
+        with second.client() as b:
+            dep = wait_for("adopted by the standby", lambda: settled(b, 1, 2), second, 60)
+            assert {r["id"]: r["pid"] for r in dep["routes"] if r["status"] == "running"} == before
+            history = [h["message"] for h in b.get("/v1/deployments/chat/history").json()]
+            assert not any("lost" in m for m in history), history
+        # Its own proxy serves the adopted routes.
+        answer = wait_for("served through the standby's proxy", lambda: _served(second), second, 30)
+        assert answer.status_code == 200
+    finally:
+        second.stop()
+        first.stop()
+        orphan = traefik_pid(tmp_path / "a-data")  # the killed server's proxy (its machine would be gone)
+        if orphan is not None:
+            os.kill(orphan, signal.SIGKILL)
+
+
+def _served(server: ServerProcess) -> Any:
+    try:
+        r = httpx.post(f"http://127.0.0.1:{server.proxy_port}/d/chat/predict", json={"text": "fine"}, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return r if r.status_code == 200 else None
 
 
 def test_a_node_lost_mid_rollout_has_its_routes_replaced_on_the_nodes_left(tmp_path: Path) -> None:

@@ -6,11 +6,8 @@ On SQLite a second server on the same database file refuses to start."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -19,49 +16,17 @@ import pytest
 
 from rollwise.cli.demo import free_port
 
+from .conftest import pg_dsn
 from .server_proc import ROLLWISE, BackgroundLoad, ServerProcess, route_processes, traefik_pid
 from .test_crash import NAME, check_consistent, revision
 
 pytestmark = pytest.mark.e2e
-PG_URL = os.environ.get("ROLLWISE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def _dsn(url: str, database: str | None = None) -> str:
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    if database is not None:
-        dsn = dsn.rsplit("/", 1)[0] + f"/{database}"
-    return dsn
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(PG_URL, "postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _lost_routes(url: str) -> int:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(pg_dsn(url))
     try:
         return int(await conn.fetchval("SELECT count(*) FROM routes WHERE detail LIKE '%lost while%'"))
     finally:
         await conn.close()
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    name = f"rollwise_takeover_{uuid.uuid4().hex[:8]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not available: {e}")
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_standby_takes_over_after_kill_9(tmp_path: Path, pg_database: str) -> None:
@@ -146,7 +111,7 @@ def test_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> No
 
 
 async def _cut_lock_connection(url: str) -> int:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(pg_dsn(url))
     try:
         pids = await conn.fetch("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
         for row in pids:
