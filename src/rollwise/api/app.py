@@ -3,6 +3,7 @@
     GET /healthz        liveness, role and the proxy's state, no auth ("degraded" while the proxy is down)
     GET /metrics        Prometheus text, no auth (api.metrics)
     GET /openapi.json   the schema of everything below, no auth
+    GET /docs           the API's Swagger UI page, its assets served from the package (api.docs), no auth
     GET /ui/            the dashboard: static files (api/ui/), no auth; its data comes from /v1 with the token
     /v1/...             the deployment endpoints (api.endpoints), bearer token required (api.auth)
 
@@ -28,6 +29,7 @@ from rollwise.api.auth import BearerAuth
 from rollwise.api.errors import install_error_handlers
 from rollwise.api.limits import BodyLimit
 from rollwise.api.metrics import CONTENT_TYPE, ApiMetrics, ProxyProcess, proxy_request_counts
+from rollwise.api.docs import install_docs
 from rollwise.api.endpoints import build_router
 from rollwise.api.schemas import HealthOut
 from rollwise.control.coordinator import Coordinator
@@ -75,6 +77,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         redoc_url=None,
+        docs_url=None,  # served by api.docs from the package's own files, not a CDN
         # One schema per model: the policy's canary steps serialize as they validate (no -Input/-Output).
         separate_input_output_schemas=False,
     )
@@ -91,6 +94,7 @@ def create_app(
     app.add_middleware(BearerAuth, token=token)
     app.add_middleware(BodyLimit)  # added last: outermost, before auth reads anything
     app.include_router(build_router(ops))
+    install_docs(app, title=app.title)
     app.mount("/ui", DashboardFiles(directory=UI_DIR, html=True), name="ui")
 
     @app.get("/healthz", response_model=HealthOut, tags=["server"], summary="Liveness and role (no auth)")

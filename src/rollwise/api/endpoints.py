@@ -3,7 +3,7 @@ the records it returns into a response body. Refusals are the typed errors of `c
 statuses by `api.errors` — no endpoint picks a status for an error itself.
 
     POST   /v1/deployments                       create                    201
-    GET    /v1/deployments                       list                      200
+    GET    /v1/deployments                       list, a page at a time    200  (api.paging)
     GET    /v1/deployments/{name}                get                       200
     PATCH  /v1/deployments/{name}                replicas, policy (merged) 200
     DELETE /v1/deployments/{name}                destroy (drains)          202
@@ -25,10 +25,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Security
+from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
 
 from rollwise.api.errors import responses
+from rollwise.api.paging import DEFAULT_LIMIT, MAX_LIMIT, PAGE, decode_cursor, encode_cursor, next_headers
 from rollwise.api.schemas import (
     ActionsOut,
     AnalysisOut,
@@ -49,7 +50,7 @@ from rollwise.api.schemas import (
 )
 from rollwise.control.errors import NotApplicable
 from rollwise.control.operations import DeploymentState, Operations
-from rollwise.model import ValidationFailed
+from rollwise.model import Lifecycle, ValidationFailed
 from rollwise.model.revision import RevisionInput
 from rollwise.store.records import DeploymentRecord
 from rollwise.strategy.planio import decision_to_json
@@ -87,10 +88,27 @@ def build_router(ops: Operations) -> APIRouter:
             name=body.name, replicas=body.replicas, policy=body.policy.to_json(), revision=body.revision
         ))
 
-    @router.get("/deployments", response_model=list[DeploymentOut], responses=responses(401, 503),
-                summary="List deployments")
-    async def list_deployments() -> list[DeploymentOut]:
-        return await show_all(await ops.list())
+    @router.get(
+        "/deployments", response_model=list[DeploymentOut], responses=responses(401, 422, 503),
+        summary="List deployments, a page at a time (oldest first; X-Next-Cursor and Link name the next page)",
+    )
+    async def list_deployments(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Deployments per page")] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(
+            max_length=64, description="The X-Next-Cursor of the page before (absent: the first page)")] = None,
+        lifecycle: Annotated[list[Lifecycle] | None, Query(
+            description="Only these lifecycles (repeat the parameter for several)")] = None,
+        deploying: Annotated[bool | None, Query(
+            description="true: only deployments with a rollout in progress; false: only those without")] = None,
+        summary: Annotated[bool, Query(description="Leave out each deployment's routes")] = False,
+    ) -> Response:
+        after = decode_cursor(cursor) if cursor is not None else None
+        deps, more = await ops.page(after=after, limit=limit, lifecycles=lifecycle, deploying=deploying)
+        body = PAGE.dump_json(await show_all(deps), exclude={"__all__": {"routes"}} if summary else None)
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        more_headers = next_headers(request.url.path, query, encode_cursor(deps[-1].id) if more else None)
+        return Response(body, media_type="application/json", headers=more_headers)
 
     @router.get("/deployments/{name}", response_model=DeploymentOut, responses=responses(401, 404, 422, 503),
                 summary="One deployment with its routes")

@@ -18,7 +18,7 @@ that must act are marked needed.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -154,6 +154,21 @@ class Operations:
     async def list(self) -> list[DeploymentRecord]:
         return [d for d in await self.store.list_deployments(None) if d.lifecycle is not Lifecycle.DESTROYED]
 
+    async def page(
+        self,
+        *,
+        after: int | None,
+        limit: int,
+        lifecycles: Collection[Lifecycle] | None = None,
+        deploying: bool | None = None,
+    ) -> tuple[builtins.list[DeploymentRecord], bool]:
+        """One page of the deployments not destroyed, by id after `after` (Store.page_deployments), and
+        whether more follow: one query of `limit + 1` rows."""
+        found = await self.store.page_deployments(
+            after=after, limit=limit + 1, lifecycles=lifecycles, deploying=deploying
+        )
+        return found[:limit], len(found) > limit
+
     async def routes(self, dep: DeploymentRecord) -> builtins.list[RouteRecord]:
         return self._overlay(await self.store.list_routes([dep.id]))
 
@@ -222,16 +237,12 @@ class Operations:
         pol = policy if isinstance(policy, Policy) else parse_policy(dict(policy or {}))
         rev = revision if isinstance(revision, RevisionInput) else parse_revision(revision)
         check_fits(rev, self._capacity())
-        existing = await self.store.get_deployment(name)
-        if existing is not None and existing.lifecycle is not Lifecycle.DESTROYED:
-            raise AlreadyExists(f"deployment {name!r} already exists")
-        if existing is not None:
-            await self.store.purge_destroyed()
         try:
+            # One write: a destroyed deployment of that name is deleted in it, a live one refuses it.
             dep = await self.store.create_deployment(
                 name=name, replicas=replicas, policy=pol, revision=to_revision_spec(rev), now=self.clock.now()
             )
-        except AlreadyExists as e:  # the name was taken between our check and the insert
+        except AlreadyExists as e:
             raise AlreadyExists(f"deployment {name!r} already exists") from e
         self._mark(CycleKind.CHECK_PENDING)
         return DeploymentState(dep, [], await self.store.list_revisions(dep.id))
@@ -378,10 +389,12 @@ class Operations:
             if transition.is_empty:
                 return dep
             update = DeploymentUpdate(deployment_id=dep.id, expected_version=dep.version, change=transition.change)
-            result = await self.store.apply(ChangeSet(deployments=[update], history=list(transition.history)), now)
+            result = await self.store.apply(ChangeSet(deployments=[update], history=list(transition.history)), now,
+                                            combine=True)  # written with the requests queued meanwhile (store.grouped)
             if dep.id in result.skipped:
                 continue
-            written = replace(transition.change.applied_to(dep), version=result.versions[dep.id], updated_at=now)
+            written = replace(transition.change.applied_to(dep), version=result.versions[dep.id],
+                              updated_at=result.written_at or now)
             if transition.change.rollout_started_at is not UNSET:
                 for observer in self.rollout_observers:
                     observer(written)

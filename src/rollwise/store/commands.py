@@ -377,6 +377,9 @@ class ApplyResult:
     """Route updates sent for kept deployments (an id that matches no row is counted too)."""
     history_inserted: int = 0
     history_merged: int = 0
+    written_at: datetime | None = None
+    """A request's combined write (`Store.apply(..., combine=True)`): the `now` its batch wrote (the
+    deployment's `updated_at`); the history counts are then the batch's."""
 
 
 ROUTE_UPDATE_COLUMNS: Final = tuple(

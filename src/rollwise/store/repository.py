@@ -24,7 +24,7 @@ clock (callers pass `now`), or know about strategies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -33,13 +33,16 @@ from typing import Any, Self
 from sqlalchemy import and_, case, delete, false, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rollwise.model import Lifecycle, Mode, Policy, RouteStatus, ValidationFailed, check_deployment_name
+from rollwise.model import Lifecycle, Policy, RouteStatus, ValidationFailed, check_deployment_name
 from rollwise.store import queries
 from rollwise.store.apply import apply_changes, check_changes, write_route_updates
 from rollwise.store.bulk import gc_paused
 from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
-from rollwise.store.errors import Conflict, NotFound, translate_errors
+from rollwise.store.errors import translate_errors
 from rollwise.store.migrate import upgrade as upgrade_to_head
+from rollwise.store import grouped
+from rollwise.store.grouped import NewDeployment, NewRevision, RequestWrite
+from rollwise.store.writer import Combiner, WriterQueue
 from rollwise.store.commands import (
     ApplyResult,
     ChangeSet,
@@ -65,12 +68,10 @@ from rollwise.store.rows import (
     history_from_row,
     measurement_from_row,
     measurement_values,
-    policy_values,
     revision_from_row,
-    revision_values,
     route_from_row,
 )
-from rollwise.store.schema import deployments, history, measurements, meta, policies, revisions, routes
+from rollwise.store.schema import deployments, history, measurements, meta, revisions, routes
 
 KEEP_FAILED_ROUTES = 10
 """Failed routes kept per deployment by the purge (the newest; older ones are deleted at once)."""
@@ -85,6 +86,11 @@ class Store:
         # An in-memory SQLite database is ONE connection (StaticPool): callers take turns on it.
         in_memory = engine.dialect.name == "sqlite" and sqlite_path(engine.url) is None
         self._turns: asyncio.Lock | None = asyncio.Lock() if in_memory else None
+        # Write transactions take turns in this process's queue (store/writer.py, docs/storage.md).
+        self._writer = WriterQueue()
+        self._creates: Combiner[NewDeployment, Any] = Combiner(self._grouped(grouped.create_deployments))
+        self._revisions: Combiner[NewRevision, Any] = Combiner(self._grouped(grouped.add_revisions))
+        self._requests: Combiner[RequestWrite, Any] = Combiner(self._grouped(grouped.apply_requests))
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -141,6 +147,15 @@ class Store:
             async with self._turns:
                 yield
 
+    def _grouped(self, write: Callable[[AsyncConnection, Any], Awaitable[list[Any]]]) -> Callable[[Any], Awaitable[list[Any]]]:
+        """A batch writer of store.grouped run in one write transaction of this store."""
+
+        async def write_many(items: Any) -> list[Any]:
+            async with self._write() as conn:
+                return await write(conn, items)
+
+        return write_many
+
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         async with self._turn(), translate_errors():
@@ -149,8 +164,9 @@ class Store:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction (SQLite: BEGIN IMMEDIATE), committed when the block ends normally."""
-        async with self._turn(), translate_errors():
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed when the block ends normally; it
+        begins when the writes queued before it are done (store.writer.WriterQueue)."""
+        async with self._turn(), self._writer.turn(), translate_errors():
             async with self._engine.connect() as conn:
                 await conn.execution_options(**{WRITE_OPTION: True})
                 async with conn.begin():
@@ -166,55 +182,15 @@ class Store:
         check_deployment_name(name)
         if replicas < 0:
             raise ValidationFailed(f"replicas: {replicas} is negative")
-        try:
-            async with self._write() as conn:
-                result = await conn.execute(
-                    insert(deployments).values(
-                        name=name,
-                        replicas=replicas,
-                        lifecycle=Lifecycle.PENDING.value,
-                        sub_step=None,
-                        mode=Mode.FORWARD.value,
-                        current_revision=1,
-                        deploying_revision=None,
-                        paused=False,
-                        abort_requested=False,
-                        promote_requested=False,
-                        error_count=0,
-                        version=1,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                pk = result.inserted_primary_key
-                assert pk is not None  # None only for executemany / non-INSERT statements
-                deployment_id: int = pk[0]
-                await conn.execute(insert(policies).values(policy_values(deployment_id, policy, now)))
-                await conn.execute(insert(revisions).values(revision_values(deployment_id, 1, revision, now)))
-                return await _get_deployment(conn, deployment_id)
-        except Conflict as e:
-            raise Conflict(f"deployment {name!r} exists already") from e
+        # Written with the creations queued meanwhile, in one transaction (store.grouped).
+        record: DeploymentRecord = await self._creates.submit(NewDeployment(name, replicas, policy, revision, now))
+        return record
 
     async def add_revision(self, deployment_id: int, spec: RevisionSpec, now: datetime) -> RevisionRecord:
         """Store a new revision with the deployment's next number (1, 2, 3, …); NotFound if the
         deployment does not exist. Does not change the deployment (activation is an update)."""
-        async with self._write() as conn:
-            if not await _lock_deployment(conn, deployment_id):
-                raise NotFound(f"deployment {deployment_id} does not exist")
-            number = (
-                await conn.execute(
-                    select(func.coalesce(func.max(revisions.c.number), 0) + 1).where(
-                        revisions.c.deployment_id == deployment_id
-                    )
-                )
-            ).scalar_one()
-            await conn.execute(insert(revisions).values(revision_values(deployment_id, number, spec, now)))
-            row = (
-                await conn.execute(
-                    select(revisions).where(revisions.c.deployment_id == deployment_id, revisions.c.number == number)
-                )
-            ).mappings().one()
-            return revision_from_row(row)
+        record: RevisionRecord = await self._revisions.submit(NewRevision(deployment_id, spec, now))
+        return record
 
     async def purge_destroyed(self) -> int:
         """Delete every DESTROYED deployment (cascading); returns how many. DESTROYED rows are kept
@@ -227,12 +203,17 @@ class Store:
 
     # ------------------------------------------------------------------------------ cycle write
 
-    async def apply(self, changes: ChangeSet, now: datetime) -> ApplyResult:
+    async def apply(self, changes: ChangeSet, now: datetime, *, combine: bool = False) -> ApplyResult:
         """A cycle's whole write in ONE transaction (store/apply.py, docs/storage.md). An empty
-        ChangeSet writes nothing and opens no transaction."""
+        ChangeSet writes nothing and opens no transaction. `combine` (a request's write, without new
+        routes): written together with the requests queued meanwhile (store.grouped.apply_requests);
+        the result is this ChangeSet's own, with `written_at` the `now` the batch wrote."""
         if changes.is_empty:
             return ApplyResult()
         check_changes(changes)  # a malformed ChangeSet fails before any I/O
+        if combine and not changes.new_routes:
+            result: ApplyResult = await self._requests.submit(RequestWrite(changes, now))
+            return result
         async with self._write() as conn:
             return await apply_changes(conn, changes, now)
 
@@ -445,6 +426,30 @@ class Store:
         Two queries in one read."""
         async with self._read() as conn:
             return await rollout_queries.read_timeline(conn, deployment_id, rollout_id, history_limit)
+
+    async def page_deployments(
+        self,
+        *,
+        after: int | None,
+        limit: int,
+        lifecycles: Collection[Lifecycle] | None = None,
+        deploying: bool | None = None,
+    ) -> list[DeploymentRecord]:
+        """One page of the deployments not DESTROYED (with policies, one query): at most `limit`, by id,
+        those with an id above `after` (keyset paging on the primary key: one indexed range read
+        wherever the page is). Only the given lifecycles when given; `deploying` True / False: only those
+        with / without a rollout in progress (`deploying_revision` set)."""
+        stmt = queries.DEPLOYMENT_SELECT.where(deployments.c.lifecycle != Lifecycle.DESTROYED.value)
+        if after is not None:
+            stmt = stmt.where(deployments.c.id > after)
+        if lifecycles is not None:
+            stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
+        if deploying is not None:
+            column = deployments.c.deploying_revision
+            stmt = stmt.where(column.isnot(None) if deploying else column.is_(None))
+        async with self._read() as conn:
+            result = await conn.execute(stmt.order_by(deployments.c.id).limit(limit))
+            return [deployment_from_row(row) for row in result.all()]
 
     async def list_revisions(self, deployment_id: int) -> list[RevisionRecord]:
         """The deployment's revisions by number."""
