@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +40,10 @@ TOKEN_ENV = "ROLLWISE_TOKEN"
 TOKEN_FILE = "token"
 """The file `rollwise server` writes its token to (rollwise.api.auth, not imported: it pulls pydantic)."""
 TIMEOUT_SECONDS = 15.0
+NEXT_CURSOR_HEADER = "x-next-cursor"
+"""The header of a list page that names the next one (rollwise.api.paging, not imported: it pulls FastAPI)."""
+PAGE_SIZE = 1000
+"""Items per request when a command reads a whole paged list (the API's largest page)."""
 
 ServerOption = Annotated[
     str | None,
@@ -142,6 +147,19 @@ class Client:
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
 
+    def get_all(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a paged list (GET /v1/deployments): the pages in order, each request with the
+        `X-Next-Cursor` of the page before, until a page has none (docs/api.md, "Paging")."""
+        query = {k: v for k, v in params.items() if v is not None}
+        items: list[Any] = []
+        while True:
+            page, headers = self._exchange("GET", path + "?" + urlencode(query, doseq=True))
+            items.extend(page or [])
+            cursor = headers.get(NEXT_CURSOR_HEADER)
+            if not cursor:
+                return items
+            query["cursor"] = cursor
+
     def get_or_none(self, path: str) -> Any:
         """GET path; None when the server answers 404."""
         try:
@@ -154,6 +172,10 @@ class Client:
     # --- plumbing -------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
+        return self._exchange(method, path, body)[0]
+
+    def _exchange(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
+        """(the answer's JSON, its headers)."""
         import http.client  # with its email parser, only once a request is made
 
         url = self.target.server + path
@@ -183,6 +205,7 @@ class Client:
             try:
                 response = connection.getresponse()
                 status, reason, content = response.status, response.reason, response.read()
+                headers = {key.lower(): value for key, value in response.getheaders()}
             except TimeoutError as e:
                 raise Unreachable(f"{method} {url}: the server did not answer in time") from e
             except (http.client.HTTPException, OSError) as e:
@@ -191,9 +214,9 @@ class Client:
             connection.close()
         if 200 <= status < 300:
             if not content:
-                return None
+                return None, headers
             try:
-                return json.loads(content)
+                return json.loads(content), headers
             except ValueError as e:
                 raise ApiError("server.error", f"{method} {url}: the answer is not JSON", status=status) from e
         raise self._error_of(status, reason, content)

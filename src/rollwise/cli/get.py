@@ -1,4 +1,5 @@
-"""`rollwise get [NAME]`: deployments as a table (or JSON with `-o json`), read from the server's API.
+"""`rollwise get [NAME]`: deployments as a table (or JSON with `-o json`), read from the server's API;
+without NAME, every page of `GET /v1/deployments` (the table reads the summary form, without routes).
 `rollwise get capacity`: the node's slots and who holds them (`GET /v1/capacity`); a deployment named
 "capacity" is shown by `rollwise describe capacity`.
 
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from rollwise.cli.client import DataDirOption, ServerOption, TokenOption, connect, deployment_path
+from rollwise.cli.client import PAGE_SIZE, DataDirOption, ServerOption, TokenOption, connect, deployment_path
 from rollwise.cli.describe import Output, OutputOption, capacity_view, deployments_table, print_json, stdout
 from rollwise.cli.errors import cli_errors
 from rollwise.cli.app import app
@@ -40,7 +41,11 @@ def get(
             else:
                 stdout().print(capacity_view(capacity))
             return
-        deps = [client.get(deployment_path(name))] if name else client.get("/v1/deployments")
+        if name:
+            deps = [client.get(deployment_path(name))]
+        else:  # every page; the table needs no routes (the summary form), JSON shows what the API has
+            summary = "true" if output is Output.table else None
+            deps = client.get_all("/v1/deployments", limit=PAGE_SIZE, summary=summary)
         if output is Output.json:
             print_json(deps[0] if name else deps)
             return
