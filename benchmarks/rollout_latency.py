@@ -7,7 +7,13 @@ real rollout's wall time (activate -> READY) and prints the overhead ratio wall 
 delay between a route turning ready (route controller pass) and the next deploying cycle that acts.
 
     .venv/bin/python benchmarks/rollout_latency.py [--replicas 4] [--max-surge 1] [--max-unavailable 0]
-        [--startup-delay 1.0] [--runs 2]
+        [--startup-delay 1.0] [--runs 2] [--runtime local|ray]
+
+`--runtime ray` runs the same rollouts with routes as Ray actors (`rollwise[ray]`) on a one-node local Ray
+cluster the script starts on 127.0.0.1, and also measures `rollwise server` itself with each runtime (the
+same run): seconds from spawning it to `/healthz` saying active, and its RSS when idle and with the
+deployment ready (the Ray runtime's server process holds Ray's core worker; the cluster's own processes
+are not counted).
 
 The last line printed is JSON. Traffic stays on 127.0.0.1.
 """
@@ -16,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,7 +83,8 @@ def revision(label: str, delay: float) -> dict:
 
 
 async def one_run(args: argparse.Namespace, policy: dict, data_dir: Path) -> tuple[float, list[float]]:
-    config = ServerConfig(data_dir=data_dir, proxy_port=free_port(), intervals=Intervals(short=0.01, long=5, routes=0.05))
+    config = ServerConfig(data_dir=data_dir, proxy_port=free_port(), intervals=Intervals(short=0.01, long=5, routes=0.05),
+                          runtime=args.runtime, ray_address=args.ray_address)
     ready_times: list[float] = []
     act_times: list[float] = []
     async with build_plane(config) as plane:
@@ -134,6 +146,104 @@ def measure_boot(samples: int = 3) -> float:
     return statistics.median(times)
 
 
+async def measure_ray_boot(address: str, samples: int = 3) -> float:
+    """Median seconds from asking the Ray runtime for a route (actor created and placed, the example server
+    spawned by it, no startup delay) to the route's port accepting: the Ray runtime's per-route floor."""
+    import socket
+
+    from rollwise.runtime.base import LaunchSpec
+    from rollwise.runtime.ray import RayRuntime
+
+    runtime = RayRuntime(address)
+    times = []
+    try:
+        for i in range(samples):
+            spec = LaunchSpec(route_id=f"boot{i}", deployment="boot", revision=1,
+                              command=tuple(revision("boot", 0.0)["command"]), env={})
+            t = time.monotonic()
+            handle = await runtime.start(spec)
+            host, port = handle.address.rsplit(":", 1)
+            while time.monotonic() - t < 30:
+                try:
+                    socket.create_connection((host, int(port)), timeout=0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.005)
+            times.append(time.monotonic() - t)
+            await runtime.stop(handle, grace_seconds=3)
+    finally:
+        await runtime.close()
+    return statistics.median(times)
+
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+"""Keep 127.0.0.1 as given (not the machine's other interface); no cluster token for a local test cluster."""
+
+
+@contextlib.contextmanager
+def ray_cluster() -> Iterator[str]:
+    """A one-node Ray cluster on 127.0.0.1 (short RAY_TMPDIR: Ray's socket paths must stay short)."""
+    os.environ.update(RAY_ENV)
+    tmp = tempfile.mkdtemp(prefix="rwbench", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    try:
+        yield str(cluster.address)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return round(kb / 1024, 1)
+
+
+def measure_server(runtime: str, ray_address: str | None, replicas: int) -> dict[str, float]:
+    """`rollwise server --runtime RUNTIME`: seconds to healthy (active), RSS idle and with `replicas` ready."""
+    import httpx
+
+    rollwise = str(Path(sys.executable).with_name("rollwise"))
+    with tempfile.TemporaryDirectory(prefix="rollwise-bench-") as tmp:
+        api = free_port()
+        args = [rollwise, "server", "--data-dir", f"{tmp}/data", "--api-port", str(api), "--proxy-port",
+                str(free_port()), "--token", "bench", "--runtime", runtime]
+        if ray_address:
+            args += ["--ray-address", ray_address]
+        t0 = time.monotonic()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, **RAY_ENV})
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{api}", headers={"Authorization": "Bearer bench"}) as c:
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"rollwise server --runtime {runtime} exited ({proc.returncode})")
+                    try:
+                        if c.get("/healthz", timeout=1).json().get("role") == "active":
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.02)
+                start = time.monotonic() - t0
+                idle = rss_mb(proc.pid)
+                c.post("/v1/deployments", json={"name": "rss", "replicas": replicas,
+                                                "revision": revision("v1", 0.0)}).raise_for_status()
+                while c.get("/v1/deployments/rss").json()["lifecycle"] != "ready":
+                    time.sleep(0.1)
+                loaded = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return {"start_seconds": round(start, 2), "rss_idle_mb": idle, "rss_ready_mb": loaded}
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicas", type=int, default=4)
@@ -141,7 +251,18 @@ async def main() -> None:
     p.add_argument("--max-unavailable", default="0")
     p.add_argument("--startup-delay", type=float, default=1.0)
     p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--runtime", choices=("local", "ray"), default="local")
     args = p.parse_args()
+    args.ray_address = None
+    if args.runtime == "ray":
+        with ray_cluster() as address:
+            args.ray_address = address
+            await measure(args)
+    else:
+        await measure(args)
+
+
+async def measure(args: argparse.Namespace) -> None:
     conv = lambda v: int(v) if v.isdigit() else v  # noqa: E731
     policy = {"strategy": "rolling", "max_surge": conv(args.max_surge), "max_unavailable": conv(args.max_unavailable)}
     waves = count_waves(args.replicas, Policy.model_validate(policy))
@@ -155,18 +276,29 @@ async def main() -> None:
         print(f"run {i + 1}: rollout {wall:.2f}s, floor {floor:.2f}s ({waves} waves x {args.startup_delay:g}s), "
               f"overhead x{wall / floor:.2f}", flush=True)
     wall = statistics.median(walls)
-    boot = measure_boot()
+    boot = await measure_ray_boot(args.ray_address) if args.runtime == "ray" else measure_boot()
     floor_with_boot = waves * (args.startup_delay + boot)
-    print(f"process boot (python + imports, no delay) {boot:.2f}s; floor including boot {floor_with_boot:.2f}s: "
+    what = "route boot on Ray (actor placed, process spawned, port open)" if args.runtime == "ray" else \
+        "process boot (python + imports, no delay)"
+    print(f"{what} {boot:.2f}s; floor including boot {floor_with_boot:.2f}s: "
           f"overhead ratio {wall / floor_with_boot:.2f}")
     median_delay = statistics.median(delays) if delays else None
     print(f"median rollout {wall:.2f}s vs floor {floor:.2f}s: overhead ratio {wall / floor:.2f}; "
           f"median ready->next-cycle delay {median_delay * 1000 if median_delay is not None else float('nan'):.0f} ms")
-    print(json.dumps({"replicas": args.replicas, "policy": policy, "waves": waves, "startup_delay": args.startup_delay,
+    servers = {}
+    if args.runtime == "ray":
+        servers = {name: measure_server(name, args.ray_address if name == "ray" else None, args.replicas)
+                   for name in ("local", "ray")}
+        for name, figures in servers.items():
+            print(f"rollwise server --runtime {name}: healthy after {figures['start_seconds']:.2f}s, RSS "
+                  f"{figures['rss_idle_mb']:.0f} MB idle, {figures['rss_ready_mb']:.0f} MB with "
+                  f"{args.replicas} routes ready")
+    print(json.dumps({"runtime": args.runtime, "replicas": args.replicas, "policy": policy, "waves": waves, "startup_delay": args.startup_delay,
                       "floor_seconds": floor, "wall_seconds": round(wall, 3), "overhead_ratio": round(wall / floor, 3),
                       "process_boot_seconds": round(boot, 3),
                       "overhead_ratio_with_boot": round(wall / floor_with_boot, 3),
-                      "median_ready_to_cycle_seconds": round(median_delay, 4) if median_delay is not None else None}))
+                      "median_ready_to_cycle_seconds": round(median_delay, 4) if median_delay is not None else None,
+                      **({"servers": servers} if servers else {})}))
 
 
 if __name__ == "__main__":
