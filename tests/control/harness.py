@@ -47,11 +47,11 @@ class InterceptingStore(Store):
         super().__init__(*args, **kwargs)
         self.applied: list[tuple[ChangeSet, ApplyResult]] = []
 
-    async def apply(self, changes: ChangeSet, now: datetime) -> ApplyResult:
+    async def apply(self, changes: ChangeSet, now: datetime, *, combine: bool = False) -> ApplyResult:
         hook, self.before_next_apply = self.before_next_apply, None
         if hook is not None:
             changes = await hook(changes)
-        result = await super().apply(changes, now)
+        result = await super().apply(changes, now, combine=combine)
         self.applied.append((changes, result))
         return result
 

@@ -4,7 +4,9 @@ A cycle reads with a fixed number of queries whatever the number of deployments 
 policies, their routes, and whether the revisions those routes run have a health check), calls the pure
 per-deployment rules (`deploying`, `lifecycle`), gathers every outcome into one ChangeSet and hands it to `Store.apply`, which
 writes it in one transaction (guarded: a deployment changed by an operator since it was read is skipped
-whole and left for the next cycle). A cycle that finds nothing to do writes nothing.
+whole and left for the next cycle). A cycle that finds nothing to do writes nothing. A DEPLOYING cycle
+also records its rollouts' timeline samples in that write (control.rules.timeline), having read each
+deployment's open rollout in the same query as the deployment.
 
 Called by the coordinator; does not touch processes or the proxy (the route controller does).
 """
@@ -33,12 +35,13 @@ from rollwise.control.rules.lifecycle import (
     compute_replicas_outcome,
 )
 from rollwise.control.rules.outcome import Outcome, gather
+from rollwise.control.rules.timeline import compute_timeline
 from rollwise.control.rules.views import HealthChecks, group_by_deployment
 from rollwise.model import Lifecycle, RouteStatus
 from rollwise.store import Store
 from rollwise.store.bulk import gc_paused
 from rollwise.store.commands import UNSET
-from rollwise.store.records import DeploymentRecord, RouteRecord
+from rollwise.store.records import DeploymentRecord, RolloutMark, RouteRecord
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +150,28 @@ def _evaluate(
         return outcome
 
 
+def _record_timeline(
+    outcome: Outcome, routes: Sequence[RouteRecord], health_checks: HealthChecks, marks: Mapping[int, RolloutMark],
+    now: datetime,
+) -> None:
+    """The rollout timeline's samples of one DEPLOYING outcome (control.rules.timeline). A failure here
+    is logged and records nothing: the chart must never stop or fail a rollout."""
+    try:
+        compute_timeline(outcome, routes, health_checks, marks.get(outcome.deployment.id), now)
+    except Exception:  # noqa: BLE001 - the rollout goes on without this sample
+        log.exception("timeline sample failed for deployment %s", outcome.deployment.name)
+
+
 async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None) -> CycleReport:
     """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once.
     `capacity`: the runtime's node totals (node -> resource -> units); deployments are visited in id
     order and each one's creations are taken from what is free before the next is decided."""
     report = CycleReport(kind)
-    deployments = await store.list_deployments([LIFECYCLE_OF[kind]])
+    marks: Mapping[int, RolloutMark] = {}
+    if kind is CycleKind.DEPLOYING:  # with each one's open rollout, for its timeline (no extra query)
+        deployments, marks = await store.list_deployments_and_rollouts([Lifecycle.DEPLOYING])
+    else:
+        deployments = await store.list_deployments([LIFECYCLE_OF[kind]])
     report.deployments = len(deployments)
     if not deployments:
         return report
@@ -178,6 +197,9 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Tota
     with gc_paused():  # synchronous and allocation-heavy (see rollwise.store.bulk)
         outcomes = [_evaluate(kind, rule, dep, routes_by_dep.get(dep.id, []), health_checks, now, room, report)
                     for dep in sorted(deployments, key=lambda d: d.id)]
+        if kind is CycleKind.DEPLOYING:
+            for o in outcomes:
+                _record_timeline(o, routes_by_dep.get(o.deployment.id, []), health_checks, marks, now)
         changes = gather(outcomes)
     waits = [o.requeue_after for o in outcomes if o.requeue_after is not None]
     report.requeue_after = min(waits, default=None)
@@ -187,8 +209,8 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Tota
     result = await store.apply(changes, now)
     report.skipped = set(result.skipped)
     for o in outcomes:
-        if o.is_empty or o.deployment.id in report.skipped:
-            continue
+        if o.is_empty or o.deployment.id in report.skipped or o.timeline_only:
+            continue  # a timeline sample alone is recorded, but it is no progress
         report.applied += 1
         report.created_routes += len(o.new_routes)
         # Traffic-only updates (blue-green promotion) leave `status` UNSET: they terminate nothing.

@@ -45,8 +45,10 @@ from rollwise.store.records import (
     HistoryRecord,
     MeasurementRecord,
     RevisionRecord,
+    RolloutRecord,
     RouteRecord,
 )
+from rollwise.control.rules.timeline import Timeline, compute_events
 from rollwise.strategy import decide
 
 HOLDING = frozenset({RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING})
@@ -205,6 +207,20 @@ class Operations:
         )
         tally = (await self.store.analysis_counts([dep.id])).get(dep.id, NO_TALLY)
         return dep, measured, tally
+
+    async def rollouts(self, name: str) -> builtins.list[RolloutRecord]:
+        """The deployment's rollouts, oldest first (two reads)."""
+        return await self.store.list_rollouts((await self.get(name)).id)
+
+    async def timeline(self, name: str, rollout_id: int) -> Timeline:
+        """One rollout of the deployment: its samples and its events (the history rows of its span, in
+        words: control.rules.timeline). NotFound for a rollout of another deployment. Two reads."""
+        dep = await self.get(name)
+        found = await self.store.rollout_timeline(dep.id, rollout_id)
+        if found is None:
+            raise NotFound(f"deployment {name!r} has no rollout {rollout_id}")
+        rollout, samples, rows = found
+        return Timeline(rollout, samples, compute_events(rollout, rows))
 
     async def capacity(self) -> builtins.list[NodeUsage]:
         """Each node's slots: total, held (by every route that holds some, of any deployment), free,
@@ -389,8 +405,10 @@ class Operations:
             if transition.is_empty:
                 return dep
             update = DeploymentUpdate(deployment_id=dep.id, expected_version=dep.version, change=transition.change)
-            result = await self.store.apply(ChangeSet(deployments=[update], history=list(transition.history)), now,
-                                            combine=True)  # written with the requests queued meanwhile (store.grouped)
+            result = await self.store.apply(ChangeSet(
+                deployments=[update], history=list(transition.history),
+                rollout_updates=list(transition.rollout_updates), new_rollouts=list(transition.new_rollouts),
+            ), now, combine=True)  # written with the requests queued meanwhile (store.grouped)
             if dep.id in result.skipped:
                 continue
             written = replace(transition.change.applied_to(dep), version=result.versions[dep.id],

@@ -313,6 +313,9 @@ class NewRollout:
     at: datetime
     """`started_at`."""
     samples: tuple[TimelineSample, ...] = ()
+    adopted: bool = False
+    """Found running without a row (by a cycle): its events are the history rows from `at` on, not from
+    the newest history row of this write (its start row, for a rollout that starts now)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples", tuple(self.samples))

@@ -30,8 +30,24 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, String, Text, and_, bindparam, case, cast, func, insert, select
-from sqlalchemy import update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    null,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
@@ -50,6 +66,16 @@ from rollwise.store.rows import (
 from rollwise.store.schema import deployments, history, rollouts
 
 _OPEN = rollouts.c.ended_at.is_(None)
+
+
+def _newest_history(deployment_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The deployment's newest history row id (this write's rows are inserted already: store.apply)."""
+    return select(func.max(history.c.id)).where(history.c.deployment_id == deployment_id).scalar_subquery()
+
+
+def _last_history(outcome: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`last_history_id` as an update leaves it: set when the update ends the rollout (`outcome` given)."""
+    return case((outcome.is_(None), rollouts.c.last_history_id), else_=_newest_history(rollouts.c.deployment_id))
 
 
 def thin(samples: Sequence[Any], keep: int) -> list[Any]:
@@ -125,6 +151,7 @@ async def _append(conn: AsyncConnection, updates: Sequence[RolloutUpdate]) -> No
         last_sample=func.coalesce(source["b_last"], c.last_sample),
         ended_at=func.coalesce(source["b_ended_at"], c.ended_at),
         outcome=func.coalesce(source["b_outcome"], c.outcome),
+        last_history_id=_last_history(source["b_outcome"]),
     )
     stmt = update(rollouts).where(c.deployment_id == source["b_deployment_id"], _OPEN).values(base)
     if conn.dialect.name == "postgresql":
@@ -161,6 +188,7 @@ async def _thin_and_append(conn: AsyncConnection, updates: Sequence[RolloutUpdat
             last_sample=bindparam("b_last", type_=Text()),
             ended_at=func.coalesce(bindparam("b_ended_at", type_=c.ended_at.type), c.ended_at),
             outcome=func.coalesce(bindparam("b_outcome", type_=String()), c.outcome),
+            last_history_id=_last_history(bindparam("b_outcome", type_=String())),
         )
     )
     await conn.execute(stmt, rows)
@@ -170,31 +198,45 @@ async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
     """Step 3: end what is still open of these deployments (superseded), then insert the new rollouts."""
     c = rollouts.c
     closing = [{"b_deployment_id": r.deployment_id, "b_at": r.at} for r in new]
-    values = [new_rollout_values(r) for r in new]
+    values = [{**new_rollout_values(r), "b_adopted": r.adopted} for r in new]
+    types: dict[str, TypeEngine[Any]] = {key: c[key].type for key in values[0] if key != "b_adopted"}
+    types["b_adopted"] = Boolean()
+    ends = {"outcome": "aborted", "last_history_id": _newest_history(c.deployment_id)}
+
+    def first_history(source: Any) -> ColumnElement[Any]:
+        """The start row (this write's newest history row), or none for an adopted rollout (by time)."""
+        return case((source["b_adopted"] == true(), null()), else_=_newest_history(source["deployment_id"]))
+
     if conn.dialect.name == "postgresql":
         v = queries.unnest_rows("v", {
             "b_deployment_id": (Integer(), [row["b_deployment_id"] for row in closing]),
             "b_at": (c.ended_at.type, [row["b_at"] for row in closing]),
         })
         await conn.execute(
-            update(rollouts).where(c.deployment_id == v.c.b_deployment_id, _OPEN).values(ended_at=v.c.b_at, outcome="aborted")
+            update(rollouts).where(c.deployment_id == v.c.b_deployment_id, _OPEN).values(ended_at=v.c.b_at, **ends)
         )
         # The lists travel as JSON text (an array of JSON lists would be read as a 2-D array).
-        types: dict[str, TypeEngine[Any]] = {key: c[key].type for key in values[0]}
         types["samples"] = Text()
         for row in values:
             row["samples"] = _dump(row["samples"])
         rows = queries.unnest_rows("r", {key: (t, [row[key] for row in values]) for key, t in types.items()})
-        columns = [cast(rows.c[key], JSONB()) if key == "samples" else rows.c[key] for key in types]
-        await conn.execute(insert(rollouts).from_select(list(types), select(*columns)))
+        names = [key for key in types if key != "b_adopted"]
+        columns = [cast(rows.c[key], JSONB()) if key == "samples" else rows.c[key] for key in names]
+        await conn.execute(insert(rollouts).from_select(
+            [*names, "first_history_id"], select(*columns, first_history(rows.c))
+        ))
         return
     await conn.execute(
         update(rollouts)
         .where(c.deployment_id == bindparam("b_deployment_id", type_=Integer()), _OPEN)
-        .values(ended_at=bindparam("b_at", type_=c.ended_at.type), outcome="aborted"),
+        .values(ended_at=bindparam("b_at", type_=c.ended_at.type), **ends),
         closing,
     )
-    await conn.execute(insert(rollouts), values)
+    binds = {key: bindparam(key, type_=t) for key, t in types.items()}
+    stmt = insert(rollouts).values(
+        {**{key: bind for key, bind in binds.items() if key != "b_adopted"}, "first_history_id": first_history(binds)}
+    )
+    await conn.execute(stmt, values)
 
 
 # ------------------------------------------------------------------------------------------- reads
@@ -228,16 +270,23 @@ async def list_rollouts(conn: AsyncConnection, deployment_id: int) -> list[Rollo
 async def read_timeline(
     conn: AsyncConnection, deployment_id: int, rollout_id: int, history_limit: int
 ) -> tuple[RolloutRecord, list[TimelineSample], list[HistoryRecord]] | None:
-    """One rollout of the deployment with its samples and the history rows written in its time span
-    (from `started_at` to `ended_at`, both included; to now while it runs): the newest `history_limit`,
-    oldest first. None when the deployment has no such rollout."""
+    """One rollout of the deployment with its samples and the history rows of its span (from its start
+    row to its end row, both included; to now while it runs. Without them, by time: from `started_at` to
+    `ended_at`): the newest `history_limit`, oldest first. None when the deployment has no such rollout."""
     stmt = select(rollouts).where(rollouts.c.id == rollout_id, rollouts.c.deployment_id == deployment_id)
     row = (await conn.execute(stmt)).mappings().first()
     if row is None:
         return None
     rollout = rollout_from_row(row)
-    span = [history.c.deployment_id == deployment_id, history.c.created_at >= rollout.started_at]
-    if rollout.ended_at is not None:
+    first, last = row["first_history_id"], row["last_history_id"]
+    # By row id where known: a rollout superseded at the same instant as the next one starts shares its
+    # time, not its rows (the superseding row, the newest of the write that ends one and starts the
+    # other, belongs to both).
+    span = [history.c.deployment_id == deployment_id,
+            history.c.created_at >= rollout.started_at if first is None else history.c.id >= first]
+    if last is not None:
+        span.append(history.c.id <= last)
+    elif rollout.ended_at is not None:
         span.append(history.c.created_at <= rollout.ended_at)
     rows = (await conn.execute(
         select(history).where(*span).order_by(history.c.id.desc()).limit(history_limit)

@@ -296,6 +296,8 @@ rollouts = Table(
     Column("samples", JSONDoc, nullable=False),
     Column("sample_count", Integer, nullable=False, server_default=text("0")),
     Column("last_sample", Text, nullable=True),
+    Column("first_history_id", Integer, nullable=True),
+    Column("last_history_id", Integer, nullable=True),
 )
 Index("ix_rollouts_deployment_id_id", rollouts.c.deployment_id, rollouts.c.id)
 Index(
@@ -306,4 +308,6 @@ Index(
 At most one is open (`ended_at` NULL) per deployment: the partial unique index, which the DEPLOYING
 cycle's read joins on. `samples` is a JSON list of at most `records.MAX_SAMPLES` `{"at", "ready", "weights"}`;
 `sample_count` and `last_sample` (the newest sample's ready and weights as canonical JSON text) let the
-cycle decide whether to append without reading the list."""
+cycle decide whether to append without reading the list. `first_history_id` / `last_history_id`: the
+deployment's newest history row when it started (its start row) and ended: the rows of its span are its
+events, told apart from a superseding rollout's even at the same instant."""

@@ -20,7 +20,9 @@ from rollwise.store.commands import (
     DeploymentChange,
     DeploymentUpdate,
     NewHistory,
+    NewRollout,
     NewRoute,
+    RolloutUpdate,
     RouteUpdate,
 )
 from rollwise.store.records import DeploymentRecord
@@ -36,16 +38,30 @@ class Outcome:
     new_routes: list[NewRoute] = field(default_factory=list)
     route_updates: list[RouteUpdate] = field(default_factory=list)
     history: list[NewHistory] = field(default_factory=list)
+    rollout_updates: list[RolloutUpdate] = field(default_factory=list)
+    """The rollout's end (from a transition) and timeline samples (control.rules.timeline): one at most."""
+    new_rollouts: list[NewRollout] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        return self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history)
+        return self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history
+                                             or self.rollout_updates or self.new_rollouts)
+
+    @property
+    def timeline_only(self) -> bool:
+        """Only timeline samples to write: recorded, but no progress of the deployment."""
+        return (self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history)
+                and all(u.outcome is None for u in self.rollout_updates)
+                and bool(self.rollout_updates or self.new_rollouts))
 
     def apply(self, transition: Transition) -> None:
-        """Add a transition of the deployment (control.rules.transitions): its change, history and swap."""
+        """Add a transition of the deployment (control.rules.transitions): its change, history, swap and
+        the rollout it starts or ends."""
         self.change = self.change.then(transition.change)
         self.history.extend(transition.history)
         self.swap = self.swap or transition.swap
+        self.rollout_updates.extend(transition.rollout_updates)
+        self.new_rollouts.extend(transition.new_rollouts)
 
     def apply_route_decision(
         self, decision: Decision, now: datetime, *, holds: Callable[[int], Mapping[str, int]] | None = None
@@ -103,4 +119,6 @@ def gather(outcomes: Iterable[Outcome]) -> ChangeSet:
         cs.new_routes.extend(o.new_routes)
         cs.route_updates.extend(o.route_updates)
         cs.history.extend(o.history)
+        cs.rollout_updates.extend(o.rollout_updates)
+        cs.new_rollouts.extend(o.new_rollouts)
     return cs

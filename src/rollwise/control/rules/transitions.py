@@ -28,7 +28,7 @@ from datetime import datetime
 from rollwise.control.errors import NotApplicable, RolloutInProgress
 from rollwise.control.rules.views import revision_key, revision_number
 from rollwise.model import Decision, Lifecycle, Mode, Policy, RollbackReason, RouteView, StrategyName, SubStep
-from rollwise.store.commands import UNSET, DeploymentChange, NewHistory
+from rollwise.store.commands import UNSET, DeploymentChange, NewHistory, NewRollout, RolloutUpdate
 from rollwise.store.records import DeploymentRecord, HistoryRecord
 
 MAX_EVALUATION_ERRORS = 3
@@ -47,18 +47,23 @@ def strategy_words(policy: Policy | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One deployment's change, the history rows that record it, and whether it swaps the revisions."""
+    """One deployment's change, the history rows that record it, whether it swaps the revisions, and the
+    rollout row it starts or ends (the timeline: docs/storage.md, "rollouts")."""
 
     change: DeploymentChange = DeploymentChange()
     history: tuple[NewHistory, ...] = ()
     swap: bool = False
+    rollout_updates: tuple[RolloutUpdate, ...] = ()
+    new_rollouts: tuple[NewRollout, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return self.change.is_empty and not self.history and not self.swap
+        return (self.change.is_empty and not self.history and not self.swap and not self.rollout_updates
+                and not self.new_rollouts)
 
     def then(self, later: Transition) -> Transition:
-        return Transition(self.change.then(later.change), self.history + later.history, self.swap or later.swap)
+        return Transition(self.change.then(later.change), self.history + later.history, self.swap or later.swap,
+                          self.rollout_updates + later.rollout_updates, self.new_rollouts + later.new_rollouts)
 
 
 NOTHING = Transition()
@@ -166,11 +171,29 @@ def activate(dep: DeploymentRecord, number: int, *, supersede: bool, now: dateti
             message = f"revision {number} activated while rolling out {dep.deploying_revision}: aborting"
             return _by_operator(dep, DeploymentChange(abort_requested=True), now, message, to_revision=number)
         message = f"{words}: rollout of revision {number} started, superseding revision {dep.deploying_revision}"
-        return _by_operator(dep, start_rollout(number, now), now, message, to_revision=number)
+        started = _by_operator(dep, start_rollout(number, now), now, message, to_revision=number)
+        return _started(dep, number, now, started)
     if number == dep.current_revision:
         return NOTHING
     message = f"{words}: rollout of revision {number} started (revision {dep.current_revision} serving)"
-    return _by_operator(dep, start_rollout(number, now), now, message, to_revision=number)
+    started = _by_operator(dep, start_rollout(number, now), now, message, to_revision=number)
+    return _started(dep, number, now, started)
+
+
+def _started(dep: DeploymentRecord, number: int, now: datetime, transition: Transition) -> Transition:
+    """`transition` with the rollout row it starts (the store ends a superseded one as "aborted")."""
+    rollout = NewRollout(deployment_id=dep.id, from_revision=dep.current_revision, to_revision=number,
+                         strategy=str(dep.policy.strategy) if dep.policy else "unknown", at=now)
+    return replace(transition, new_rollouts=(rollout,))
+
+
+def rollout_outcome(reason: RollbackReason | None) -> str:
+    """How a rollout that rolled back ended: "aborted" when an operator aborted it, else "rolled_back"."""
+    return "aborted" if reason is RollbackReason.ABORTED else "rolled_back"
+
+
+def _ends(dep: DeploymentRecord, outcome: str, now: datetime) -> tuple[RolloutUpdate, ...]:
+    return (RolloutUpdate(deployment_id=dep.id, at=now, outcome=outcome),)
 
 
 def previous_revision(dep: DeploymentRecord, history: Sequence[HistoryRecord]) -> int | None:
@@ -266,7 +289,10 @@ def destroy(dep: DeploymentRecord, now: datetime) -> Transition:
     if dep.lifecycle is Lifecycle.DESTROYING:
         return NOTHING
     change = DeploymentChange(lifecycle=Lifecycle.DESTROYING, deploying_revision=None, mode=Mode.FORWARD)
-    return _by_operator(dep, change, now, "destroy requested: routes will drain and stop")
+    transition = _by_operator(dep, change, now, "destroy requested: routes will drain and stop")
+    if dep.lifecycle is Lifecycle.DEPLOYING:
+        transition = replace(transition, rollout_updates=_ends(dep, "aborted", now))
+    return transition
 
 
 def patch(dep: DeploymentRecord, *, replicas: int | None, policy: Policy | None, now: datetime) -> Transition:
@@ -403,7 +429,7 @@ def complete_rollout(dep: DeploymentRecord, decision: Decision, policy: Policy, 
                message=f"{decision.reason}; revision {dep.deploying_revision} is serving",
                sub_step=SubStep.COMPLETED, strategy=str(policy.strategy), from_revision=dep.current_revision,
                to_revision=dep.deploying_revision)
-    return Transition(change, (row,), swap=True)
+    return Transition(change, (row,), swap=True, rollout_updates=_ends(dep, "completed", now))
 
 
 def roll_back(dep: DeploymentRecord, decision: Decision, policy: Policy, now: datetime) -> Transition:
@@ -417,7 +443,7 @@ def roll_back(dep: DeploymentRecord, decision: Decision, policy: Policy, now: da
                f"revision {dep.current_revision} is serving",
                sub_step=SubStep.ROLLED_BACK, strategy=str(policy.strategy), from_revision=dep.deploying_revision,
                to_revision=dep.current_revision)
-    return Transition(change, (row,))
+    return Transition(change, (row,), rollout_updates=_ends(dep, rollout_outcome(reason), now))
 
 
 def _progress_at(dep: DeploymentRecord, decision: Decision, views: Sequence[RouteView], now: datetime) -> datetime | None:
@@ -466,7 +492,7 @@ def abandon_rollout(dep: DeploymentRecord, error: str, exc: BaseException, now: 
                f"times in a row; rollout abandoned, revision {dep.current_revision} restored by the replica "
                f"reconciler: {exc}", sub_step=SubStep.ROLLED_BACK, strategy=_strategy(dep),
                from_revision=dep.deploying_revision, to_revision=dep.current_revision, error=error)
-    return Transition(change, (row,))
+    return Transition(change, (row,), rollout_updates=_ends(dep, rollout_outcome(dep.rollback_reason), now))
 
 
 def _strategy(dep: DeploymentRecord) -> str | None:

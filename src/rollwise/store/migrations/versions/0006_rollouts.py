@@ -4,7 +4,8 @@
   started and ended, its outcome (in_progress | completed | rolled_back | aborted), and a bounded time
   series for the timeline chart: `samples` (a JSON list of at most 500 {"at", "ready", "weights"}),
   `sample_count` and `last_sample` (the newest sample's ready routes and weights as canonical JSON
-  text: the DEPLOYING cycle compares it without reading the list). ix_rollouts_deployment_id_id serves
+  text: the DEPLOYING cycle compares it without reading the list), `first_history_id` /
+  `last_history_id` (the deployment's history rows of its span: its events). ix_rollouts_deployment_id_id serves
   the per-deployment listing; the partial unique index uq_rollouts_open keeps at most one open rollout
   (ended_at NULL) per deployment and serves the cycle's join on it.
 
@@ -47,6 +48,8 @@ def upgrade() -> None:
         sa.Column("samples", _JSON, nullable=False),
         sa.Column("sample_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("last_sample", sa.Text(), nullable=True),
+        sa.Column("first_history_id", sa.Integer(), nullable=True),
+        sa.Column("last_history_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["deployment_id"], ["deployments.id"], name="fk_rollouts_deployment_id_deployments", ondelete="CASCADE",
         ),
