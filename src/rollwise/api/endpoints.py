@@ -15,6 +15,8 @@ statuses by `api.errors` — no endpoint picks a status for an error itself.
     GET    /v1/deployments/{name}/history        history rows, oldest first 200
     GET    /v1/deployments/{name}/plan           the next cycle's decision 200
     GET    /v1/deployments/{name}/analysis       a canary's measurements   200
+    GET    /v1/deployments/{name}/rollouts       its rollouts, oldest first 200
+    GET    /v1/deployments/{name}/rollouts/{id}/timeline  one rollout's samples and events  200
 
 Called by `api.app.create_app`. Must not: touch the store directly, or write anything except through
 `Operations`.
@@ -43,10 +45,14 @@ from rollwise.api.schemas import (
     PlanOut,
     PromoteRequest,
     RevisionOut,
+    RolloutOut,
     RolloutRequest,
+    TimelineOut,
     deployment_out,
     history_out,
     revision_out,
+    rollout_out,
+    timeline_out,
 )
 from rollwise.control.errors import NotApplicable
 from rollwise.control.operations import DeploymentState, Operations
@@ -204,6 +210,21 @@ def build_router(ops: Operations) -> APIRouter:
         every_rollout: Annotated[bool, Query(alias="all", description="Every rollout's measurements")] = False,
     ) -> AnalysisOut:
         return analysis_out(*await ops.analysis(name, every_rollout=every_rollout))
+
+    @router.get("/deployments/{name}/rollouts", response_model=list[RolloutOut],
+                responses=responses(401, 404, 422, 503), summary="The deployment's rollouts, oldest first")
+    async def rollouts(name: Name) -> list[RolloutOut]:
+        return [rollout_out(r) for r in await ops.rollouts(name)]
+
+    @router.get(
+        "/deployments/{name}/rollouts/{rollout_id}/timeline", response_model=TimelineOut,
+        responses=responses(401, 404, 422, 503),
+        summary="One rollout's timeline: ready routes and traffic share per revision over time, and its events",
+    )
+    async def timeline(
+        name: Name, rollout_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The rollout's id")]
+    ) -> TimelineOut:
+        return timeline_out(await ops.timeline(name, rollout_id))
 
     @router.get(
         "/deployments/{name}/plan", response_model=PlanOut, responses=responses(401, 404, 409, 422, 503),

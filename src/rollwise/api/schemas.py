@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
@@ -38,6 +38,7 @@ from rollwise.model import (
 from rollwise.model.policy import MAX_COUNT
 from rollwise.control.operations import NodeUsage
 from rollwise.control.rules.condition import compute_condition
+from rollwise.control.rules.timeline import Timeline
 from rollwise.model.revision import HealthCheck, RevisionInput
 from rollwise.store.records import (
     AnalysisTally,
@@ -45,6 +46,7 @@ from rollwise.store.records import (
     HistoryRecord,
     MeasurementRecord,
     RevisionRecord,
+    RolloutRecord,
     RouteRecord,
 )
 
@@ -452,4 +454,65 @@ def analysis_out(dep: DeploymentRecord, measurements: Sequence[MeasurementRecord
         rollout_started_at=dep.rollout_started_at, revision=revision,
         counts=AnalysisCountsOut(failed=tally.failed, passed=tally.passed, inconclusive=tally.inconclusive),
         measurements=[measurement_out(m) for m in measurements],
+    )
+
+
+# ------------------------------------------------------------------------------------ rollout timeline
+
+RolloutOutcome = Literal["in_progress", "completed", "rolled_back", "aborted"]
+EventKind = Literal["started", "wave", "step", "paused", "promoted", "rollback", "completed", "aborted", "error"]
+
+
+class RolloutOut(BaseModel):
+    """One rollout of a deployment (docs/api.md, "Rollout timeline")."""
+
+    id: int = Field(..., description="Stable id of the rollout (GET …/rollouts/{id}/timeline)")
+    from_revision: int | None = Field(..., description="The revision serving when it started")
+    to_revision: int
+    strategy: str = Field(..., description='The policy\'s strategy when it started ("rolling", "blue_green", …)')
+    started_at: datetime
+    ended_at: datetime | None = Field(..., description="null while it runs")
+    outcome: RolloutOutcome = Field(..., description="in_progress, completed, rolled_back or aborted (by an operator, "
+                                                     "superseded by another rollout, or destroyed)")
+
+
+class TimelineSampleOut(BaseModel):
+    """What the rollout looked like at one moment (recorded when it changed, and at its start and end)."""
+
+    at: datetime
+    ready: dict[str, int] = Field(..., description="Revision number (as a string) -> ready routes")
+    weights: dict[str, int] = Field(
+        ..., description="Revision number (as a string) -> percent of the requests; sums to 100, {} when nothing serves"
+    )
+
+
+class TimelineEventOut(BaseModel):
+    """One history row of the rollout, as a mark on its chart."""
+
+    at: datetime
+    kind: EventKind
+    message: str = Field(..., description="One line in words (the history row's message)")
+
+
+class TimelineOut(RolloutOut):
+    """A rollout with its samples and events, oldest first."""
+
+    samples: list[TimelineSampleOut] = Field(..., description="Oldest first; at most 500 (thinned evenly)")
+    events: list[TimelineEventOut] = Field(..., description="Oldest first; the rollout's history rows")
+
+
+def rollout_out(r: RolloutRecord) -> RolloutOut:
+    return RolloutOut(id=r.id, from_revision=r.from_revision, to_revision=r.to_revision, strategy=r.strategy,
+                      started_at=r.started_at, ended_at=r.ended_at, outcome=cast(RolloutOutcome, r.outcome))
+
+
+def timeline_out(t: Timeline) -> TimelineOut:
+    return TimelineOut(
+        **rollout_out(t.rollout).model_dump(),
+        samples=[
+            TimelineSampleOut(at=s.at, ready={str(k): v for k, v in sorted(s.ready.items())},
+                              weights={str(k): v for k, v in sorted(s.weights.items())})
+            for s in t.samples
+        ],
+        events=[TimelineEventOut(at=e.at, kind=cast(EventKind, e.kind), message=e.message) for e in t.events],
     )
