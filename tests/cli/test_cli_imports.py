@@ -28,8 +28,8 @@ from rollwise.cli import main as cli_main
 
 NEVER = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "aiosqlite", "asyncpg", "prometheus_client",
          "httpx", "rollwise.model", "rollwise.api", "rollwise.control", "rollwise.store", "rollwise.runtime",
-         "rollwise.strategy", "rollwise.traffic")
-"""Never imported by a client command."""
+         "rollwise.strategy", "rollwise.traffic", "matplotlib")
+"""Never imported by a client command (matplotlib: only by `history --plot`, tests/cli/test_plot_cli.py)."""
 
 PROBE = """
 import json, sys
@@ -65,6 +65,8 @@ COMMANDS: list[tuple[list[str], int, bool, bool]] = [
     (["describe", "imports", "-o", "json"], 0, False, False),
     (["history", "imports"], 0, True, False),
     (["history", "imports", "-o", "json"], 0, False, False),
+    (["history", "imports", "--rollouts"], 0, False, False),
+    (["history", "imports", "--rollouts", "-o", "json"], 0, False, False),
     (["rollout", "status", "imports"], 0, True, False),
     (["rollout", "status", "imports", "--watch"], 0, True, False),
     (["rollout", "pause", "imports"], 1, False, False),
