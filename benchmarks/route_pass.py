@@ -1,0 +1,120 @@
+"""The route controller's idle pass at scale: N deployments x 4 running, healthy routes, nothing to do.
+
+Every `Intervals.routes` (0.2 s) the route controller reads the live routes and what it needs to act
+on them (starting, probing, draining) and publishes the routing table. When nothing changes, that pass
+is pure overhead; at 10,000 deployments x 4 routes = 40,000 routes it must stay small (issue 16: at most
+100 ms, reading only what it uses).
+
+    .venv/bin/python benchmarks/route_pass.py [--deployments 10000] [--passes 5] [--database URL]
+
+Setup (not timed): deployments READY on revision 1 (a health check every 60 s, so no probe is due after
+the first pass), one `SimulatedRuntime` route started per route row (so `is_running` answers for real),
+rows bulk-inserted. Then one warm-up pass (it probes everything once) and `--passes` timed passes;
+statements counted with a `before_cursor_execute` listener. The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, insert, select
+
+from rollwise.control.clock import ManualClock
+from rollwise.control.route_controller import RouteController
+from rollwise.model import Health, Lifecycle, Mode, Policy, RouteStatus, StrategyName
+from rollwise.runtime.base import LaunchSpec
+from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
+from rollwise.store import ChangeSet, NewRoute, RevisionSpec, Store
+from rollwise.store.rows import revision_values
+from rollwise.store.schema import deployments, policies, revisions
+from rollwise.traffic.base import NoTraffic
+
+from evaluator_scale import BATCH, chunks, fresh_database  # noqa: E402 (benchmarks/ is the script's dir)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+REPLICAS = 4
+POLICY = Policy(strategy=StrategyName.ROLLING, max_surge=1, max_unavailable=0)
+SPEC = RevisionSpec(
+    command=("model-server", "--port", "{port}"),
+    health_check={"path": "/healthz", "interval_seconds": 60.0, "healthy_threshold": 1, "unhealthy_threshold": 3},
+    env={"MODEL": "x" * 200},
+    label="v1",
+)
+
+
+async def build(store: Store, runtime: SimulatedRuntime, n: int) -> None:
+    rows = [{"name": f"svc-{i:05d}", "replicas": REPLICAS, "lifecycle": Lifecycle.READY.value, "mode": Mode.FORWARD.value,
+             "current_revision": 1, "paused": False, "abort_requested": False, "promote_requested": False,
+             "error_count": 0, "version": 1, "created_at": T0, "updated_at": T0} for i in range(n)]
+    async with store.engine.begin() as conn:
+        for part in chunks(rows):
+            await conn.execute(insert(deployments), part)
+        ids = list((await conn.execute(select(deployments.c.id).order_by(deployments.c.id))).scalars())
+        document = POLICY.to_json()
+        for part in chunks([{"deployment_id": d, "strategy": POLICY.strategy.value, "document": document,
+                             "updated_at": T0} for d in ids]):
+            await conn.execute(insert(policies), part)
+        for part in chunks([revision_values(d, 1, SPEC, T0) for d in ids]):
+            await conn.execute(insert(revisions), part)
+    new = []
+    for d in ids:
+        for k in range(REPLICAS):
+            route_id = f"r{d:05d}{k}"
+            handle = await runtime.start(LaunchSpec(route_id=route_id, deployment=f"svc-{d}", revision=1,
+                                                    command=SPEC.command, env={}))
+            new.append(NewRoute(id=route_id, deployment_id=d, revision=1, status=RouteStatus.RUNNING,
+                                health=Health.HEALTHY, created_at=T0, address=handle.address, pid=handle.pid,
+                                identity=handle.identity))
+    for i in range(0, len(new), 4 * BATCH):
+        await store.apply(ChangeSet(new_routes=new[i : i + 4 * BATCH]), T0)
+
+
+async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
+    db = fresh_database(database)
+    store = await db.open()
+    clock = ManualClock(T0 + timedelta(seconds=10))
+    runtime = SimulatedRuntime(clock.now, default=SimBehaviour(startup_seconds=0.0))
+    try:
+        await build(store, runtime, n)
+        controller = RouteController(store=store, runtime=runtime, prober=runtime, traffic=NoTraffic(), clock=clock)
+        warm = await controller.reconcile()
+        assert not warm.changed, "the warm-up pass changed routes: the state is not idle"
+        statements: list[str] = []
+        event.listen(store.engine.sync_engine, "before_cursor_execute",
+                     lambda *a: statements.append(str(a[2]).split()[0]))
+        seconds = []
+        for _ in range(passes):
+            clock.advance(0.2)
+            statements.clear()
+            t = time.perf_counter()
+            report = await controller.reconcile()
+            seconds.append(time.perf_counter() - t)
+            assert not report.changed
+        served = sum(len(s) for s in controller.table.services.values())
+        return {"deployments": n, "routes": n * REPLICAS, "served_routes": served,
+                "seconds_per_pass": round(statistics.median(seconds), 4), "statements_per_pass": len(statements)}
+    finally:
+        await store.close()
+        await db.drop(store)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--deployments", type=int, default=10_000)
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--database", default=None, help="SQLAlchemy URL (default: a fresh SQLite file)")
+    args = p.parse_args()
+    result = await measure(args.deployments, args.passes, args.database)
+    print(f"{result['routes']} routes: idle pass {result['seconds_per_pass'] * 1000:.0f} ms (median of "
+          f"{args.passes}), {result['statements_per_pass']} statements")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
