@@ -5,7 +5,8 @@ through the same rolling update (D=3, max_surge 2, max_unavailable 1; routes: 3 
 and 1 provisioning of revision 2). Then ONE full deploying cycle runs — `run_cycle(store,
 CycleKind.DEPLOYING, now)`: load, evaluate, apply — and is timed, with its SQL statements counted.
 Each deployment's decision is the same: create 1 route, terminate 1, update its row, 1 history row;
-so the cycle writes N new routes, N route updates, N deployment updates and N history rows.
+so the cycle writes N new routes, N route updates, N deployment updates and N history rows, and appends
+N timeline samples (each rollout's first: its row is as the activation left it).
 
 With `--naive` the same work also runs one deployment at a time, on a second database built the same
 way: per deployment `get_deployment`, `list_routes([id])`, `health_check_flags`, the same pure rule
@@ -48,7 +49,7 @@ from rollwise.control.rules.outcome import gather
 from rollwise.model import Health, Lifecycle, Mode, Policy, RouteStatus, StrategyName, SubStep, Traffic
 from rollwise.store import ChangeSet, NewRoute, RevisionSpec, Store
 from rollwise.store.rows import revision_values
-from rollwise.store.schema import deployments, history, policies, revisions, routes
+from rollwise.store.schema import deployments, history, policies, revisions, rollouts, routes
 
 REPLICAS = 3
 POLICY = Policy(strategy=StrategyName.ROLLING, max_surge=2, max_unavailable=1)
@@ -139,6 +140,13 @@ async def build_state(store: Store, n: int) -> None:
         rev_rows = [revision_values(d, number, spec, T0) for d in ids for number, spec in ((1, v1), (2, v2))]
         for part in chunks(rev_rows):
             await conn.execute(insert(revisions), part)
+        # Each rollout's row as its activation leaves it (no sample yet): the cycle appends its first
+        # timeline sample, as a cycle that sees a change does (docs/control.md, "Rollout timeline").
+        rollout_rows = [{"deployment_id": d, "from_revision": 1, "to_revision": 2, "strategy": POLICY.strategy.value,
+                         "started_at": T0, "ended_at": None, "outcome": "in_progress", "samples": [],
+                         "sample_count": 0, "last_sample": None} for d in ids]
+        for part in chunks(rollout_rows):
+            await conn.execute(insert(rollouts), part)
 
     new_routes = []
     for d in ids:
