@@ -5,7 +5,7 @@ and this module is the ONE place that maps rollwise error codes to HTTP statuses
     invalid               422     ValidationFailed (operations, model) and request-body validation
     malformed             400     a body that is not JSON at all
     unauthorized          401     auth middleware: missing or wrong bearer token
-    not_found             404     NotFound (deployment, revision), unknown path
+    not_found             404     NotFound (deployment, revision, rollout), unknown path
     method_not_allowed    405     a path that exists, with another method
     conflict              409     AlreadyExists, store Conflict
     body.too_large        413     a request body over 1 MiB (api.limits)
