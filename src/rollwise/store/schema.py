@@ -130,6 +130,11 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 JSONDoc: Any = JSON().with_variant(JSONB(), "postgresql")
+OptionalJSON: Any = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""JSON whose Python None is SQL NULL (JSONDoc stores it as the JSON text `null`): for the routes' `holds`
+and `devices`, so `holds IS NOT NULL` (ix_routes_holding, the capacity read) means "holds slots" and the
+route reads decode nothing for the many routes without slots. Rows written before keep `null` texts
+(read the same, only slower)."""
 
 # Deterministic constraint names on both backends (the migrations use the same names).
 NAMING = {
@@ -223,8 +228,8 @@ routes = Table(
     Column("drain_until", UtcDateTime, nullable=True),
     Column("detail", Text, nullable=True),
     Column("started_at", UtcDateTime, nullable=True),
-    Column("holds", JSONDoc, nullable=True),
-    Column("devices", JSONDoc, nullable=True),
+    Column("holds", OptionalJSON, nullable=True),
+    Column("devices", OptionalJSON, nullable=True),
     Column("node", String(255), nullable=True),
 )
 Index(
