@@ -17,7 +17,7 @@ import {EVENT_KINDS, HEIGHT, drawTimeline, timelineLegend} from "./chart.js";
 
 const TOKEN_KEY = "rollwise.token";
 const POLL_MS = 1000;
-const IDLE_EVENT_MS = 10000; // a deployment without a rollout has its last event asked again this often
+const IDLE_MS = 10000; // what changes only with the deployment (its version) is asked again at least this often
 const HISTORY_ROWS = 30;
 const VERBS = [
   ["promote", "Promote", "Blue-green: switch traffic to the new revision now; canary: complete the current step"],
@@ -272,13 +272,13 @@ class DeploymentsPage {
   }
 
   /** The last history event of each deployment: asked every round while it changes or rolls out, every
-   * IDLE_EVENT_MS otherwise (a page of many quiet deployments costs few requests). */
+   * IDLE_MS otherwise (a page of many quiet deployments costs few requests). */
   async lastEvents(deployments) {
     const now = Date.now();
     await Promise.all(deployments.map(async (d) => {
       const known = this.events.get(d.name);
       if (known && known.version === d.version && d.lifecycle === "ready" && known.lifecycle === "ready"
-        && now - known.at < IDLE_EVENT_MS) return;
+        && now - known.at < IDLE_MS) return;
       const got = await settle(get(`${dep(d.name)}/history?limit=1`));
       if (got.value) this.events.set(d.name, {event: got.value[0] || null, at: now, version: d.version, lifecycle: d.lifecycle});
     }));
@@ -319,7 +319,7 @@ class DeploymentsPage {
         h("td", {"data-label": "Sub-step", class: "sub-step"}, d.sub_step ? badge(d.paused && d.lifecycle === "deploying" ? "paused" : d.sub_step) : "–"),
         h("td", {"data-label": "Ready", class: "ready-count"}, readyCount(d)),
         h("td", {"data-label": "Traffic"}, splitBar(split)),
-        h("td", {"data-label": "Last event", class: "last-event"}, event
+        h("td", {"data-label": "Last event", class: "last-event", title: event ? event.message : null}, event
           ? [h("span", {class: "muted when", title: event.updated_at}, ago(parseTime(event.updated_at), now)), " ",
             h("span", {class: "message"}, event.message)]
           : "–"),
@@ -345,6 +345,7 @@ class DeploymentPage {
     this.pending = null; // the verb being sent
     this.armed = null; // the verb waiting for its confirming second click
     this.outcome = null; // what the last verb got
+    this.answers = new Map(); // key -> {result, version, at}: the last answer of each part of the page
 
     this.title = h("h1", {}, name, " ", h("span", {class: "title-badge"}));
     this.facts = h("dl", {class: "facts"});
@@ -412,13 +413,17 @@ class DeploymentPage {
       throw error;
     }
     put(this.note, "ok", () => []);
+    // The deployment every round; the plan and the history every round while it moves; what changes only
+    // with the deployment's version (verbs, revisions, rollouts) when the version changed; all of them at
+    // least every IDLE_MS. A quiet deployment's page costs one request a second.
+    const moving = d.lifecycle !== "ready" ? 0 : IDLE_MS;
     const [actions, plan, revisions, historyRows, rollouts, capacity] = await Promise.all([
-      settle(get(`${base}/actions`)),
-      settle(get(`${base}/plan`)),
-      settle(get(`${base}/revisions`)),
-      settle(get(`${base}/history?limit=${HISTORY_ROWS}`)),
-      settle(get(`${base}/rollouts`)),
-      settle(get("/v1/capacity")),
+      this.cached("actions", `${base}/actions`, d, IDLE_MS),
+      this.cached("plan", `${base}/plan`, d, moving),
+      this.cached("revisions", `${base}/revisions`, d, IDLE_MS),
+      this.cached("history", `${base}/history?limit=${HISTORY_ROWS}`, d, moving),
+      this.cached("rollouts", `${base}/rollouts`, d, IDLE_MS),
+      this.cached("capacity", "/v1/capacity", d, IDLE_MS),
     ]);
     document.title = `${d.name} · ${words(d.lifecycle)} · rollwise`;
     this.showFacts(d);
@@ -429,6 +434,17 @@ class DeploymentPage {
     if (revisions.value) this.showRevisions(d, revisions.value);
     if (historyRows.value) this.showHistory(historyRows.value);
     await this.showTimeline(rollouts);
+  }
+
+  /** `path`'s answer as a settle() result, asked again when the deployment's version changed or the last
+   * answer is `every` ms old (0: every round). */
+  async cached(key, path, d, every) {
+    const known = this.answers.get(key);
+    const now = Date.now();
+    if (known && known.version === d.version && now - known.at < every) return known.result;
+    const result = await settle(get(path));
+    this.answers.set(key, {result, version: d.version, at: now});
+    return result;
   }
 
   showFacts(d) {

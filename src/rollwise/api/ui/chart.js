@@ -96,7 +96,9 @@ export function drawTimeline(timeline, {width, now = Date.now()}) {
   const start = parseTime(timeline.started_at) ?? (samples[0] ? samples[0].at : now);
   const ended = parseTime(timeline.ended_at);
   const lastSeen = Math.max(start, ...samples.map((x) => x.at), ...events.map((e) => e.t));
-  const end = Math.max(ended ?? Math.max(now, lastSeen), start + 1000);
+  // A finished rollout's axis runs a little past its end, so the state it ended in shows as a segment.
+  const last = ended === null ? Math.max(now, lastSeen) : Math.max(ended, lastSeen);
+  const end = Math.max(ended === null ? last : last + Math.max(500, (last - start) * 0.04), start + 1000);
   const span = end - start;
   const x = (t) => left + (Math.min(Math.max(t, start), end) - start) / span * plotW;
 
@@ -107,7 +109,7 @@ export function drawTimeline(timeline, {width, now = Date.now()}) {
 
   const outcome = timeline.outcome || (ended ? "ended" : "in_progress");
   const summary = `Rollout ${timeline.id}: revision ${timeline.from_revision ?? "none"} to ${timeline.to_revision}, `
-    + `${timeline.strategy || ""} ${String(outcome).replaceAll("_", " ")}, ${seconds(span)}; `
+    + `${timeline.strategy || ""} ${String(outcome).replaceAll("_", " ")}, ${seconds(last - start)}; `
     + `${samples.length} samples, ${events.length} events`;
   const svg = s("svg", {
     xmlns: NS, viewBox: `0 0 ${W} ${HEIGHT}`, width: W, height: HEIGHT, role: "img", "aria-label": summary,
@@ -149,7 +151,7 @@ export function drawTimeline(timeline, {width, now = Date.now()}) {
       }
       return out;
     });
-    const tail = ended ?? end;
+    const tail = end;
     for (const n of revisions) {
       const top = [];
       const bottom = [];
@@ -174,7 +176,7 @@ export function drawTimeline(timeline, {width, now = Date.now()}) {
   const readyLabels = [];
   let points = 0;
   if (samples.length) {
-    const tail = x(ended ?? end);
+    const tail = x(end);
     for (const n of revisions) {
       const values = samples.map((x) => Number(x.ready[String(n)] || 0));
       if (!values.some((v) => v > 0)) continue;
