@@ -7,8 +7,9 @@ against a real `rollwise server` process with the example model server's routes 
 - A blue-green rollout followed live: the deployments page shows the deployment ready (2/2), the
   deployment page shows the sub-step change without a reload once the rollout starts, offers exactly the
   verbs the server says apply (Promote, Pause, Abort while awaiting promotion), and Promote completes the
-  rollout; the timeline chart of it is drawn with data points and its started and completed marks. An
-  unknown deployment shows the API's 404 as it is.
+  rollout; a press of a verb that stopped applying (another operator paused first) shows the API's 409 as
+  it is; the timeline chart of the rollout is drawn with data points and its started and completed
+  marks. An unknown deployment shows the API's 404 as it is.
 
 Screenshots of the deployments page and the deployment page at 1280x800 and of a phone-width view go to
 the directory named by ROLLWISE_SCREENSHOTS (default: the test's temporary directory); docs/images holds
@@ -195,6 +196,24 @@ def test_a_blue_green_rollout_is_followed_live_promoted_and_charted(
         driver.save_screenshot(str(shots / "dashboard-deployments.png"))
         driver.find_element("css selector", f"{row} a.name").click()
         wait_dom("the promote button", lambda: verbs(driver) == ["promote", "pause", "abort"], context=see)
+
+        # Another operator pauses the rollout; a press of the Pause button the page still shows (in the same
+        # task as that pause's answer, before any new round could redraw it) gets the API's 409, shown as is.
+        pressed = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch(arguments[0], {method: "POST", headers: {
+                Authorization: "Bearer " + sessionStorage.getItem("rollwise.token")}}).then((answer) => {
+              const button = document.querySelector("button.verb-pause");
+              if (button) button.click();
+              done([answer.status, Boolean(button)]);
+            });
+        """, f"/v1/deployments/{NAME}/pause")
+        assert pressed == [202, True], pressed
+        refusal = wait_dom("the refusal shown", lambda: text_of(driver, ".verb-result .error"), context=see)
+        assert refusal.endswith(f"pause: 409 verb.not_applicable: deployment '{NAME}': the rollout is already paused"), refusal
+        wait_dom("resume offered", lambda: verbs(driver) == ["resume", "abort"], context=see)
+        assert api.post(f"/v1/deployments/{NAME}/resume").status_code == 202
+        wait_dom("the promote button again", lambda: verbs(driver) == ["promote", "pause", "abort"], context=see)
 
         driver.find_element("css selector", "button.verb-promote").click()
         wait_dom("the rollout completed", lambda: text_of(driver, "#fact-sub-step") == "✓ completed"
