@@ -212,6 +212,13 @@ async def test_plan_shows_the_next_cycle_decision(plane: Plane, client: httpx.As
     assert steady.status_code == 200
     assert set(steady.json()) >= {"sub_step", "create", "terminate", "traffic", "mode", "reason"}
     assert steady.json()["create"] == [] and steady.json()["terminate"] == []
+    # A READY deployment's plan is the replica reconciler's, in its own words (not "rolled back").
+    assert steady.json()["mode"] == "forward" and steady.json()["sub_step"] == "completed"
+    assert steady.json()["reason"] == "replicas: nothing to change (desired 2 of revision 1)"
+    await client.patch("/v1/deployments/pl", json={"replicas": 3})
+    grow = (await client.get("/v1/deployments/pl/plan")).json()
+    assert grow["reason"] == "replicas: creating 1 (desired 3 of revision 1)" and len(grow["create"]) == 1
+    await client.patch("/v1/deployments/pl", json={"replicas": 2})
     await start_rollout(client, "pl", "v2")
     before = (await client.get("/v1/deployments/pl")).json()
     plan = (await client.get("/v1/deployments/pl/plan")).json()

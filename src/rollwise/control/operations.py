@@ -29,7 +29,7 @@ from rollwise.control.cycles import CycleKind
 from rollwise.control.cycles import read_analysis, read_room, revisions_placed
 from rollwise.model.views import NO_ANALYSIS
 from rollwise.control.rules.capacity import Room, Totals, compute_target_view
-from rollwise.control.rules.lifecycle import compute_replicas_decision
+from rollwise.control.rules.lifecycle import compute_replicas_decision, describe_replicas_decision
 from rollwise.control.rules.views import compute_deployment_view, compute_route_views
 from rollwise.model import Decision, Lifecycle, Policy, RouteStatus, ValidationFailed, check_deployment_name
 from rollwise.model.policy import parse_policy
@@ -368,7 +368,7 @@ class Operations:
             view = replace(compute_deployment_view(dep, analysis), capacity=compute_target_view(room, dep))
             return decide(view, compute_route_views(routes, checks), dep.policy, now)
         if dep.lifecycle in (Lifecycle.READY, Lifecycle.SCALING):
-            return compute_replicas_decision(dep, routes, checks, now, room)
+            return describe_replicas_decision(dep, compute_replicas_decision(dep, routes, checks, now, room))
         raise NotApplicable(f"deployment {name!r} is {dep.lifecycle.value}: no cycle decision to show")
 
     # --- helpers ------------------------------------------------------------------------------------

@@ -70,6 +70,23 @@ def compute_replicas_decision(
     return replace(decision, terminate=decision.terminate + tuple(surplus))
 
 
+def describe_replicas_decision(dep: DeploymentRecord, decision: Decision) -> Decision:
+    """The replica reconciler's decision as `rollwise plan` / GET /plan show it: in the words of its
+    history rows and in mode forward, not in those of the rolling-back rule it reuses underneath (which
+    would read "rolled back to r1" for a deployment that is simply READY)."""
+    created, terminated = len(decision.create), len(decision.terminate)
+    words = [f"creating {created}"] if created else []
+    if terminated:
+        words.append(f"terminating {terminated}")
+    wanted = f"desired {dep.replicas} of revision {dep.current_revision}"
+    reason = f"replicas: {', '.join(words)} ({wanted})" if words else f"replicas: nothing to change ({wanted})"
+    waiting = CAPACITY_WAIT.partition(":")[0]
+    if waiting in decision.reason:
+        reason += "; " + decision.reason[decision.reason.index(waiting):]
+    sub_step = SubStep.COMPLETED if decision.sub_step is SubStep.ROLLED_BACK else decision.sub_step
+    return replace(decision, mode=Mode.FORWARD, reason=reason, sub_step=sub_step)
+
+
 def compute_replicas_outcome(
     dep: DeploymentRecord,
     routes: Sequence[RouteRecord],
