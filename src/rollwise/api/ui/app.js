@@ -552,8 +552,7 @@ class DeploymentPage {
       h("p", {class: "plan-reason", id: "plan-reason"}, p.reason),
       h("p", {class: "muted"}, badge(p.sub_step), " ", p.mode === "rolling_back" ? "rolling back; " : "", then),
     ] : [
-      h("p", {class: "plan-reason", id: "plan-reason"},
-        `No rollout: keeps ${d.replicas} route${d.replicas === 1 ? "" : "s"} of r${d.current_revision} running.`),
+      h("p", {class: "plan-reason", id: "plan-reason"}, `No rollout. ${p.reason}`),
       h("p", {class: "muted"}, then),
     ]);
   }
