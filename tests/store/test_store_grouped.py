@@ -143,3 +143,13 @@ async def test_writes_queue_instead_of_failing(store: Store, writers: int) -> No
 
     await asyncio.gather(*(one(i) for i in range(writers)))
     assert len(await store.list_deployments()) == writers * 6
+
+
+async def test_create_returns_the_revision_it_stored(store: Store) -> None:
+    pairs = await asyncio.gather(*(
+        store.create_deployment_and_revision(name=f"w{i}", replicas=1, policy=Policy(), revision=spec(f"l{i}"), now=NOW)
+        for i in range(5)
+    ))
+    for i, (dep, first) in enumerate(pairs):
+        assert dep.name == f"w{i}" and first.deployment_id == dep.id and first.number == 1 and first.label == f"l{i}"
+        assert await store.list_revisions(dep.id) == [first]

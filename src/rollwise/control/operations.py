@@ -255,13 +255,13 @@ class Operations:
         check_fits(rev, self._capacity())
         try:
             # One write: a destroyed deployment of that name is deleted in it, a live one refuses it.
-            dep = await self.store.create_deployment(
+            dep, first = await self.store.create_deployment_and_revision(
                 name=name, replicas=replicas, policy=pol, revision=to_revision_spec(rev), now=self.clock.now()
             )
         except AlreadyExists as e:
             raise AlreadyExists(f"deployment {name!r} already exists") from e
         self._mark(CycleKind.CHECK_PENDING)
-        return DeploymentState(dep, [], await self.store.list_revisions(dep.id))
+        return DeploymentState(dep, [], [first])
 
     async def add_revision(self, name: str, revision: Any) -> RevisionRecord:
         self._check_active()

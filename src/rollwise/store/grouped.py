@@ -5,7 +5,8 @@
   that is not destroyed is that call's `Conflict` (so is the second of two calls with one name); a
   destroyed deployment of the name is deleted first (with its rows, as `purge_destroyed` would). SELECT
   the names, DELETE the destroyed ones (only when there are), INSERT deployments (RETURNING ids),
-  INSERT policies, INSERT revisions, SELECT the new rows back: at most 6 statements for any batch.
+  INSERT policies, INSERT revisions, SELECT the new deployments and revisions back: at most 7
+  statements for any batch. The outcome of a created item is (its DeploymentRecord, its revision 1).
 - `add_revisions`: each deployment's next revision number(s). Rows locked (PostgreSQL `FOR UPDATE`,
   in id order), the highest numbers read in one GROUP BY, the rows inserted in one executemany and
   read back: 4 statements. A deployment that does not exist is that call's `NotFound`.
@@ -69,7 +70,7 @@ Outcome = Any
 
 
 async def create_deployments(conn: AsyncConnection, items: Sequence[NewDeployment]) -> list[Outcome]:
-    """See the module docstring; the outcome of a created item is its DeploymentRecord."""
+    """See the module docstring; the outcome of a created item is (its DeploymentRecord, its revision 1)."""
     names = sorted({item.name for item in items})
     found = (await conn.execute(
         select(deployments.c.id, deployments.c.name, deployments.c.lifecycle).where(deployments.c.name.in_(names))
@@ -106,12 +107,23 @@ async def create_deployments(conn: AsyncConnection, items: Sequence[NewDeploymen
         insert(revisions), [revision_values(id_, 1, item.revision, item.now) for id_, item in zip(ids, fresh, strict=True)]
     )
     records: dict[int, DeploymentRecord] = {}
+    firsts: dict[int, RevisionRecord] = {}
     for clause in queries.id_filters(conn.dialect.name, deployments.c.id, ids):
         for row in (await conn.execute(queries.DEPLOYMENT_SELECT.where(clause))).all():
             record = deployment_from_row(row)
             records[record.id] = record
+    for clause in queries.id_filters(conn.dialect.name, revisions.c.deployment_id, ids):
+        for mapping in (await conn.execute(select(revisions).where(clause))).mappings():
+            first = revision_from_row(mapping)
+            firsts[first.deployment_id] = first
     created = iter(ids)
-    return [records[next(created)] if outcome is None else outcome for outcome in outcomes]
+    out: list[Outcome] = []
+    for outcome in outcomes:
+        if outcome is None:
+            id_ = next(created)
+            outcome = (records[id_], firsts[id_])
+        out.append(outcome)
+    return out
 
 
 async def add_revisions(conn: AsyncConnection, items: Sequence[NewRevision]) -> list[Outcome]:

@@ -179,12 +179,22 @@ class Store:
     ) -> DeploymentRecord:
         """A PENDING deployment with its policy and revision 1 (current_revision = 1); ValidationFailed
         unless `name` passes the model's deployment-name rule, Conflict if the name is taken."""
+        return (await self.create_deployment_and_revision(
+            name=name, replicas=replicas, policy=policy, revision=revision, now=now
+        ))[0]
+
+    async def create_deployment_and_revision(
+        self, *, name: str, replicas: int, policy: Policy, revision: RevisionSpec, now: datetime
+    ) -> tuple[DeploymentRecord, RevisionRecord]:
+        """`create_deployment`, and the revision 1 it stored (no second read)."""
         check_deployment_name(name)
         if replicas < 0:
             raise ValidationFailed(f"replicas: {replicas} is negative")
         # Written with the creations queued meanwhile, in one transaction (store.grouped).
-        record: DeploymentRecord = await self._creates.submit(NewDeployment(name, replicas, policy, revision, now))
-        return record
+        created: tuple[DeploymentRecord, RevisionRecord] = await self._creates.submit(
+            NewDeployment(name, replicas, policy, revision, now)
+        )
+        return created
 
     async def add_revision(self, deployment_id: int, spec: RevisionSpec, now: datetime) -> RevisionRecord:
         """Store a new revision with the deployment's next number (1, 2, 3, …); NotFound if the
