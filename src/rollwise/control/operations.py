@@ -17,6 +17,7 @@ that must act are marked needed.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -303,14 +304,15 @@ class Operations:
             raise ValidationFailed(f"revision: {number!r} is not a revision number")
         self._check_active()
         dep = await self.get(name)
-        revisions = await self.store.list_revisions(dep.id)
+        # The reply's routes are read with the revisions, at once (the activation changes no route).
+        revisions, routes = await asyncio.gather(self.store.list_revisions(dep.id), self.store.list_routes([dep.id]))
         if not any(r.number == number for r in revisions):
             raise NotFound(f"deployment {name!r} has no revision {number}")
         dep = await self._write(
             name, lambda d, now: transitions.activate(d, number, supersede=supersede, now=now), read=dep
         )
         self._mark(CycleKind.DEPLOYING)
-        return DeploymentState(dep, self._overlay(await self.store.list_routes([dep.id])), revisions)
+        return DeploymentState(dep, self._overlay(routes), revisions)
 
     async def undo(self, name: str) -> DeploymentState:
         """Activate the revision that served before the current one, as a new rollout (decided on the
