@@ -4,7 +4,8 @@
   driverless forms `sqlite:///…` and `postgresql://…` are accepted and given the async driver.
 - SQLite: the file's directory is created, and the file itself with mode 0600 (it holds revisions'
   environment values; SQLite gives its -wal and -shm files the database file's mode); every connection runs `PRAGMA foreign_keys=ON`,
-  `journal_mode=WAL` and `busy_timeout=5000`. SQLAlchemy emits BEGIN itself (the driver's implicit
+  `journal_mode=WAL` and `busy_timeout=5000` (for other processes on the file: this process's writers
+  take turns before they begin, store.writer); 32 connections are kept in the pool. SQLAlchemy emits BEGIN itself (the driver's implicit
   transaction handling is off): write transactions (connections with the execution option
   `rollwise_write=True`) use `BEGIN IMMEDIATE`, so a transaction that reads and then writes takes the
   write lock up front instead of failing with SQLITE_BUSY halfway, and DDL is transactional too.

@@ -1,9 +1,11 @@
 """`Store`: every read and write rollwise makes to its database (SQLAlchemy 2 Core, async).
 
 One instance per process, shared by the API, the coordinator's cycles and the route controller. Each
-write method is one transaction; every write that changes a deployment row bumps its `version` (the
-guard cycles and operator verbs use, see records.DeploymentUpdate). Reads issue a fixed number of
-queries whatever the number of deployments (id lists are one array or JSON parameter).
+write method is one transaction, begun in its FIFO turn (store.writer); creates, revisions and requests'
+guarded writes made while another write runs share the next transaction (store.grouped); every write
+that changes a deployment row bumps its `version` (the guard cycles and operator verbs use, see
+records.DeploymentUpdate). Reads issue a fixed number of queries whatever the number of deployments (id
+lists are one array or JSON parameter).
 
 Callers:
 - operations (control): create_deployment, add_revision, apply (one guarded ChangeSet per request),
