@@ -71,10 +71,10 @@ Name = Annotated[str, Path(description="Deployment name")]
 def build_router(ops: Operations) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Security(bearer)])
 
-    async def show_all(deps: list[DeploymentRecord]) -> list[DeploymentOut]:
+    async def show_all(deps: list[DeploymentRecord], *, with_routes: bool = True) -> list[DeploymentOut]:
         loaded = await ops.routes_and_revisions(deps)
         now = ops.clock.now()
-        return [deployment_out(dep, *loaded[dep.id], now=now) for dep in deps]
+        return [deployment_out(dep, *loaded[dep.id], now=now, with_routes=with_routes) for dep in deps]
 
     async def show(dep: DeploymentRecord) -> DeploymentOut:
         return (await show_all([dep]))[0]
@@ -111,7 +111,8 @@ def build_router(ops: Operations) -> APIRouter:
     ) -> Response:
         after = decode_cursor(cursor) if cursor is not None else None
         deps, more = await ops.page(after=after, limit=limit, lifecycles=lifecycle, deploying=deploying)
-        body = PAGE.dump_json(await show_all(deps), exclude={"__all__": {"routes"}} if summary else None)
+        shown = await show_all(deps, with_routes=not summary)
+        body = PAGE.dump_json(shown, exclude={"__all__": {"routes"}} if summary else None)
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
         more_headers = next_headers(request.url.path, query, encode_cursor(deps[-1].id) if more else None)
         return Response(body, media_type="application/json", headers=more_headers)

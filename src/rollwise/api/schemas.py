@@ -367,10 +367,14 @@ class HealthOut(BaseModel):
 # --------------------------------------------------------------------------------- record -> response
 
 
-def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
+def route_ready(r: RouteRecord, revisions: Mapping[int, RevisionRecord]) -> bool:
+    """Whether a route is ready (one of a revision not given counts as health-checked)."""
     rev = revisions.get(r.revision)
-    has_check = rev is None or rev.has_health_check
-    ready = is_ready_state(r.status, r.health, has_health_check=has_check)
+    return is_ready_state(r.status, r.health, has_health_check=rev is None or rev.has_health_check)
+
+
+def route_out(r: RouteRecord, revisions: dict[int, RevisionRecord]) -> RouteOut:
+    ready = route_ready(r, revisions)
     return RouteOut(
         id=r.id, revision=r.revision, status=r.status, health=r.health, ready=ready, traffic=r.traffic,
         traffic_ratio=r.traffic_ratio, address=r.address, pid=r.pid, failed=r.failed, detail=r.detail,
@@ -397,16 +401,20 @@ def capacity_out(nodes: Sequence[NodeUsage]) -> CapacityOut:
 
 
 def deployment_out(
-    dep: DeploymentRecord, routes: Sequence[RouteRecord], revisions: Sequence[RevisionRecord], *, now: datetime
+    dep: DeploymentRecord, routes: Sequence[RouteRecord], revisions: Sequence[RevisionRecord], *, now: datetime,
+    with_routes: bool = True,
 ) -> DeploymentOut:
+    """`with_routes=False`: `routes` left empty (the list's summary form leaves the field out); every other
+    field, `ready_replicas` and the condition included, still comes from the routes given."""
     by_number = {rev.number: rev for rev in revisions}
-    shown = [route_out(r, by_number) for r in routes if r.status is not RouteStatus.TERMINATED]
+    live = [r for r in routes if r.status is not RouteStatus.TERMINATED]
+    shown = [route_out(r, by_number) for r in live] if with_routes else []
     condition = compute_condition(
         dep, routes, {(dep.id, rev.number): rev.has_health_check for rev in revisions}, now
     )
     return DeploymentOut(
         name=dep.name, lifecycle=dep.lifecycle, sub_step=dep.sub_step, replicas=dep.replicas,
-        ready_replicas=sum(1 for r in shown if r.ready and r.revision == dep.current_revision),
+        ready_replicas=sum(1 for r in live if r.revision == dep.current_revision and route_ready(r, by_number)),
         current_revision=dep.current_revision, deploying_revision=dep.deploying_revision, mode=dep.mode,
         paused=dep.paused, abort_requested=dep.abort_requested, promote_requested=dep.promote_requested,
         rollback_reason=dep.rollback_reason, rollout_started_at=dep.rollout_started_at,
