@@ -165,8 +165,10 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
             wanted = created if revision_number == 1 else rolled
 
             def done(d: dict[str, Any]) -> bool:
-                return (d["lifecycle"] == "ready" and d["ready_replicas"] == replicas
-                        and d["current_revision"] == (revision_number if d["name"] in wanted else 1))
+                # A refused (5xx) revision or rollout may still have been written before the refusal:
+                # such a deployment may end on either revision.
+                ends = (revision_number,) if d["name"] in wanted else (1, revision_number)
+                return d["lifecycle"] == "ready" and d["ready_replicas"] == replicas and d["current_revision"] in ends
 
             # First only those not READY (a server without filters sends all: they are sorted out here),
             # so the wait itself costs the server little; then everything once, to be sure.
