@@ -365,6 +365,12 @@ class ChangeSet:
         return not (self.deployments or self.new_routes or self.route_updates or self.history
                     or self.rollout_updates or self.new_rollouts)
 
+    def deployment_ids(self) -> set[int | None]:
+        """Every deployment this ChangeSet writes something of (its row, routes, history, rollouts)."""
+        items: list[Any] = [*self.deployments, *self.new_routes, *self.route_updates, *self.history,
+                            *self.rollout_updates, *self.new_rollouts]
+        return {item.deployment_id for item in items}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApplyResult:

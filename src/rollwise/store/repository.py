@@ -11,7 +11,8 @@ Callers:
 - operations (control): create_deployment, add_revision, apply (one guarded ChangeSet per request),
   purge_destroyed, and the reads;
 - cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
-- the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes;
+- the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes, and its
+  `feed()` (re-reads only the deployments written since its last pass);
 - the server (cli.serve): get_meta / set_meta;
 - the canary analysis (control.analysis): add_measurements; the DEPLOYING cycle: analysis_counts; the
   operations and the metrics: list_measurements, measurement_summary;
@@ -20,13 +21,15 @@ Callers:
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
 sqlite3's exceptions reach the caller. Must not: hold state besides the engine, cache rows, read the
-clock (callers pass `now`), or know about strategies.
+clock (callers pass `now`), or know about strategies. Its one other state: the write feeds of its
+readers (store.feed: ids of the deployments each commit touched, added after the commit).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -41,6 +44,7 @@ from rollwise.store.apply import apply_changes, check_changes, write_route_updat
 from rollwise.store.bulk import gc_paused
 from rollwise.store.engine import WRITE_OPTION, create_engine, normalize_url, sqlite_path
 from rollwise.store.errors import translate_errors
+from rollwise.store.feed import WriteFeed
 from rollwise.store.migrate import upgrade as upgrade_to_head
 from rollwise.store import grouped
 from rollwise.store.grouped import NewDeployment, NewRevision, RequestWrite
@@ -93,6 +97,7 @@ class Store:
         self._creates: Combiner[NewDeployment, Any] = Combiner(self._grouped(grouped.create_deployments))
         self._revisions: Combiner[NewRevision, Any] = Combiner(self._grouped(grouped.add_revisions))
         self._requests: Combiner[RequestWrite, Any] = Combiner(self._grouped(grouped.apply_requests))
+        self._feeds: weakref.WeakSet[WriteFeed] = weakref.WeakSet()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -140,6 +145,21 @@ class Store:
     def dialect(self) -> str:
         """"sqlite" or "postgresql"."""
         return self._engine.dialect.name
+
+    def feed(self) -> WriteFeed:
+        """A new feed of the deployments this store's writes touch (store.feed), for a reader that keeps
+        rows in memory; it lives as long as the reader holds it."""
+        feed = WriteFeed()
+        self._feeds.add(feed)
+        return feed
+
+    def _touched(self, ids: Iterable[int | None], *, by: WriteFeed | None = None) -> None:
+        """After a commit: these deployments' rows or routes changed (None: unknown ones). `by`: the
+        writer's own feed, left out (it knows what it wrote)."""
+        written = list(ids)
+        for feed in list(self._feeds):
+            if feed is not by:
+                feed.add(written)
 
     @asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
@@ -196,6 +216,7 @@ class Store:
         created: tuple[DeploymentRecord, RevisionRecord] = await self._creates.submit(
             NewDeployment(name, replicas, policy, revision, now)
         )
+        self._touched([created[0].id])
         return created
 
     async def add_revision(self, deployment_id: int, spec: RevisionSpec, now: datetime) -> RevisionRecord:
@@ -209,9 +230,11 @@ class Store:
         until this runs, so `history NAME` still answers after a destroy."""
         async with self._write() as conn:
             result = await conn.execute(
-                delete(deployments).where(deployments.c.lifecycle == Lifecycle.DESTROYED.value)
+                delete(deployments).where(deployments.c.lifecycle == Lifecycle.DESTROYED.value).returning(deployments.c.id)
             )
-            return int(result.rowcount)
+            purged = list(result.scalars())
+        self._touched(purged)
+        return len(purged)
 
     # ------------------------------------------------------------------------------ cycle write
 
@@ -225,19 +248,23 @@ class Store:
         check_changes(changes)  # a malformed ChangeSet fails before any I/O
         if combine and not changes.new_routes:
             result: ApplyResult = await self._requests.submit(RequestWrite(changes, now))
-            return result
-        async with self._write() as conn:
-            return await apply_changes(conn, changes, now)
+        else:
+            async with self._write() as conn:
+                result = await apply_changes(conn, changes, now)
+        self._touched(changes.deployment_ids())
+        return result
 
     # ------------------------------------------------------------------- route controller writes
 
-    async def update_routes(self, updates: Sequence[RouteUpdate]) -> None:
+    async def update_routes(self, updates: Sequence[RouteUpdate], *, feed: WriteFeed | None = None) -> None:
         """Write route changes (health, status, address, …) in one transaction and one executemany
-        statement; untagged updates are fine here. Unknown route ids change nothing."""
+        statement; untagged updates are fine here (every reader's feed then says "read everything").
+        Unknown route ids change nothing. `feed`: the writer's own feed, not told of this write."""
         if not updates:
             return
         async with self._write() as conn:
             await write_route_updates(conn, updates, tagged=False)
+        self._touched({u.deployment_id for u in updates}, by=feed)
 
     async def delete_terminated_routes(self, older_than: datetime, *, keep_failed: int = KEEP_FAILED_ROUTES) -> int:
         """Purge ended routes (`terminated`, `failed_to_start`); returns how many were deleted.
@@ -277,6 +304,7 @@ class Store:
             return
         async with self._write() as conn:
             await conn.execute(insert(measurements), [measurement_values(m) for m in rows])
+        self._touched({m.deployment_id for m in rows})
 
     async def list_measurements(
         self, deployment_id: int, *, limit: int | None = None, rollout_started_at: datetime | None = None
@@ -395,15 +423,24 @@ class Store:
             row = (await conn.execute(queries.DEPLOYMENT_SELECT.where(deployments.c.name == name))).first()
             return None if row is None else deployment_from_row(row)
 
-    async def list_deployments(self, lifecycles: Collection[Lifecycle] | None = None) -> list[DeploymentRecord]:
-        """Deployments (with policies: one query), by id; only the given lifecycles when given."""
+    async def list_deployments(
+        self, lifecycles: Collection[Lifecycle] | None = None, *, ids: Collection[int] | None = None
+    ) -> list[DeploymentRecord]:
+        """Deployments (with policies: one query), by id; only the given lifecycles when given, only
+        those of `ids` when given (ids of deployments that do not exist are left out)."""
         stmt = queries.DEPLOYMENT_SELECT.order_by(deployments.c.id)
         if lifecycles is not None:
             stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
         async with self._read() as conn:
-            result = await conn.execute(stmt)
-            with gc_paused():  # synchronous: the rows are fetched already
-                return [deployment_from_row(row) for row in result.all()]
+            found: list[DeploymentRecord] = []
+            statements = [stmt] if ids is None else [
+                stmt.where(clause) for clause in queries.id_filters(self.dialect, deployments.c.id, ids)
+            ]
+            for one in statements:
+                result = await conn.execute(one)
+                with gc_paused():  # synchronous: the rows are fetched already
+                    found.extend(deployment_from_row(row) for row in result.all())
+            return found
 
     async def list_deployments_and_rollouts(
         self, lifecycles: Collection[Lifecycle]
