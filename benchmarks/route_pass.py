@@ -9,8 +9,12 @@ is pure overhead; at 10,000 deployments x 4 routes = 40,000 routes it must stay 
 
 Setup (not timed): deployments READY on revision 1 (a health check every 60 s, so no probe is due after
 the first pass), one `SimulatedRuntime` route started per route row (so `is_running` answers for real),
-rows bulk-inserted. Then one warm-up pass (it probes everything once) and `--passes` timed passes;
-statements counted with a `before_cursor_execute` listener. The last line printed is JSON.
+rows bulk-inserted. Then one first pass (timed as `first_pass_seconds`: it reads everything and probes
+every route once: what every pass cost before the write feed, and what a full read costs every
+`FULL_READ_SECONDS`), `--passes` timed idle passes (`seconds_per_pass`), and `--passes` passes after a
+write through the store to the routes of 1 % of the deployments (`seconds_per_pass_after_writes`: those
+deployments are re-read). Statements counted with a `before_cursor_execute` listener. The last line
+printed is JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from rollwise.control.route_controller import RouteController
 from rollwise.model import Health, Lifecycle, Mode, Policy, RouteStatus, StrategyName
 from rollwise.runtime.base import LaunchSpec
 from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
-from rollwise.store import ChangeSet, NewRoute, RevisionSpec, Store
+from rollwise.store import ChangeSet, NewRoute, RevisionSpec, RouteUpdate, Store
 from rollwise.store.rows import revision_values
 from rollwise.store.schema import deployments, policies, revisions
 from rollwise.traffic.base import NoTraffic
@@ -83,7 +87,9 @@ async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
     try:
         await build(store, runtime, n)
         controller = RouteController(store=store, runtime=runtime, prober=runtime, traffic=NoTraffic(), clock=clock)
+        t = time.perf_counter()
         warm = await controller.reconcile()
+        first = time.perf_counter() - t
         assert not warm.changed, "the warm-up pass changed routes: the state is not idle"
         statements: list[str] = []
         event.listen(store.engine.sync_engine, "before_cursor_execute",
@@ -96,9 +102,27 @@ async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
             report = await controller.reconcile()
             seconds.append(time.perf_counter() - t)
             assert not report.changed
+        idle_statements = len(statements)
+        routes = await store.list_routes(None)
+        written = [r for r in routes if r.deployment_id % 100 == 0]
+        after_writes = []
+        for _ in range(passes):
+            # Another writer of this server (a cycle, a request) touches 1 % of the deployments' routes.
+            await store.update_routes([RouteUpdate(id=r.id, deployment_id=r.deployment_id,
+                                                   traffic_ratio=r.traffic_ratio) for r in written])
+            clock.advance(0.2)
+            statements.clear()
+            t = time.perf_counter()
+            report = await controller.reconcile()
+            after_writes.append(time.perf_counter() - t)
+            assert not report.changed
         served = sum(len(s) for s in controller.table.services.values())
         return {"deployments": n, "routes": n * REPLICAS, "served_routes": served,
-                "seconds_per_pass": round(statistics.median(seconds), 4), "statements_per_pass": len(statements)}
+                "first_pass_seconds": round(first, 4),
+                "seconds_per_pass": round(statistics.median(seconds), 4), "statements_per_pass": idle_statements,
+                "seconds_per_pass_after_writes": round(statistics.median(after_writes), 4),
+                "statements_per_pass_after_writes": len(statements), "deployments_written": len(
+                    {r.deployment_id for r in written})}
     finally:
         await store.close()
         await db.drop(store)
@@ -111,8 +135,11 @@ async def main() -> None:
     p.add_argument("--database", default=None, help="SQLAlchemy URL (default: a fresh SQLite file)")
     args = p.parse_args()
     result = await measure(args.deployments, args.passes, args.database)
-    print(f"{result['routes']} routes: idle pass {result['seconds_per_pass'] * 1000:.0f} ms (median of "
-          f"{args.passes}), {result['statements_per_pass']} statements")
+    print(f"{result['routes']} routes: first pass (reads everything) {result['first_pass_seconds'] * 1000:.0f} ms; "
+          f"idle pass {result['seconds_per_pass'] * 1000:.0f} ms (median of {args.passes}), "
+          f"{result['statements_per_pass']} statements; after writes to {result['deployments_written']} "
+          f"deployments {result['seconds_per_pass_after_writes'] * 1000:.0f} ms, "
+          f"{result['statements_per_pass_after_writes']} statements")
     print(json.dumps(result))
 
 

@@ -1,6 +1,16 @@
 """The route controller: makes routes' real state follow their rows, one non-blocking pass at a time.
 
-Each `reconcile()` pass reads the live routes once and, for every route:
+It keeps the live routes and their deployments in memory (control.route_book) and each pass re-reads
+only the deployments the store's write feed names (store.feed: written since the last pass by the API or
+the cycles), plus everything on its first pass and every `full_read_seconds` (writes by another process
+are seen then). Its own writes go into the book directly. So an idle pass reads nothing, and a pass
+visits only the routes that may have something to do:
+- every provisioning route and every terminating one;
+- the running routes of the deployments re-read this pass, those whose health probe is due (a due time
+  is kept per route), and a share of the others for a liveness check: all of them while there are at
+  most `LIVENESS_CHECKS_PER_PASS` running routes, else that many per pass in turn (with 40,000 routes, each
+  one's process is looked at every 40 passes, ~8 s; a due probe looks at it first anyway).
+For those routes:
 - provisioning: starts its process (runtime) when a start slot is free (at most `max_starting` routes
   have a process that does not listen yet, at most `MAX_SPAWNS_PER_PASS` spawns per pass: a thousand
   replicas never turn the machine, or the coordinator loop, into a thundering herd); marks it `running`
@@ -22,7 +32,8 @@ ready any more: then every such route keeps running and the proxy fails open to 
 because terminating the last routes that still have a process would turn "slow" into "503 for
 everyone". They are terminated as soon as one route of the deployment is ready again.
 
-Then it writes all route changes in one statement batch and syncs the traffic layer from the result.
+Then it writes all route changes in one statement batch and syncs the traffic layer from the result:
+the routing table is recomputed only for the deployments re-read or changed this pass.
 When the database refuses the write (disk full, locked, unreachable) the changes are kept in memory
 (`unwritten`), applied on top of what the next pass reads and written again every pass; the proxy is
 synced from what the controller knows, and `overlay()` lets the API show the truth meanwhile (a route
@@ -43,21 +54,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollwise.control.clock import Clock
+from rollwise.control.route_book import LIVE_STATUSES, RouteBook
 from rollwise.control.rules.lost import LOST
 from rollwise.control.rules.restarts import OUTPUT_MARK
 from rollwise.control.rules.routing import RoutingTable, compute_routing, compute_served
-from rollwise.model import Health, RouteStatus, Traffic
+from rollwise.model import Health, Lifecycle, RouteStatus, Traffic
 from rollwise.model.errors import RollwiseError
 from rollwise.runtime.base import DevicesBusy, LaunchSpec, Prober, RouteHandle, Runtime
 from rollwise.store import Store
 from rollwise.store.errors import StoreError
 from rollwise.store.commands import RouteUpdate
-from rollwise.store.records import RevisionRecord, RouteRecord
-from rollwise.traffic.base import TrafficLayer
+from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
+from rollwise.traffic.base import Backend, TrafficLayer
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = (RouteStatus.PROVISIONING, RouteStatus.RUNNING, RouteStatus.TERMINATING)
 DEFAULT_PROBE_TIMEOUT = 1.0
 TRAFFIC_APPLY_TIMEOUT = 2.0
 MAX_SPAWNS_PER_PASS = 32
@@ -68,6 +79,10 @@ MAX_RUNNING_LANES = MAX_CONCURRENT_CHECKS
 """Running routes are stepped in at most this many concurrent lanes (as many as probes may be in flight)."""
 MAX_CONCURRENT_STOPS = 32
 """Stops in flight at once: each polls its processes until they are gone."""
+LIVENESS_CHECKS_PER_PASS = 1024
+"""Running routes whose process is looked at in one pass, besides those with something due (module docstring)."""
+FULL_READ_SECONDS = 300.0
+"""Seconds between passes that read every live route, not only the deployments the write feed names."""
 
 
 @dataclass
@@ -104,9 +119,10 @@ class RouteController:
         clock: Clock,
         wake: Callable[[], None] = lambda: None,
         max_starting: int | None = None,
+        full_read_seconds: float = FULL_READ_SECONDS,
     ) -> None:
         """`max_starting`: routes whose process is started but not listening yet, at most (None: no
-        limit; the simulated runtime's routes cost nothing)."""
+        limit; the simulated runtime's routes cost nothing). `full_read_seconds`: see the module docstring."""
         self._store = store
         self._runtime = runtime
         self._prober = prober
@@ -122,9 +138,21 @@ class RouteController:
         self._stops = asyncio.Semaphore(MAX_CONCURRENT_STOPS)
         self.table = RoutingTable(services={}, fail_open=frozenset())
         """The routing table of the last pass (what the proxy was told to serve)."""
-        self._revision_cache: dict[tuple[int, int], tuple[datetime | None, RevisionRecord]] = {}
         self.unwritten: dict[str, RouteUpdate] = {}
         """Route changes the database refused; applied on top of the next reads and written again."""
+        self._feed = store.feed()
+        self._full_read_seconds = full_read_seconds
+        self._last_full_read: float | None = None
+        self._book = RouteBook()
+        self._revisions: dict[int, tuple[datetime, dict[int, RevisionRecord]]] = {}
+        """Deployment id -> (its creation time, its revisions in use by live routes, by number)."""
+        self._services: dict[str, list[Backend]] = {}
+        self._service_owner: dict[str, int] = {}
+        self._fail_open: set[str] = set()
+        self._probe_due: dict[str, datetime] = {}
+        """Running routes with a health check -> when their next probe is due."""
+        self._ring: list[str] = []
+        self._ring_at = 0
 
     # --- start-up -----------------------------------------------------------------------------------
 
@@ -157,58 +185,93 @@ class RouteController:
         """Compute the routing table from the stored routes and hand it to the traffic layer, without
         waiting for a proxy: a server that becomes active does this before it starts (or adopts) the
         proxy, so a new proxy never serves a partial table."""
-        deployments = await self._store.list_deployments(None)
-        routes = self.overlay(await self._store.list_routes(None, statuses=LIVE_STATUSES))
-        has_check = await self._store.health_check_flags({(r.deployment_id, r.revision) for r in routes})
-        self.table = compute_routing(deployments, routes, has_check)
+        touched = await self._refresh(full=True)
+        self._route_deployments(touched, self._has_check(touched))
+        self.table = RoutingTable(services=dict(self._services), fail_open=frozenset(self._fail_open))
         await self._traffic.apply(self.table.services)
         return self.table
 
-    async def _revisions(
-        self, keys: set[tuple[int, int]], born: Mapping[int, datetime]
-    ) -> dict[tuple[int, int], RevisionRecord]:
-        """The revisions of the live routes. Revisions never change once stored, so only those not seen
-        before are read (with their JSON columns). An entry counts only for the deployment it was read
-        for (same creation time: SQLite may give a destroyed deployment's id to a new one); the cache
-        keeps just the keys asked for now."""
-        cache = {k: entry for k, entry in self._revision_cache.items() if k in keys and entry[0] == born.get(k[0])}
-        missing = keys - cache.keys()
+    # --- the book -----------------------------------------------------------------------------------
+
+    async def _refresh(self, *, full: bool = False) -> set[int]:
+        """Bring the book up to date (module docstring); the ids of the deployments re-read."""
+        written = self._feed.take()
+        mono = self._clock.monotonic()
+        due = self._last_full_read is None or mono - self._last_full_read >= self._full_read_seconds
+        if full or due or written is None:
+            self._last_full_read = mono
+            deployments = await self._store.list_deployments(None)
+            routes = self.overlay(await self._store.list_routes(None, statuses=LIVE_STATUSES))
+            touched = self._book.load_all(deployments, routes)
+        elif written:
+            deployments = await self._store.list_deployments(ids=written)
+            routes = self.overlay(await self._store.list_routes(written, statuses=LIVE_STATUSES))
+            self._book.load(written, deployments, routes)
+            touched = written
+        else:
+            return set()
+        await self._load_revisions(touched)
+        return touched
+
+    async def _load_revisions(self, deployment_ids: set[int]) -> None:
+        """Keep the revisions the live routes of these deployments run. Revisions never change once
+        stored, so only those not held yet are read (with their JSON columns); a deployment's are kept
+        only for its creation time (SQLite may give a destroyed deployment's id to a new one)."""
+        missing: set[tuple[int, int]] = set()
+        for dep_id in deployment_ids:
+            dep = self._book.deployments.get(dep_id)
+            numbers = {r.revision for r in self._book.routes_of(dep_id)}
+            if dep is None or not numbers:
+                self._revisions.pop(dep_id, None)
+                continue
+            born, held = self._revisions.get(dep_id, (dep.created_at, {}))
+            if born != dep.created_at:
+                held = {}
+            held = {n: rev for n, rev in held.items() if n in numbers}
+            self._revisions[dep_id] = (dep.created_at, held)
+            missing.update((dep_id, n) for n in numbers - held.keys())
         if missing:
-            for key, record in (await self._store.load_revisions(missing)).items():
-                cache[key] = (born.get(key[0]), record)
-        self._revision_cache = cache
-        return {k: record for k, (_, record) in cache.items()}
+            for (dep_id, number), record in (await self._store.load_revisions(missing)).items():
+                self._revisions[dep_id][1][number] = record
+
+    def _revision(self, r: RouteRecord) -> RevisionRecord | None:
+        held = self._revisions.get(r.deployment_id)
+        return None if held is None else held[1].get(r.revision)
+
+    def _has_check(self, deployment_ids: Iterable[int]) -> dict[tuple[int, int], bool]:
+        out: dict[tuple[int, int], bool] = {}
+        for dep_id in deployment_ids:
+            held = self._revisions.get(dep_id)
+            if held is not None:
+                out.update(((dep_id, n), rev.has_health_check) for n, rev in held[1].items())
+        return out
 
     # --- one pass -----------------------------------------------------------------------------------
 
     async def reconcile(self) -> RoutePassReport:
         report = RoutePassReport()
         now = self._clock.now()
-        deployments = await self._store.list_deployments(None)
-        routes = self.overlay(await self._store.list_routes(None, statuses=LIVE_STATUSES))
-        born = {d.id: d.created_at for d in deployments}
-        revisions = await self._revisions({(r.deployment_id, r.revision) for r in routes}, born)
-        names = {d.id: d.name for d in deployments}
-        has_check = {key: rev.has_health_check for key, rev in revisions.items()}
+        touched = await self._refresh()
+        book = self._book
 
-        starts = self._start_quota(routes)
+        starts = self._start_quota()
         work = []
-        running: list[RouteRecord] = []  # stepped in lanes, below
-        for r in routes:
-            if r.status is RouteStatus.RUNNING:
-                running.append(r)
-                continue
-            if r.status is RouteStatus.PROVISIONING and r.address is None:
+        provisioning = sorted(book.with_status(RouteStatus.PROVISIONING),
+                              key=lambda r: (r.deployment_id, r.created_at, r.id))
+        for r in provisioning:
+            if r.address is None:
                 if starts <= 0:
                     continue  # waits for a start slot
                 starts -= 1
-            work.append(self._route_step(r, revisions.get((r.deployment_id, r.revision)), names, now))
-        # Running routes (nearly all of them, and nearly always nothing to do) go in at most
-        # MAX_RUNNING_LANES lanes, each awaiting its routes' steps one after the other: one task per
-        # route cost more than the steps themselves at 40,000 routes (benchmarks/route_pass.py).
+            work.append(self._route_step(r, self._revision(r), now))
+        work.extend(self._route_step(r, None, now) for r in book.with_status(RouteStatus.TERMINATING)
+                    if r.id in self._stopped)
+        running = self._running_to_visit(touched, now)
+        # Running routes go in at most MAX_RUNNING_LANES lanes, each awaiting its routes' steps one after
+        # the other: one task per route cost more than the steps themselves (benchmarks/route_pass.py).
         lanes = [running[i::MAX_RUNNING_LANES] for i in range(min(MAX_RUNNING_LANES, len(running)))]
         single, laned = await asyncio.gather(
-            asyncio.gather(*work), asyncio.gather(*(self._running_lane(lane, revisions, now) for lane in lanes))
+            asyncio.gather(*work), asyncio.gather(*(self._running_lane(lane, now) for lane in lanes))
         )
         steps = [*single, *(step for lane_steps in laned for step in lane_steps)]
         changes: dict[str, RouteUpdate] = {}
@@ -218,14 +281,18 @@ class RouteController:
                 _merge_change(changes, change)
                 if event:
                     setattr(report, event, getattr(report, event) + 1)
-        updated = {r.id: r for r in routes}
         for change in changes.values():
-            updated[change.id] = _merged(updated[change.id], change)
-        for change in self._settle_unhealthy(updated.values(), has_check, now):
+            touched.add(self._put_change(change))
+        has_check = self._has_check(touched)
+        for change in self._settle_unhealthy(book.routes_of_all(touched), has_check, now):
             _merge_change(changes, change)
-            updated[change.id] = _merged(updated[change.id], change)
+            self._put_change(change)
             report.failed += 1
         report.changed_ids.update(changes)
+        for r in running:
+            self._schedule_probe(r.id)
+        for route_id in changes:
+            self._schedule_probe(route_id)
 
         refused: StoreError | None = None
         pending = dict(self.unwritten)
@@ -233,17 +300,104 @@ class RouteController:
             _merge_change(pending, change)
         if pending:
             try:
-                await self._store.update_routes(list(pending.values()))
+                await self._store.update_routes(list(pending.values()), feed=self._feed)
                 self.unwritten = {}
             except StoreError as e:
                 self.unwritten = pending
                 refused = e
 
-        await self._sync_traffic(compute_routing(deployments, updated.values(), has_check))
+        if self._route_deployments(touched, has_check):
+            await self._sync_traffic(RoutingTable(services=dict(self._services), fail_open=frozenset(self._fail_open)))
         if refused is not None:
             raise refused  # the coordinator logs it; the changes are written again next pass
-        await self._drain(list(updated.values()), revisions, names, now, report)
+        await self._drain(book.with_status(RouteStatus.TERMINATING), now, report)
         return report
+
+    def _put_change(self, change: RouteUpdate) -> int:
+        """Apply one of this pass's changes to the book; the route's deployment id."""
+        r = _merged(self._book.routes[change.id], change)
+        self._book.put(r)
+        return r.deployment_id
+
+    def _running_to_visit(self, touched: set[int], now: datetime) -> list[RouteRecord]:
+        """The running routes this pass looks at (module docstring)."""
+        book = self._book
+        visit: dict[str, None] = {r.id: None for r in book.routes_of_all(touched) if r.status is RouteStatus.RUNNING}
+        stale = []
+        for route_id, due in self._probe_due.items():
+            if due <= now:
+                if book.is_running(route_id):
+                    visit[route_id] = None
+                else:
+                    stale.append(route_id)
+        for route_id in stale:
+            del self._probe_due[route_id]
+        visit.update(dict.fromkeys(self._liveness_share()))
+        return [book.routes[i] for i in visit if book.is_running(i)]
+
+    def _liveness_share(self) -> list[str]:
+        """The running routes due a look at their process this pass: all of them, or the next
+        LIVENESS_CHECKS_PER_PASS in turn."""
+        running = self._book.by_status[RouteStatus.RUNNING]
+        if len(running) <= LIVENESS_CHECKS_PER_PASS:
+            return list(running)
+        share: list[str] = []
+        for _ in range(2):  # at most one wrap-around of the ring
+            if self._ring_at >= len(self._ring):
+                self._ring, self._ring_at = list(running), 0
+            chunk = self._ring[self._ring_at : self._ring_at + LIVENESS_CHECKS_PER_PASS - len(share)]
+            self._ring_at += len(chunk)
+            share.extend(i for i in chunk if i in running)
+            if len(share) >= LIVENESS_CHECKS_PER_PASS:
+                break
+        return share
+
+    def _schedule_probe(self, route_id: str) -> None:
+        """Note when the route's next health probe is due (the conditions `_running_step` checks)."""
+        r = self._book.routes.get(route_id)
+        rev = self._revision(r) if r is not None else None
+        check = rev.health_check if rev is not None else None
+        if r is None or r.status is not RouteStatus.RUNNING or not check:
+            self._probe_due.pop(route_id, None)
+            return
+        due = r.status_updated_at
+        if r.health is Health.NOT_CHECKED:
+            due += timedelta(seconds=float(check.get("initial_delay_seconds", 0.0)))
+        last = self._last_probe.get(route_id)
+        if last is not None:
+            due = max(due, last + timedelta(seconds=float(check.get("interval_seconds", 1.0))))
+        self._probe_due[route_id] = due
+
+    def _route_deployments(self, deployment_ids: Iterable[int], has_check: Mapping[tuple[int, int], bool]) -> bool:
+        """Recompute the routing table's entries of these deployments; True when one changed."""
+        changed = False
+        for dep_id in deployment_ids:
+            dep: DeploymentRecord | None = self._book.deployments.get(dep_id)
+            if dep is None or dep.lifecycle is Lifecycle.DESTROYED:
+                changed = self._drop_service(dep_id, dep.name if dep else None) or changed
+                continue
+            table = compute_routing([dep], self._book.routes_of(dep_id), has_check)
+            backends = table.services[dep.name]
+            failing_open = dep.name in table.fail_open
+            if self._services.get(dep.name) != backends or self._service_owner.get(dep.name) != dep_id:
+                self._services[dep.name] = backends
+                self._service_owner[dep.name] = dep_id
+                changed = True
+            if failing_open != (dep.name in self._fail_open):
+                (self._fail_open.add if failing_open else self._fail_open.discard)(dep.name)
+                changed = True
+        return changed
+
+    def _drop_service(self, dep_id: int, name: str | None) -> bool:
+        names = [name] if name is not None else [n for n, o in self._service_owner.items() if o == dep_id]
+        dropped = False
+        for n in names:
+            if self._service_owner.get(n) == dep_id:
+                del self._service_owner[n]
+                self._services.pop(n, None)
+                self._fail_open.discard(n)
+                dropped = True
+        return dropped
 
     def overlay(self, routes: Iterable[RouteRecord]) -> list[RouteRecord]:
         """`routes` as the controller knows them: stored rows with the changes the database refused."""
@@ -270,26 +424,25 @@ class RouteController:
             await self._traffic.wait_applied(timeout=TRAFFIC_APPLY_TIMEOUT)
 
     async def _running_lane(
-        self, lane: Sequence[RouteRecord], revisions: Mapping[tuple[int, int], RevisionRecord], now: datetime
+        self, lane: Sequence[RouteRecord], now: datetime
     ) -> list[tuple[RouteUpdate, str | None] | None]:
-        return [await self._running_step(r, revisions.get((r.deployment_id, r.revision)), now) for r in lane]
+        return [await self._running_step(r, self._revision(r), now) for r in lane]
 
-    def _start_quota(self, routes: Sequence[RouteRecord]) -> int:
+    def _start_quota(self) -> int:
         """How many new processes this pass may start."""
         if self._max_starting is None:
             return MAX_SPAWNS_PER_PASS
-        starting = sum(1 for r in routes if r.status is RouteStatus.PROVISIONING and r.address is not None)
+        starting = sum(1 for r in self._book.with_status(RouteStatus.PROVISIONING) if r.address is not None)
         return max(0, min(MAX_SPAWNS_PER_PASS, self._max_starting - starting))
 
     async def _route_step(
         self,
         r: RouteRecord,
         rev: RevisionRecord | None,
-        names: Mapping[int, str],
         now: datetime,
     ) -> tuple[RouteUpdate, str | None] | None:
         if r.status is RouteStatus.PROVISIONING:
-            return await self._provisioning_step(r, rev, names, now)
+            return await self._provisioning_step(r, rev, now)
         if r.status is RouteStatus.RUNNING:
             return await self._running_step(r, rev, now)
         if r.status is RouteStatus.TERMINATING and r.id in self._stopped:
@@ -299,7 +452,7 @@ class RouteController:
         return None
 
     async def _provisioning_step(
-        self, r: RouteRecord, rev: RevisionRecord | None, names: Mapping[int, str], now: datetime
+        self, r: RouteRecord, rev: RevisionRecord | None, now: datetime
     ) -> tuple[RouteUpdate, str | None] | None:
         if rev is None:
             return _fail(r, now, "its revision is missing"), "failed"
@@ -307,7 +460,7 @@ class RouteController:
         if handle is None:
             spec = LaunchSpec(
                 route_id=r.id,
-                deployment=names.get(r.deployment_id, str(r.deployment_id)),
+                deployment=self._book.name_of(r.deployment_id),
                 revision=r.revision,
                 command=tuple(rev.command),
                 env=dict(rev.env),
@@ -454,20 +607,13 @@ class RouteController:
 
     # --- draining -----------------------------------------------------------------------------------
 
-    async def _drain(
-        self,
-        routes: Sequence[RouteRecord],
-        revisions: Mapping[tuple[int, int], RevisionRecord],
-        names: Mapping[int, str],
-        now: datetime,
-        report: RoutePassReport,
-    ) -> None:
+    async def _drain(self, routes: Sequence[RouteRecord], now: datetime, report: RoutePassReport) -> None:
         updates = []
         for r in routes:
             if r.status is not RouteStatus.TERMINATING or r.id in self._stopping or r.id in self._stopped:
                 continue
             handle = handle_of(r)
-            rev = revisions.get((r.deployment_id, r.revision))
+            rev = self._revision(r)
             if handle is None:
                 updates.append(RouteUpdate(id=r.id, deployment_id=r.deployment_id, status=RouteStatus.TERMINATED, status_updated_at=now))
                 report.terminated += 1
@@ -476,7 +622,7 @@ class RouteController:
             drain = rev.drain_seconds if rev else 0.0
             grace = rev.stop_grace_seconds if rev else 5.0
             if r.drain_until is None:
-                if not await self._traffic.confirm_removed(names.get(r.deployment_id, ""), [handle.address]):
+                if not await self._traffic.confirm_removed(self._book.name_of(r.deployment_id), [handle.address]):
                     continue  # the proxy has not applied the removal yet: look again next pass
                 until = now + timedelta(seconds=drain)
                 updates.append(RouteUpdate(id=r.id, deployment_id=r.deployment_id, drain_until=until))
@@ -486,7 +632,9 @@ class RouteController:
                 continue
             self._stop_later(handle, grace)
         if updates:
-            await self._store.update_routes(updates)
+            await self._store.update_routes(updates, feed=self._feed)
+            for update in updates:
+                self._put_change(update)
 
     def _stop_later(self, handle: RouteHandle, grace: float) -> None:
         if handle.route_id in self._stopping:
