@@ -69,7 +69,10 @@ async def test_traefik_killed_under_load_comes_back_and_the_rollout_finishes(pla
         assert dep.sub_step is SubStep.COMPLETED and dep.current_revision == 2
         await asyncio.sleep(0.5)  # traffic after the rollout, through the new proxy
     stats = load.stats
-    late = [t - killed_at for t in stats.failure_times if not -0.2 <= t - killed_at <= 1.5]
+    # Failures are those in flight at the kill (sent before it, failed after it: on a busy machine a
+    # request may be in flight for a second) and those sent while the proxy was down.
+    late = [t - killed_at for t, end in zip(stats.failure_times, stats.failure_ends, strict=True)
+            if not (t <= killed_at <= end or -0.2 <= t - killed_at <= 1.5)]
     print(f"proxy restarted {noticed:.2f}s after the kill; {stats.failed} of {stats.sent} failed: {dict(stats.errors)}")
     assert not late, f"failures outside the second after the kill: {late[:10]} ({dict(stats.errors)})"
     assert stats.ok > 50 and {"v1", "v2"} <= set(stats.versions)

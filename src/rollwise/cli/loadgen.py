@@ -31,6 +31,9 @@ class LoadStats:
     errors: Counter[str] = field(default_factory=Counter)
     failure_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     """time.monotonic() when each failed request was sent (the newest 10,000), to place failures in time."""
+    failure_ends: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    """time.monotonic() when each of those failures was known (same order): a request in flight when
+    something broke was sent before it and fails after it."""
     failure_kinds: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
     """What each failure in `failure_times` was (same order): "HTTP 502", "ReadTimeout"..."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
@@ -159,4 +162,5 @@ class LoadGenerator:
         self.stats.failed += 1
         self.stats.errors[kind] += 1
         self.stats.failure_times.append(sent_at)
+        self.stats.failure_ends.append(time.monotonic())
         self.stats.failure_kinds.append(kind)

@@ -9,6 +9,13 @@ is due; a round that wrote measurements marks the deploying cycle (a failed one 
 interval may let the final step complete). Every time reading and every wait goes through the `Clock` it
 is given (control.clock): real time in a server, fake time in simulations and tests.
 
+The READY cycle (CHECK_REPLICAS: every deployment at rest, most of them at scale) reads only the
+deployments that may need a decision: those written since it last ran (the store's write feed: an
+operation, a cycle, the route controller's route changes), those whose last outcome was not settled
+(a replica missing, starting, or waiting for room) and those whose requeue time came. Every
+`Intervals.sweep` seconds (and when forced) it reads them all, which also catches writes by another
+process. The cycles of deployments in flight (pending, scaling, deploying, destroying) read all of theirs.
+
 Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
 """
 
@@ -65,6 +72,8 @@ class Intervals:
     """Seconds between purges of routes that ended (terminated, failed to start)."""
     maintain: float = 5.0
     """Seconds between the runtime's upkeep (route log rotation)."""
+    sweep: float = 60.0
+    """Seconds between READY cycles that read every READY deployment (module docstring)."""
     retention: float = 600.0
     """How long an ended route stays readable (describe, debugging) before a purge deletes it; routes
     of a rollout in progress are kept whatever their age (its failure budget counts them)."""
@@ -109,6 +118,8 @@ class Coordinator:
         self._errors = ErrorLog(log, clock=clock.monotonic)
         self._due_at: dict[CycleKind, float] = {}
         """Times (`clock.monotonic()`) at which a cycle must run again although nothing marked it (requeue_after)."""
+        self._feed = store.feed()
+        self._ready = ReadyWatch()
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.runtime = runtime
@@ -181,13 +192,21 @@ class Coordinator:
             self._needed.discard(kind)
             self._last_run[kind] = mono
             started = self.clock.monotonic()
-            report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime))
+            only = None
+            if kind is CycleKind.CHECK_REPLICAS:
+                full = force or mono - self._ready.last_sweep >= self.intervals.sweep
+                only = self._ready.to_read(self._feed.take(), mono, full=full)
+            report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime), only=only)
             elapsed = self.clock.monotonic() - started
             for observer in self.observers:
                 observer(report, elapsed)
             step.cycles.append(report)
             self._due_at.pop(kind, None)
-            if report.requeue_after is not None:
+            if kind is CycleKind.CHECK_REPLICAS:
+                next_due = self._ready.read(only, report, self.clock.monotonic())
+                if next_due is not None:
+                    self._due_at[kind] = next_due
+            elif report.requeue_after is not None:
                 self._due_at[kind] = self.clock.monotonic() + report.requeue_after
             for lifecycle in report.lifecycle_changes.values():
                 if lifecycle in KIND_OF_LIFECYCLE:
@@ -229,6 +248,42 @@ class Coordinator:
     async def close(self) -> None:
         await self.analysis.close()
         await self.routes.wait_stops()
+
+
+class ReadyWatch:
+    """What the READY cycle must read next (module docstring): the deployments written since, those not
+    settled, those due; None: every one."""
+
+    def __init__(self) -> None:
+        self.last_sweep = float("-inf")
+        self._written: set[int] | None = None  # None: not known, read every one
+        self._unsettled: set[int] = set()
+        self._due: dict[int, float] = {}
+
+    def to_read(self, written: set[int] | None, mono: float, *, full: bool) -> set[int] | None:
+        """The ids to read (None: all), given what the write feed returned now."""
+        if written is None or self._written is None:
+            self._written = None
+        else:
+            self._written |= written
+        if full or self._written is None:
+            self.last_sweep = mono
+            self._written = set()
+            return None
+        ids = self._written | self._unsettled | {i for i, t in self._due.items() if t <= mono}
+        self._written = set()
+        return ids
+
+    def read(self, only: set[int] | None, report: CycleReport, mono: float) -> float | None:
+        """Note what a READY cycle read and decided; when the next one is due (requeue), or None."""
+        if only is None:
+            self._unsettled, self._due = set(report.unsettled), {}
+        else:
+            self._unsettled = (self._unsettled - only) | report.unsettled
+            for i in only:
+                self._due.pop(i, None)
+        self._due.update((i, mono + seconds) for i, seconds in report.requeue.items())
+        return min(self._due.values(), default=None)
 
 
 def node_totals(runtime: Runtime) -> dict[str, dict[str, int]]:

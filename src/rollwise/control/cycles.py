@@ -14,7 +14,7 @@ Called by the coordinator; does not touch processes or the proxy (the route cont
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -79,6 +79,12 @@ class CycleReport:
 
     requeue_after: float | None = None
     """Seconds until time alone changes some deployment's decision (auto-promotion, a deadline)."""
+    requeue: dict[int, float] = field(default_factory=dict)
+    """The same, per deployment (those with a wait)."""
+    evaluated: set[int] = field(default_factory=set)
+    """The deployments this cycle read and decided."""
+    unsettled: set[int] = field(default_factory=set)
+    """Of those, the ones whose outcome is not `settled` (control.rules.outcome)."""
 
     @property
     def changed(self) -> bool:
@@ -162,17 +168,23 @@ def _record_timeline(
         log.exception("timeline sample failed for deployment %s", outcome.deployment.name)
 
 
-async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None) -> CycleReport:
+async def run_cycle(
+    store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None, *, only: Collection[int] | None = None
+) -> CycleReport:
     """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once.
     `capacity`: the runtime's node totals (node -> resource -> units); deployments are visited in id
-    order and each one's creations are taken from what is free before the next is decided."""
+    order and each one's creations are taken from what is free before the next is decided. `only`: just
+    these deployments (those of them in the lifecycle); not for the DEPLOYING cycle."""
+    if only is not None and kind is CycleKind.DEPLOYING:
+        raise ValueError("run_cycle: the DEPLOYING cycle reads every deployment in flight")
     report = CycleReport(kind)
     marks: Mapping[int, RolloutMark] = {}
     if kind is CycleKind.DEPLOYING:  # with each one's open rollout, for its timeline (no extra query)
         deployments, marks = await store.list_deployments_and_rollouts([Lifecycle.DEPLOYING])
     else:
-        deployments = await store.list_deployments([LIFECYCLE_OF[kind]])
+        deployments = await store.list_deployments([LIFECYCLE_OF[kind]], ids=only)
     report.deployments = len(deployments)
+    report.evaluated = {d.id for d in deployments}
     if not deployments:
         return report
     routes_by_dep: dict[int, list[RouteRecord]] = {}
@@ -201,8 +213,9 @@ async def run_cycle(store: Store, kind: CycleKind, now: datetime, capacity: Tota
             for o in outcomes:
                 _record_timeline(o, routes_by_dep.get(o.deployment.id, []), health_checks, marks, now)
         changes = gather(outcomes)
-    waits = [o.requeue_after for o in outcomes if o.requeue_after is not None]
-    report.requeue_after = min(waits, default=None)
+    report.requeue = {o.deployment.id: o.requeue_after for o in outcomes if o.requeue_after is not None}
+    report.requeue_after = min(report.requeue.values(), default=None)
+    report.unsettled = {o.deployment.id for o in outcomes if not o.settled}
     if not changes.deployments:
         return report
 

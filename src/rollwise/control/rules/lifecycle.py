@@ -106,6 +106,7 @@ def compute_replicas_outcome(
         out.apply(lost[0])
         out.route_updates.extend(lost[1])
     done = decision.sub_step is SubStep.ROLLED_BACK
+    out.settled = done and decision.requeue_after is None
     created, terminated = len(decision.create), len(decision.terminate)
     latest = backoff.latest
     if latest is not None and latest.detail:

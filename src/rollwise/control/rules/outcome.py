@@ -41,6 +41,9 @@ class Outcome:
     rollout_updates: list[RolloutUpdate] = field(default_factory=list)
     """The rollout's end (from a transition) and timeline samples (control.rules.timeline): one at most."""
     new_rollouts: list[NewRollout] = field(default_factory=list)
+    settled: bool = False
+    """The replica reconciler has nothing left to do for this deployment (every replica is there): it
+    need not be looked at again until something is written about it (the coordinator's READY cycle)."""
 
     @property
     def is_empty(self) -> bool:
