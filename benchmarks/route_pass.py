@@ -11,9 +11,10 @@ Setup (not timed): deployments READY on revision 1 (a health check every 60 s, s
 the first pass), one `SimulatedRuntime` route started per route row (so `is_running` answers for real),
 rows bulk-inserted. Then one first pass (timed as `first_pass_seconds`: it reads everything and probes
 every route once: what every pass cost before the write feed, and what a full read costs every
-`FULL_READ_SECONDS`), `--passes` timed idle passes (`seconds_per_pass`), and `--passes` passes after a
+`FULL_READ_SECONDS`), `--passes` timed idle passes (`seconds_per_pass`), `--passes` passes after a
 write through the store to the routes of 1 % of the deployments (`seconds_per_pass_after_writes`: those
-deployments are re-read). Statements counted with a `before_cursor_execute` listener. The last line
+deployments are re-read), and one pass when the periodic full read is due (`full_read_pass_seconds`:
+everything read in pages, only what differs from memory visited). Statements counted with a `before_cursor_execute` listener. The last line
 printed is JSON.
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 from sqlalchemy import event, insert, select
 
 from rollwise.control.clock import ManualClock
-from rollwise.control.route_controller import RouteController
+from rollwise.control.route_controller import FULL_READ_SECONDS, RouteController
 from rollwise.model import Health, Lifecycle, Mode, Policy, RouteStatus, StrategyName
 from rollwise.runtime.base import LaunchSpec
 from rollwise.runtime.simulated import SimBehaviour, SimulatedRuntime
@@ -116,8 +117,14 @@ async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
             report = await controller.reconcile()
             after_writes.append(time.perf_counter() - t)
             assert not report.changed
+        clock.advance(FULL_READ_SECONDS)
+        statements.clear()
+        t = time.perf_counter()
+        report = await controller.reconcile()
+        full_read = time.perf_counter() - t
+        assert not report.changed
         served = sum(len(s) for s in controller.table.services.values())
-        return {"deployments": n, "routes": n * REPLICAS, "served_routes": served,
+        return {"full_read_pass_seconds": round(full_read, 4), "statements_full_read": len(statements),"deployments": n, "routes": n * REPLICAS, "served_routes": served,
                 "first_pass_seconds": round(first, 4),
                 "seconds_per_pass": round(statistics.median(seconds), 4), "statements_per_pass": idle_statements,
                 "seconds_per_pass_after_writes": round(statistics.median(after_writes), 4),
@@ -139,7 +146,8 @@ async def main() -> None:
           f"idle pass {result['seconds_per_pass'] * 1000:.0f} ms (median of {args.passes}), "
           f"{result['statements_per_pass']} statements; after writes to {result['deployments_written']} "
           f"deployments {result['seconds_per_pass_after_writes'] * 1000:.0f} ms, "
-          f"{result['statements_per_pass_after_writes']} statements")
+          f"{result['statements_per_pass_after_writes']} statements; the full read every {FULL_READ_SECONDS:g} s "
+          f"{result['full_read_pass_seconds'] * 1000:.0f} ms, {result['statements_full_read']} statements")
     print(json.dumps(result))
 
 

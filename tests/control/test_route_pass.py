@@ -7,7 +7,7 @@ written as running and healthy, as a pass after their start would leave them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from sqlalchemy import event
 
 from rollwise.control import route_controller
 from rollwise.control.clock import ManualClock
+from rollwise.control.route_book import RouteBook
 from rollwise.control.route_controller import RouteController
 from rollwise.model import Health, Policy, RouteStatus, Traffic
 from rollwise.runtime.base import LaunchSpec
@@ -154,3 +155,16 @@ async def test_probes_are_sent_when_due_and_only_then(world: World) -> None:
     world.clock.advance(timedelta(seconds=31).total_seconds())
     await world.controller.reconcile()
     assert len(probes) == 6 and len(set(probes)) == 6
+
+
+async def test_a_full_read_names_only_the_deployments_that_differ(world: World) -> None:
+    deployments = await world.store.list_deployments()
+    routes = await world.store.list_routes(None)
+    book = RouteBook()
+    assert book.load_all(deployments, routes) == {d.id for d in deployments}
+    assert book.load_all(deployments, routes) == set()
+    first, second = routes[0], routes[-1]
+    degraded = [replace(r, health=Health.DEGRADED) if r is first else r for r in routes if r is not second]
+    assert book.load_all(deployments, degraded) == {first.deployment_id, second.deployment_id}
+    assert book.load_all(deployments[1:], degraded) == {deployments[0].id}
+    assert first.deployment_id != second.deployment_id

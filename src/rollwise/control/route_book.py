@@ -31,11 +31,17 @@ class RouteBook:
     # --- loading ------------------------------------------------------------------------------------
 
     def load_all(self, deployments: Iterable[DeploymentRecord], routes: Iterable[RouteRecord]) -> set[int]:
-        """Replace everything; returns the ids of every deployment held before or now."""
-        before = set(self.deployments)
+        """Replace everything; returns the ids of the deployments whose row or live routes differ from
+        what the book held (new and gone ones included)."""
+        old_deployments, old_routes = self.deployments, self.routes
         self.deployments, self.routes, self._of = {}, {}, {}
         self.by_status = {s: {} for s in LIVE_STATUSES}
-        return before | self._add(deployments, routes)
+        self._add(deployments, routes)
+        changed = {i for i in old_deployments.keys() | self.deployments.keys()
+                   if old_deployments.get(i) != self.deployments.get(i)}
+        changed.update(r.deployment_id for r in self.routes.values() if old_routes.get(r.id) != r)
+        changed.update(r.deployment_id for i, r in old_routes.items() if i not in self.routes)
+        return changed
 
     def load(self, ids: Collection[int], deployments: Iterable[DeploymentRecord], routes: Iterable[RouteRecord]) -> None:
         """Replace what the book holds of the deployments `ids` with `deployments` and `routes` (those of

@@ -81,6 +81,8 @@ MAX_CONCURRENT_STOPS = 32
 """Stops in flight at once: each polls its processes until they are gone."""
 LIVENESS_CHECKS_PER_PASS = 1024
 """Running routes whose process is looked at in one pass, besides those with something due (module docstring)."""
+FULL_READ_PAGE = 2_000
+"""Deployments read per query by a full read."""
 FULL_READ_SECONDS = 300.0
 """Seconds between passes that read every live route, not only the deployments the write feed names."""
 
@@ -200,8 +202,18 @@ class RouteController:
         due = self._last_full_read is None or mono - self._last_full_read >= self._full_read_seconds
         if full or due or written is None:
             self._last_full_read = mono
-            deployments = await self._store.list_deployments(None)
-            routes = self.overlay(await self._store.list_routes(None, statuses=LIVE_STATUSES))
+            deployments: list[DeploymentRecord] = []
+            routes: list[RouteRecord] = []
+            after: int | None = None
+            while True:  # in pages, letting the requests waiting meanwhile run between them
+                page = await self._store.list_deployments(None, after=after, limit=FULL_READ_PAGE)
+                if not page:
+                    break
+                deployments.extend(page)
+                routes.extend(self.overlay(await self._store.list_routes([d.id for d in page], statuses=LIVE_STATUSES)))
+                after = page[-1].id
+                await asyncio.sleep(0)
+            # A page read before a write that commits meanwhile: the feed names it, it is read next pass.
             touched = self._book.load_all(deployments, routes)
         elif written:
             deployments = await self._store.list_deployments(ids=written)

@@ -424,11 +424,17 @@ class Store:
             return None if row is None else deployment_from_row(row)
 
     async def list_deployments(
-        self, lifecycles: Collection[Lifecycle] | None = None, *, ids: Collection[int] | None = None
+        self, lifecycles: Collection[Lifecycle] | None = None, *, ids: Collection[int] | None = None,
+        after: int | None = None, limit: int | None = None,
     ) -> list[DeploymentRecord]:
         """Deployments (with policies: one query), by id; only the given lifecycles when given, only
-        those of `ids` when given (ids of deployments that do not exist are left out)."""
+        those of `ids` when given (ids of deployments that do not exist are left out); with `after` and
+        `limit`, at most `limit` of those with an id above `after` (keyset paging)."""
         stmt = queries.DEPLOYMENT_SELECT.order_by(deployments.c.id)
+        if after is not None:
+            stmt = stmt.where(deployments.c.id > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         if lifecycles is not None:
             stmt = stmt.where(deployments.c.lifecycle.in_(sorted(Lifecycle(lc).value for lc in lifecycles)))
         async with self._read() as conn:
