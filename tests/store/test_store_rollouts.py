@@ -151,21 +151,33 @@ async def test_a_skipped_deployment_writes_no_sample(store: Store) -> None:
 
 
 async def test_one_statement_appends_samples_for_any_number_of_rollouts(store: Store) -> None:
+    """Samples of open rollouts go with the UPDATE of their deployments (the one a cycle writes anyway);
+    the rollouts that end, with theirs, in one UPDATE of the rollouts."""
     counts = []
-    for n in (1, 20):
+    for n in (3, 20):
         deps = await make_deployments(store, n, prefix=f"n{n}-")
         await store.apply(ChangeSet(new_rollouts=[start(d.id) for d in deps]), NOW)
-        with count_statements(store) as statements:
+        with count_statements(store) as appending:
             await store.apply(ChangeSet(rollout_updates=[
-                RolloutUpdate(deployment_id=d.id, at=NOW, samples=(sample(1, 3, 0),) * (1 + i % 2),
+                RolloutUpdate(deployment_id=d.id, at=NOW, samples=(sample(1, 3, 0),) * (1 + i % 2)) for i, d in enumerate(deps)
+            ]), NOW)
+        with count_statements(store) as ending:
+            await store.apply(ChangeSet(rollout_updates=[
+                RolloutUpdate(deployment_id=d.id, at=NOW, samples=(sample(2, 3, 1),) * (i % 2),
                               outcome="completed" if i % 3 == 0 else None)
                 for i, d in enumerate(deps)
             ]), NOW)
-        counts.append([s.split()[0].upper() for s in statements if not s.startswith(("BEGIN", "COMMIT"))])
+        counts.append([[" ".join(s.split()[:2]).upper() for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
+                       for statements in (appending, ending)])
         rollouts = [r for d in deps for r in await store.list_rollouts(d.id)]
-        assert [r.sample_count for r in rollouts] == [1 + i % 2 for i in range(n)]
+        assert [r.sample_count for r in rollouts] == [1 + 2 * (i % 2) for i in range(n)]
         assert [r.outcome for r in rollouts] == ["completed" if i % 3 == 0 else "in_progress" for i in range(n)]
-    assert counts[0] == counts[1] == ["UPDATE"], counts
+        for i, (d, r) in enumerate(zip(deps, rollouts, strict=True)):
+            found = await store.rollout_timeline(d.id, r.id)
+            assert found is not None
+            assert found[1] == [sample(1, 3, 0)] * (1 + i % 2) + [sample(2, 3, 1)] * (i % 2)
+    update = "WITH LOCKED" if store.dialect == "postgresql" else "UPDATE DEPLOYMENTS"
+    assert counts[0] == counts[1] == [[update], [update, "UPDATE ROLLOUTS"]], counts
 
 
 async def test_rollouts_go_with_their_deployment(store: Store) -> None:

@@ -178,27 +178,25 @@ async def run_cycle(
     if only is not None and kind is CycleKind.DEPLOYING:
         raise ValueError("run_cycle: the DEPLOYING cycle reads every deployment in flight")
     report = CycleReport(kind)
-    marks: Mapping[int, RolloutMark] = {}
-    if kind is CycleKind.DEPLOYING:  # with each one's open rollout, for its timeline (no extra query)
-        deployments, marks = await store.list_deployments_and_rollouts([Lifecycle.DEPLOYING])
-    else:
-        deployments = await store.list_deployments([LIFECYCLE_OF[kind]], ids=only)
+    # One read transaction (store.read_cycle): the deployments (a DEPLOYING cycle: with each one's open
+    # rollout, for its timeline), their routes and, of the revisions, "has a health check" and what a
+    # route needs of the node's slots (joined into both queries; no big JSON column read or decoded).
+    snapshot = await store.read_cycle(
+        LIFECYCLE_OF[kind], routes=kind is not CycleKind.CHECK_PENDING, facts=kind in PLACING,
+        marks=kind is CycleKind.DEPLOYING, ids=only,
+    )
+    deployments: Sequence[DeploymentRecord] = snapshot.deployments
+    marks: Mapping[int, RolloutMark] = snapshot.marks
     report.deployments = len(deployments)
     report.evaluated = {d.id for d in deployments}
     if not deployments:
         return report
-    routes_by_dep: dict[int, list[RouteRecord]] = {}
-    health_checks: HealthChecks = {}
+    routes_by_dep: dict[int, list[RouteRecord]] = group_by_deployment(snapshot.routes)
+    health_checks: HealthChecks = snapshot.health_checks
     room = NO_ROOM
-    if kind is not CycleKind.CHECK_PENDING:
-        routes = await store.list_routes([d.id for d in deployments])
-        routes_by_dep = group_by_deployment(routes)
-        if kind in PLACING:
-            # Of the revisions, the rules need "has a health check" and what a route needs of the
-            # node's slots, in one read (no big JSON column read or decoded).
-            keys = {(r.deployment_id, r.revision) for r in routes} | revisions_placed(deployments)
-            health_checks, needs = await store.revision_facts(keys)
-            room = await read_room(store, capacity or {}, needs)
+    if kind in PLACING:
+        keys = {(r.deployment_id, r.revision) for r in snapshot.routes} | revisions_placed(deployments)
+        room = await read_room(store, capacity or {}, {k: n for k, n in snapshot.needs.items() if k in keys})
     rule = _rule_for(kind)
     if kind is CycleKind.DEPLOYING:
         counts = await read_analysis(store, deployments)

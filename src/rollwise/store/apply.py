@@ -43,11 +43,31 @@ transactions, or catch errors (the caller translates them and the transaction ro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Integer, and_, bindparam, case, func, insert, null, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
@@ -59,20 +79,23 @@ from rollwise.store.commands import (
     DeploymentUpdate,
     NewHistory,
     NewRoute,
+    RolloutUpdate,
     RouteUpdate,
     new_route_id,
 )
-from rollwise.store.records import HistoryRecord
-from rollwise.store.rollouts import write_rollouts
+from rollwise.store.rollouts import dump_json as _dump
+from rollwise.store.rollouts import read_full_timelines, write_rollouts
 from rollwise.store.rows import (
+    HISTORY_KEY_COLUMNS,
     deployment_change_values,
-    history_from_row,
+    history_key_values,
     history_values,
     new_route_values,
     policy_values,
     route_update_values,
+    sample_json,
 )
-from rollwise.store.schema import deployments, history, policies, routes
+from rollwise.store.schema import deployments, history, policies, rollouts, routes
 
 
 def check_changes(changes: ChangeSet) -> None:
@@ -94,27 +117,27 @@ def check_changes(changes: ChangeSet) -> None:
 async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime) -> ApplyResult:
     """Apply a ChangeSet inside the caller's transaction; see the module docstring."""
     check_changes(changes)
-    dialect = conn.dialect.name
-    columns, read_back = _deployment_columns(changes.deployments)
-    skipped, read = await _guard(conn, dialect, changes.deployments, read_back)
-
-    applied, versions = await _update_deployments(conn, changes.deployments, skipped, read, columns, now)
+    appends = [u for u in changes.rollout_updates if u.outcome is None and u.samples]
+    whole = await read_full_timelines(conn, appends)
+    written = await _update_deployments(conn, changes, appends, whole, now)
+    skipped = written.skipped
     await _write_policies(conn, [u for u in changes.deployments if u.deployment_id not in skipped], now)
 
     route_ids = await _insert_routes(conn, [r for r in changes.new_routes if r.deployment_id not in skipped])
     updates = [u for u in changes.route_updates if u.deployment_id not in skipped]
     await write_route_updates(conn, updates, tagged=True)
 
-    inserted, merged = await _write_history(conn, dialect, [h for h in changes.history if h.deployment_id not in skipped])
+    kept_history = [h for h in changes.history if h.deployment_id not in skipped]
+    inserted, merged = await _write_history(conn, kept_history, written.last_history)
     await write_rollouts(
         conn,
-        [u for u in changes.rollout_updates if u.deployment_id not in skipped],
+        [u for u in changes.rollout_updates if u.outcome is not None and u.deployment_id not in skipped],
         [r for r in changes.new_rollouts if r.deployment_id not in skipped],
     )
     return ApplyResult(
         skipped=skipped,
-        applied=applied,
-        versions=versions,
+        applied=written.applied,
+        versions=written.versions,
         route_ids=route_ids,
         routes_updated=len(updates),
         history_inserted=inserted,
@@ -135,112 +158,181 @@ def _rows_as_arrays(
     return queries.unnest_rows(name, {key: (type_, arrays[key]) for key, type_ in types.items()})
 
 
-# ------------------------------------------------------------------------------------ 1. the guard
+# ------------------------------------------------------- 1./2. the guarded UPDATE of the deployments
 
 
 _SWAP_COLUMNS = ("current_revision", "deploying_revision")
-_GUARD_COLUMNS = ("id", "version", "deploying_revision")
 
 
-def _deployment_columns(updates: Sequence[DeploymentUpdate]) -> tuple[list[str], list[str]]:
-    """(columns the deployment UPDATE writes, those of them the guard must read back).
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the deployments UPDATE did: the guarded updates skipped, the deployments written (and
+    those it wrote without changing them), the version after it, and the last stored history row
+    of each returned deployment (None: none)."""
 
-    The UPDATE writes the union of the columns the updates change (and both swap columns when one of
-    them swaps); a row that does not change one of them writes back the value the guard read, so only
-    a column some update leaves alone needs reading. Computed over every writing update, skipped or not
-    (the guard has not run yet): a superset is harmless.
+    skipped: set[int]
+    applied: set[int]
+    versions: dict[int, int]
+    last_history: dict[int, tuple[int, tuple[object, ...]] | None]
+
+
+def _last_history_row(dialect: str) -> ColumnElement[Any]:
+    """The deployment's newest history row as JSON text `[id, <merge key columns>]`, for RETURNING.
+
+    Spelled as SQL text: SQLAlchemy renders the columns of a RETURNING clause without their table on
+    SQLite, also inside a subquery, where `id` is then ambiguous.
     """
-    writing = [u for u in updates if u.writes]
-    swap_any = any(u.swap_expected is not None for u in writing)
-    columns = sorted({key for u in writing for key in u.changes} | (set(_SWAP_COLUMNS) if swap_any else set()))
-    read_back = [c for c in columns if not all(c in u.changes for u in writing)]
-    return columns, read_back
+    columns = ", ".join(f"last_h.{name}" for name in ("id", *HISTORY_KEY_COLUMNS))
+    row = f"CAST(json_build_array({columns}) AS TEXT)" if dialect == "postgresql" else f"json_array({columns})"
+    return literal_column(
+        f"(SELECT {row} FROM history AS last_h WHERE last_h.id = "
+        "(SELECT max(newest_h.id) FROM history AS newest_h WHERE newest_h.deployment_id = deployments.id))"
+    )
 
-
-async def _guard(
-    conn: AsyncConnection, dialect: str, updates: Sequence[DeploymentUpdate], read_back: Sequence[str]
-) -> tuple[set[int], dict[int, Mapping[str, Any]]]:
-    """Lock and read the rows of the updated deployments; return (skipped ids, rows of kept ones).
-
-    A row read holds `_GUARD_COLUMNS` and `read_back` (not the whole row: a cycle reads 10,000).
-    """
-    rows: dict[int, Mapping[str, Any]] = {}
-    selected = [deployments.c[c] for c in dict.fromkeys([*_GUARD_COLUMNS, *read_back])]
-    for clause in queries.id_filters(dialect, deployments.c.id, [u.deployment_id for u in updates]):
-        stmt = select(*selected).where(clause).order_by(deployments.c.id).with_for_update()
-        for locked in (await conn.execute(stmt)).mappings():
-            rows[locked["id"]] = dict(locked)
-    skipped: set[int] = set()
-    for u in updates:
-        row = rows.get(u.deployment_id)
-        if (
-            row is None
-            or (u.expected_version is not None and row["version"] != u.expected_version)
-            or (u.swap_expected is not None and row["deploying_revision"] != u.swap_expected)
-        ):
-            skipped.add(u.deployment_id)
-            rows.pop(u.deployment_id, None)
-    return skipped, rows
-
-
-# ------------------------------------------------------------------------- 2. deployment updates
 
 async def _update_deployments(
-    conn: AsyncConnection,
-    updates: Sequence[DeploymentUpdate],
-    skipped: set[int],
-    read: Mapping[int, Mapping[str, Any]],
-    columns: Sequence[str],
+    conn: AsyncConnection, changes: ChangeSet, appends: Sequence[RolloutUpdate], whole: Mapping[int, list[Any]],
     now: datetime,
-) -> tuple[set[int], dict[int, int]]:
-    kept = [u for u in updates if u.deployment_id not in skipped]
-    versions = {u.deployment_id: read[u.deployment_id]["version"] + (1 if u.writes else 0) for u in kept}
-    writing = [u for u in kept if u.writes]
-    if not writing:
-        return set(), versions
+) -> _Written:
+    """Steps 1-2 of the module docstring: ONE `UPDATE deployments … RETURNING` that is the guard too.
 
+    Its rows: every DeploymentUpdate (guarded), the deployments whose open rollout gets samples
+    (`appends`; `whole`: those thinned first, their full lists) and those that get history rows
+    (unguarded rows that change nothing else, written back as they are: the RETURNING reads their last
+    history row). A row not returned was skipped (or does not exist).
+    """
+    dialect = conn.dialect.name
+    updates = {u.deployment_id: u for u in changes.deployments}
+    with_samples = {u.deployment_id: u for u in appends}
+    ids = sorted(set(updates) | set(with_samples) | {h.deployment_id for h in changes.history})
+    if not ids:
+        return _Written(set(), set(), {}, {})
+
+    writing = [u for u in changes.deployments if u.writes]
     swap_any = any(u.swap_expected is not None for u in writing)
-    params = []
-    for u in writing:
-        row = read[u.deployment_id]
-        changed = deployment_change_values(u.changes)
-        p: dict[str, Any] = {f"v_{c}": changed[c] if c in changed else row[c] for c in columns}
-        if swap_any:
-            p["b_swap"] = u.swap_expected is not None
-        p.update(b_id=u.deployment_id, b_read_version=row["version"])
-        params.append(p)
-
-    # One row per deployment: the bound values of row `p` are `p[key]` (`v.<key>` on PostgreSQL).
-    types: dict[str, TypeEngine[Any]] = {f"v_{c}": deployments.c[c].type for c in columns}
+    columns = sorted({key for u in writing for key in u.changes})
+    types: dict[str, TypeEngine[Any]] = {
+        "b_id": Integer(), "b_expected": Integer(), "b_swap_expected": Integer(), "b_writes": Boolean(),
+    }
     if swap_any:
         types["b_swap"] = Boolean()
-    types.update(b_id=Integer(), b_read_version=Integer())
-    set_based = _set_based(conn)
-    v = _rows_as_arrays(params, types) if set_based else None
+    for c in columns:
+        types[f"s_{c}"] = Boolean()
+        types[f"v_{c}"] = deployments.c[c].type
+    if with_samples:
+        types.update(b_n=Integer(), b_s1=Text(), b_s2=Text(), b_last=Text(), b_whole=Text(), b_whole_count=Integer())
+    rows: list[dict[str, Any]] = []
+    for id_ in ids:
+        u = updates.get(id_)
+        row: dict[str, Any] = {
+            "b_id": id_,
+            "b_expected": None if u is None else u.expected_version,
+            "b_swap_expected": None if u is None else u.swap_expected,
+            "b_writes": u is not None and u.writes,
+        }
+        if swap_any:
+            row["b_swap"] = u is not None and u.swap_expected is not None
+        changed = deployment_change_values(u.changes) if u is not None and u.writes else {}
+        for c in columns:
+            row[f"s_{c}"] = c in changed
+            row[f"v_{c}"] = changed.get(c)
+        if with_samples:
+            r = with_samples.get(id_)
+            texts = [_dump(sample_json(x)) for x in r.samples] if r is not None else []
+            full = whole.get(id_)
+            row.update(
+                b_n=len(texts), b_s1=texts[0] if texts else None, b_s2=texts[1] if len(texts) > 1 else None,
+                b_last=r.samples[-1].key if r is not None and r.samples else None,
+                b_whole=None if full is None else _dump(full), b_whole_count=None if full is None else len(full),
+            )
+            if dialect == "postgresql":
+                row["b_s1"] = _dump([json.loads(t) for t in texts])  # the new samples as one JSON list
+        rows.append(row)
 
-    def value(key: str) -> ColumnElement[Any]:
-        return v.c[key] if v is not None else bindparam(key, type_=types[key])
-
-    values: dict[str, Any] = {c: value(f"v_{c}") for c in columns}
-    if swap_any:
-        swap = value("b_swap")
-        values["current_revision"] = case(
-            (swap, func.coalesce(deployments.c.deploying_revision, deployments.c.current_revision)),
-            else_=value("v_current_revision"),
+    v: Any = queries.rows_source(conn.dialect, "v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
+    d = deployments.c
+    source_columns: list[Any] = [*v.c]
+    if with_samples:
+        open_ = rollouts.alias("open_r")
+        source_columns += [open_.c.id.label("open_id"), open_.c.samples.label("open_samples"),
+                           open_.c.sample_count.label("open_count")]
+        joined: Any = v.outerjoin(open_, and_(open_.c.deployment_id == v.c.b_id, open_.c.ended_at.is_(None)))
+    else:
+        joined = v
+    if dialect == "postgresql":
+        # Rows are locked in id order (as concurrent writers do), then written by the UPDATE.
+        src: Any = (
+            select(*source_columns).select_from(joined.join(deployments, deployments.c.id == v.c.b_id))
+            .order_by(v.c.b_id).with_for_update(of=deployments).cte("locked").prefix_with("MATERIALIZED")
         )
-        values["deploying_revision"] = case((swap, null()), else_=value("v_deploying_revision"))
-    values["version"] = value("b_read_version") + 1
-    values["updated_at"] = bindparam("b_now", now, type_=deployments.c.updated_at.type)
+    else:
+        src = select(*source_columns).select_from(joined).subquery("src") if with_samples else v
+
+    values: dict[str, Any] = {}
+    for c in columns:
+        values[c] = case((src.c[f"s_{c}"] == true(), src.c[f"v_{c}"]), else_=d[c])
+    if swap_any:
+        swap = src.c.b_swap == true()
+        values["current_revision"] = case((swap, func.coalesce(d.deploying_revision, d.current_revision)),
+                                          else_=d.current_revision)
+        values["deploying_revision"] = case((swap, null()), else_=values.get("deploying_revision", d.deploying_revision))
+    writes = src.c.b_writes == true()
+    values["version"] = case((writes, d.version + 1), else_=d.version)
+    values["updated_at"] = case((writes, bindparam("b_now", now, type_=d.updated_at.type)), else_=d.updated_at)
+    if with_samples:
+        values.update(_timeline_values(dialect, src))
     stmt = (
         update(deployments)
-        .where(deployments.c.id == value("b_id"), deployments.c.version == value("b_read_version"))
+        .where(
+            d.id == src.c.b_id,
+            or_(src.c.b_expected.is_(None), d.version == src.c.b_expected),
+            or_(src.c.b_swap_expected.is_(None), d.deploying_revision == src.c.b_swap_expected),
+        )
         .values(values)
     )
-    if set_based:
-        await conn.execute(stmt)
+    returning: list[Any] = [d.id, d.version]
+    if changes.history:
+        returning.append(_last_history_row(dialect).label("last_history"))
+    result = await conn.execute(stmt.returning(*returning))
+    versions: dict[int, int] = {}
+    last_history: dict[int, tuple[int, tuple[object, ...]] | None] = {}
+    for found in result.all():
+        versions[found[0]] = found[1]
+        if changes.history:
+            parsed = None if found[2] is None else json.loads(found[2])
+            last_history[found[0]] = None if parsed is None else (parsed[0], tuple(parsed[1:]))
+    skipped = {id_ for id_ in updates if id_ not in versions}
+    return _Written(
+        skipped=skipped,
+        applied={u.deployment_id for u in writing if u.deployment_id not in skipped},
+        versions={id_: versions[id_] for id_ in updates if id_ not in skipped},
+        last_history=last_history,
+    )
+
+
+def _timeline_values(dialect: str, src: Any) -> dict[str, Any]:
+    """The SET of the open rollout's timeline columns (store.rollouts: samples appended on the row)."""
+    d = deployments.c
+    appending = and_(src.c.b_n > 0, src.c.open_id.isnot(None))
+    mine = d.timeline_rollout_id == src.c.open_id
+    base = case((mine, d.timeline_samples), else_=src.c.open_samples)
+    base_count = case((mine, d.timeline_count), else_=src.c.open_count)
+    whole = src.c.b_whole.isnot(None)
+    if dialect == "postgresql":
+        appended: Any = func.coalesce(base, cast("[]", JSONB())).op("||", return_type=JSONB())(cast(src.c.b_s1, JSONB()))
+        whole_list: Any = cast(src.c.b_whole, JSONB())
     else:
-        await conn.execute(stmt, params)
-    return {u.deployment_id for u in writing}, versions
+        one = func.json_insert(func.coalesce(base, "[]"), "$[#]", func.json(src.c.b_s1))
+        two = func.json_insert(one, "$[#]", func.json(src.c.b_s2))
+        appended = case((src.c.b_n == 1, one), else_=two)
+        whole_list = func.json(src.c.b_whole)
+    return {
+        "timeline_samples": case((~appending, d.timeline_samples), (whole, whole_list), else_=appended),
+        "timeline_count": case((~appending, d.timeline_count), (whole, src.c.b_whole_count),
+                               else_=func.coalesce(base_count, 0) + src.c.b_n),
+        "timeline_last": case((~appending, d.timeline_last), else_=src.c.b_last),
+        "timeline_rollout_id": case((~appending, d.timeline_rollout_id), else_=src.c.open_id),
+    }
 
 
 async def _write_policies(conn: AsyncConnection, kept: Sequence[DeploymentUpdate], now: datetime) -> None:
@@ -351,31 +443,32 @@ async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpda
 # ------------------------------------------------------------------------------------ 5. history
 
 
-async def _write_history(conn: AsyncConnection, dialect: str, new: Sequence[NewHistory]) -> tuple[int, int]:
+async def _write_history(
+    conn: AsyncConnection,
+    new: Sequence[NewHistory],
+    last_stored: Mapping[int, tuple[int, tuple[object, ...]] | None],
+) -> tuple[int, int]:
+    """Step 5: `last_stored` is each deployment's last stored row (id, merge key as stored) as the
+    deployments UPDATE returned it; a deployment it lacks has none."""
     if not new:
         return 0, 0
-    last_stored: dict[int, HistoryRecord] = {}
-    for clause in queries.id_filters(dialect, history.c.deployment_id, [h.deployment_id for h in new]):
-        newest = select(func.max(history.c.id)).where(clause).group_by(history.c.deployment_id)
-        for row in (await conn.execute(select(history).where(history.c.id.in_(newest)))).mappings():
-            last_stored[row["deployment_id"]] = history_from_row(row)
-
     inserts: list[dict[str, Any]] = []
     merges: dict[int, dict[str, Any]] = {}  # stored history id -> merge params
-    # The last row of each deployment so far: a stored record, or the index of a pending insert.
-    last: dict[int, HistoryRecord | int] = dict(last_stored)
-    keys: list[tuple[object, ...]] = []  # merge_key of each pending insert
+    # The last row of each deployment so far: a stored (id, key), or the index of a pending insert.
+    last: dict[int, tuple[int, tuple[object, ...]] | int | None] = dict(last_stored)
+    keys: list[tuple[object, ...]] = []  # stored merge_key of each pending insert
     for h in new:
+        key = history_key_values(h)
         prev = last.get(h.deployment_id)
-        if isinstance(prev, int) and keys[prev] == h.merge_key():
+        if isinstance(prev, int) and keys[prev] == key:
             pending = inserts[prev]
             pending.update(attempts=pending["attempts"] + 1, updated_at=h.at, error=h.error)
-        elif isinstance(prev, HistoryRecord) and prev.merge_key() == h.merge_key():
-            m = merges.setdefault(prev.id, {"b_id": prev.id, "b_inc": 0})
+        elif isinstance(prev, tuple) and prev[1] == key:
+            m = merges.setdefault(prev[0], {"b_id": prev[0], "b_inc": 0})
             m.update(b_inc=m["b_inc"] + 1, b_at=h.at, b_error=h.error)
         else:
             inserts.append(history_values(h))
-            keys.append(h.merge_key())
+            keys.append(key)
             last[h.deployment_id] = len(inserts) - 1
 
     set_based = _set_based(conn)

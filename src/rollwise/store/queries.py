@@ -22,12 +22,30 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, String, TableValuedAlias, Text, any_, bindparam, cast, func, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    Dialect,
+    FromClause,
+    Integer,
+    String,
+    TableValuedAlias,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
 from rollwise.store.rows import DEPLOYMENT_COLUMNS, ROUTE_COLUMNS
-from rollwise.store.schema import deployments, policies, routes
+from rollwise.store.schema import deployments, policies, revisions, routes
 
 def id_filters(dialect: str, column: ColumnElement[Any], ids: Collection[int]) -> Iterator[ColumnElement[bool]]:
     """WHERE clauses that together select `column IN ids` (integer ids); one per statement to run.
@@ -92,6 +110,34 @@ def unnest_rows(
     return func.unnest(*arrays).table_valued(*columns).render_derived(name)
 
 
+def rows_source(
+    dialect: Dialect, name: str, columns: Mapping[str, tuple[TypeEngine[Any], Sequence[Any]]]
+) -> FromClause:
+    """Rows bound as ONE parameter set per statement, as a FROM source with one column per key.
+
+    PostgreSQL: `unnest_rows` (one array per column). SQLite: ONE JSON text parameter, an array of
+    rows, expanded by `json_each` (`SELECT json_extract(value, '$[0]') AS a, … FROM json_each(:rows)`):
+    a set-based statement (`UPDATE … FROM`, `INSERT … SELECT`, with RETURNING) instead of an
+    executemany, which can return no rows. Each value first goes through its type's bind processing for
+    this dialect (datetimes as SQLAlchemy's DATETIME text, booleans as 0/1, JSON values as their JSON
+    text), so the values stored are those an executemany would have stored.
+    """
+    if dialect.name == "postgresql":
+        return unnest_rows(name, columns)
+    arrays = []
+    for type_, values in columns.values():
+        process = type_._cached_bind_processor(dialect)
+        arrays.append([process(value) for value in values] if process is not None else values)
+    rows = [list(row) for row in zip(*arrays, strict=True)]
+    each = func.json_each(bindparam(None, json.dumps(rows, separators=(",", ":")), type_=String())).table_valued(
+        "value"
+    )
+    return select(*(
+        type_coerce(func.json_extract(each.c.value, literal_column(f"'$[{i}]'")), type_).label(key)
+        for i, (key, (type_, _)) in enumerate(columns.items())
+    )).select_from(each).subquery(name)
+
+
 def json_has_value(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
     """True when a JSON column holds a value: neither SQL NULL nor JSON `null`.
 
@@ -113,3 +159,45 @@ any number of deployments."""
 
 ROUTE_SELECT = select(*(routes.c[name] for name in ROUTE_COLUMNS))
 """Routes, for `route_from_row` (positional rows)."""
+
+
+FACT_COLUMNS = 3
+"""The columns `with_revision_facts` adds: the revision's number (NULL: no such revision), whether it
+has a health check, its `resources`."""
+
+
+def with_revision_facts(
+    dialect: str, stmt: Select[Any], deployment_id: ColumnElement[Any], number: ColumnElement[Any], name: str
+) -> Select[Any]:
+    """`stmt` with the revision (`deployment_id`, `number`) joined: FACT_COLUMNS more columns, what the
+    lifecycle cycles need of a revision without its big JSON columns (command, env, health check)."""
+    rev = revisions.alias(name)
+    return stmt.outerjoin(rev, and_(rev.c.deployment_id == deployment_id, rev.c.number == number)).add_columns(
+        rev.c.number, json_has_value(dialect, rev.c.health_check), rev.c.resources
+    )
+
+
+def cycle_selects(
+    dialect: str, lifecycle: str, *, with_routes: bool, facts: bool, marks: Any = None,
+    ids: Collection[int] | None = None,
+) -> tuple[Select[Any], Select[Any] | None]:
+    """The SELECTs of `Store.read_cycle`: the deployments in `lifecycle` (by id; `marks`: a function
+    adding their open rollouts' columns, store.rollouts.with_marks), then their routes (ordered like
+    `Store.list_routes`; None without `with_routes`). With `facts`, each deployment row ends with the
+    facts of its serving and of its deploying revision, each route row with those of its revision.
+    `ids`: only those deployments."""
+    chosen = [deployments.c.lifecycle == lifecycle]
+    if ids is not None:
+        chosen += list(id_filters(dialect, deployments.c.id, ids)) or [deployments.c.id.is_(None)]
+    deps: Select[Any] = DEPLOYMENT_SELECT.where(*chosen).order_by(deployments.c.id)
+    if marks is not None:
+        deps = marks(deps)
+    if facts:
+        deps = with_revision_facts(dialect, deps, deployments.c.id, deployments.c.current_revision, "rev_current")
+        deps = with_revision_facts(dialect, deps, deployments.c.id, deployments.c.deploying_revision, "rev_deploying")
+    if not with_routes:
+        return deps, None
+    found: Select[Any] = ROUTE_SELECT.join(deployments, deployments.c.id == routes.c.deployment_id).where(*chosen).order_by(routes.c.deployment_id, routes.c.created_at, routes.c.id)
+    if facts:
+        found = with_revision_facts(dialect, found, routes.c.deployment_id, routes.c.revision, "rev_route")
+    return deps, found

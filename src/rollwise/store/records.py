@@ -33,6 +33,7 @@ __all__ = [
     "ROLLOUT_OUTCOMES",
     "VERDICTS",
     "AnalysisTally",
+    "CycleSnapshot",
     "DeploymentRecord",
     "HistoryRecord",
     "MeasurementRecord",
@@ -299,3 +300,17 @@ class RolloutMark:
     sample_count: int
     last_key: str | None
     """The newest sample's `TimelineSample.key`; None before the first sample."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CycleSnapshot:
+    """What a lifecycle cycle reads (`Store.read_cycle`), in one read transaction: its deployments (by
+    id), their open rollouts' marks, their routes (ordered like `Store.list_routes`), and of the
+    revisions those routes run and the deployments serve or roll out to: whether each has a health
+    check and what one route needs of a node's slots (only those that need something)."""
+
+    deployments: list[DeploymentRecord]
+    marks: dict[int, RolloutMark]
+    routes: list[RouteRecord]
+    health_checks: dict[tuple[int, int], bool]
+    needs: dict[tuple[int, int], dict[str, int]]

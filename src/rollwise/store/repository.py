@@ -10,13 +10,13 @@ lists are one array or JSON parameter).
 Callers:
 - operations (control): create_deployment, add_revision, apply (one guarded ChangeSet per request),
   purge_destroyed, and the reads;
-- cycles (control): list_deployments, list_routes, health_check_flags, then ONE `apply(ChangeSet)`;
+- cycles (control): read_cycle (one read transaction), then ONE `apply(ChangeSet)`;
 - the route controller: list_routes, load_revisions, update_routes, delete_terminated_routes, and its
   `feed()` (re-reads only the deployments written since its last pass);
 - the server (cli.serve): get_meta / set_meta;
 - the canary analysis (control.analysis): add_measurements; the DEPLOYING cycle: analysis_counts; the
   operations and the metrics: list_measurements, measurement_summary;
-- the rollout timeline: the DEPLOYING cycle reads with list_deployments_and_rollouts (its samples are
+- the rollout timeline: the DEPLOYING cycle reads its open rollouts with read_cycle (its samples are
   part of `apply`); the operations: list_rollouts, rollout_timeline.
 
 Every public method translates database errors (store.errors); none of SQLAlchemy's, asyncpg's or
@@ -58,6 +58,7 @@ from rollwise.store.commands import (
 )
 from rollwise.store.records import (
     AnalysisTally,
+    CycleSnapshot,
     DeploymentRecord,
     HistoryRecord,
     MeasurementRecord,
@@ -70,6 +71,7 @@ from rollwise.store.records import (
 )
 from rollwise.store import rollouts as rollout_queries
 from rollwise.store.rows import (
+    add_revision_facts,
     deployment_from_row,
     history_from_row,
     measurement_from_row,
@@ -467,6 +469,40 @@ class Store:
                     if (mark := rollout_queries.mark_from_row(row)) is not None:
                         marks[dep.id] = mark
         return records, marks
+
+    async def read_cycle(
+        self, lifecycle: Lifecycle, *, routes: bool = True, facts: bool = True, marks: bool = False,
+        ids: Collection[int] | None = None,
+    ) -> CycleSnapshot:
+        """What a lifecycle cycle reads, in ONE read transaction of two queries whatever the number of
+        deployments (records.CycleSnapshot): the deployments in `lifecycle` (only `ids` when given),
+        with their open rollouts' marks (`marks`), their routes (`routes`), and the facts of the
+        revisions those run and the deployments serve or roll out to (`facts`), joined into both."""
+        deps_stmt, routes_stmt = queries.cycle_selects(
+            self.dialect, Lifecycle(lifecycle).value, with_routes=routes, facts=facts,
+            marks=rollout_queries.with_marks if marks else None, ids=ids,
+        )
+        snapshot = CycleSnapshot(deployments=[], marks={}, routes=[], health_checks={}, needs={})
+        extra = (rollout_queries.MARK_COLUMNS if marks else 0) + (2 * queries.FACT_COLUMNS if facts else 0)
+        fact = queries.FACT_COLUMNS
+        async with self._read() as conn:
+            dep_rows = (await conn.execute(deps_stmt)).all()
+            route_rows = [] if routes_stmt is None else (await conn.execute(routes_stmt)).all()
+        with gc_paused():  # synchronous: the rows are fetched already
+            for row in dep_rows:
+                dep = deployment_from_row(row[: len(row) - extra] if extra else row)
+                snapshot.deployments.append(dep)
+                if marks and (mark := rollout_queries.mark_from_row(row[: len(row) - 2 * fact] if facts else row)):
+                    snapshot.marks[dep.id] = mark
+                if facts:
+                    add_revision_facts(dep.id, row[-2 * fact : -fact], snapshot.health_checks, snapshot.needs)
+                    add_revision_facts(dep.id, row[-fact:], snapshot.health_checks, snapshot.needs)
+            for row in route_rows:
+                route = route_from_row(row[:-fact] if facts else row)
+                snapshot.routes.append(route)
+                if facts:
+                    add_revision_facts(route.deployment_id, row[-fact:], snapshot.health_checks, snapshot.needs)
+        return snapshot
 
     async def list_rollouts(self, deployment_id: int) -> list[RolloutRecord]:
         """The deployment's rollouts, oldest first, without their samples."""

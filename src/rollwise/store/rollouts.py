@@ -87,22 +87,54 @@ def thin(samples: Sequence[Any], keep: int) -> list[Any]:
     return out
 
 
-def _dump(value: Any) -> str:
+def dump_json(value: Any) -> str:
+    """Compact JSON text (the samples' transport)."""
     return json.dumps(value, separators=(",", ":"))
+
+
+_dump = dump_json
 
 
 # ------------------------------------------------------------------------------------------ writes
 
 
-async def write_rollouts(conn: AsyncConnection, updates: Sequence[RolloutUpdate], new: Sequence[NewRollout]) -> None:
-    """Steps 1-3 of the module docstring, for the deployments the guard kept."""
-    full = [u for u in updates if u.samples and u.known_count + len(u.samples) > MAX_SAMPLES]
-    thinned = {u.deployment_id for u in full}
-    appending = [u for u in updates if u.deployment_id not in thinned and (u.samples or u.outcome is not None)]
-    if appending:
-        await _append(conn, appending)
-    if full:
-        await _thin_and_append(conn, full)
+def _timeline_of(d: Any, r: Any) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+    """(samples, count, newest key) of rollout `r` whatever holds them: its deployment `d`'s timeline
+    columns while they belong to it (store.apply appends there), else its own row."""
+    mine = and_(d.c.timeline_rollout_id == r.c.id, r.c.ended_at.is_(None))
+    return (
+        case((mine, d.c.timeline_samples), else_=r.c.samples),
+        case((mine, d.c.timeline_count), else_=r.c.sample_count),
+        case((mine, d.c.timeline_last), else_=r.c.last_sample),
+    )
+
+
+async def read_full_timelines(conn: AsyncConnection, updates: Sequence[RolloutUpdate]) -> dict[int, list[Any]]:
+    """The whole sample lists (thinned, the new samples appended) of the open rollouts whose append
+    would pass MAX_SAMPLES (the caller's `known_count` says so): one SELECT, about once per 250 samples
+    of a long rollout; none otherwise. Deployments without an open rollout are absent."""
+    full = {u.deployment_id: u for u in updates if u.samples and u.known_count + len(u.samples) > MAX_SAMPLES}
+    if not full:
+        return {}
+    found: dict[int, list[Any]] = {}
+    samples, _, _ = _timeline_of(deployments, rollouts)
+    stmt = select(rollouts.c.deployment_id, samples).join(deployments, deployments.c.id == rollouts.c.deployment_id)
+    for clause in queries.id_filters(conn.dialect.name, rollouts.c.deployment_id, full):
+        for deployment_id, stored in await conn.execute(stmt.where(clause, _OPEN)):
+            if isinstance(stored, str):  # a CASE over JSON columns comes back as text on SQLite
+                stored = json.loads(stored)
+            u = full[deployment_id]
+            found[deployment_id] = thin(list(stored or ()), MAX_SAMPLES - len(u.samples)) + [
+                sample_json(x) for x in u.samples
+            ]
+    return found
+
+
+async def write_rollouts(conn: AsyncConnection, ending: Sequence[RolloutUpdate], new: Sequence[NewRollout]) -> None:
+    """Steps 6-7 of store.apply's docstring (rollouts that end; rollouts that start), for the
+    deployments the guard kept. Samples appended without an end went with the deployments UPDATE."""
+    if ending:
+        await _end(conn, ending, await read_full_timelines(conn, ending))
     if new:
         await _start(conn, new)
 
@@ -111,87 +143,50 @@ def _ended(u: RolloutUpdate) -> Any:
     return u.at if u.outcome is not None else None
 
 
-async def _append(conn: AsyncConnection, updates: Sequence[RolloutUpdate]) -> None:
-    """Step 1: one UPDATE for any number of open rollouts."""
+async def _end(conn: AsyncConnection, updates: Sequence[RolloutUpdate], whole: dict[int, list[Any]]) -> None:
+    """One UPDATE ending any number of open rollouts: the timeline the deployment row holds for it (or
+    its own) with the new samples appended, its end and outcome, its last history row."""
     c = rollouts.c
-    base: dict[str, Any] = {}
-    rows = [
-        {
-            "b_deployment_id": u.deployment_id,
-            "b_n": len(u.samples),
-            "b_last": u.samples[-1].key if u.samples else None,
-            "b_ended_at": _ended(u),
-            "b_outcome": u.outcome,
-        }
-        for u in updates
-    ]
-    types: dict[str, TypeEngine[Any]] = {
-        "b_deployment_id": Integer(), "b_n": Integer(), "b_last": Text(), "b_ended_at": c.ended_at.type,
-        "b_outcome": String(),
-    }
-    if conn.dialect.name == "postgresql":
-        for row, u in zip(rows, updates, strict=True):
-            row["b_new"] = _dump([sample_json(s) for s in u.samples])
-        types["b_new"] = Text()
-        v = queries.unnest_rows("v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
-        source: Any = v.c
-        appended: ColumnElement[Any] = c.samples.op("||", return_type=JSONB())(cast(v.c.b_new, JSONB()))
-    else:
-        for row, u in zip(rows, updates, strict=True):
-            texts = [_dump(sample_json(s)) for s in u.samples]
-            row.update(b_s1=texts[0] if texts else None, b_s2=texts[1] if len(texts) > 1 else None)
-        types.update(b_s1=Text(), b_s2=Text())
-        source = {key: bindparam(key, type_=t) for key, t in types.items()}
-        one = func.json_insert(c.samples, "$[#]", func.json(source["b_s1"]))
-        two = func.json_insert(one, "$[#]", func.json(source["b_s2"]))
-        appended = case((source["b_n"] == 0, c.samples), (source["b_n"] == 1, one), else_=two)
-    base.update(
-        samples=appended,
-        sample_count=c.sample_count + source["b_n"],
-        last_sample=func.coalesce(source["b_last"], c.last_sample),
-        ended_at=func.coalesce(source["b_ended_at"], c.ended_at),
-        outcome=func.coalesce(source["b_outcome"], c.outcome),
-        last_history_id=_last_history(source["b_outcome"]),
-    )
-    stmt = update(rollouts).where(c.deployment_id == source["b_deployment_id"], _OPEN).values(base)
-    if conn.dialect.name == "postgresql":
-        await conn.execute(stmt)
-    else:
-        await conn.execute(stmt, rows)
-
-
-async def _thin_and_append(conn: AsyncConnection, updates: Sequence[RolloutUpdate]) -> None:
-    """Step 2: read the full lists, thin them, write them whole (rare: few rows, executemany)."""
-    c = rollouts.c
-    stored: dict[int, list[Any]] = {}
-    ids = [u.deployment_id for u in updates]
-    for clause in queries.id_filters(conn.dialect.name, c.deployment_id, ids):
-        for deployment_id, samples in await conn.execute(select(c.deployment_id, c.samples).where(clause, _OPEN)):
-            stored[deployment_id] = list(samples or ())
+    postgres = conn.dialect.name == "postgresql"
     rows = []
     for u in updates:
-        if u.deployment_id not in stored:
-            continue  # no open rollout: nothing to append to (as in step 1)
-        samples = thin(stored[u.deployment_id], MAX_SAMPLES - len(u.samples)) + [sample_json(s) for s in u.samples]
+        texts = [dump_json(sample_json(x)) for x in u.samples]
+        full = whole.get(u.deployment_id)
         rows.append({
-            "b_deployment_id": u.deployment_id, "b_samples": samples, "b_count": len(samples),
-            "b_last": u.samples[-1].key, "b_ended_at": _ended(u), "b_outcome": u.outcome,
+            "b_deployment_id": u.deployment_id, "b_n": len(texts),
+            "b_s1": dump_json([sample_json(x) for x in u.samples]) if postgres else (texts[0] if texts else None),
+            "b_s2": texts[1] if len(texts) > 1 else None,
+            "b_last": u.samples[-1].key if u.samples else None, "b_ended_at": _ended(u), "b_outcome": u.outcome,
+            "b_whole": None if full is None else dump_json(full), "b_whole_count": None if full is None else len(full),
         })
-    if not rows:
-        return
+    types: dict[str, TypeEngine[Any]] = {
+        "b_deployment_id": Integer(), "b_n": Integer(), "b_s1": Text(), "b_s2": Text(), "b_last": Text(),
+        "b_ended_at": c.ended_at.type, "b_outcome": String(), "b_whole": Text(), "b_whole_count": Integer(),
+    }
+    v: Any = queries.rows_source(conn.dialect, "v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
+    samples, count, last = _timeline_of(deployments, rollouts)
+    if postgres:
+        appended: Any = func.coalesce(samples, cast("[]", JSONB())).op("||", return_type=JSONB())(cast(v.c.b_s1, JSONB()))
+        whole_list: Any = cast(v.c.b_whole, JSONB())
+    else:
+        one = func.json_insert(samples, "$[#]", func.json(v.c.b_s1))
+        appended = case((v.c.b_n == 0, samples), (v.c.b_n == 1, one),
+                        else_=func.json_insert(one, "$[#]", func.json(v.c.b_s2)))
+        whole_list = func.json(v.c.b_whole)
+    has_whole = v.c.b_whole.isnot(None)
     stmt = (
         update(rollouts)
-        .where(c.deployment_id == bindparam("b_deployment_id", type_=Integer()), _OPEN)
+        .where(c.deployment_id == v.c.b_deployment_id, deployments.c.id == c.deployment_id, _OPEN)
         .values(
-            samples=bindparam("b_samples", type_=c.samples.type),
-            sample_count=bindparam("b_count", type_=Integer()),
-            last_sample=bindparam("b_last", type_=Text()),
-            ended_at=func.coalesce(bindparam("b_ended_at", type_=c.ended_at.type), c.ended_at),
-            outcome=func.coalesce(bindparam("b_outcome", type_=String()), c.outcome),
-            last_history_id=_last_history(bindparam("b_outcome", type_=String())),
+            samples=case((has_whole, whole_list), else_=appended),
+            sample_count=case((has_whole, v.c.b_whole_count), else_=count + v.c.b_n),
+            last_sample=func.coalesce(v.c.b_last, last),
+            ended_at=func.coalesce(v.c.b_ended_at, c.ended_at),
+            outcome=func.coalesce(v.c.b_outcome, c.outcome),
+            last_history_id=_last_history(v.c.b_outcome),
         )
     )
-    await conn.execute(stmt, rows)
+    await conn.execute(stmt)
 
 
 async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
@@ -201,7 +196,10 @@ async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
     values = [{**new_rollout_values(r), "b_adopted": r.adopted} for r in new]
     types: dict[str, TypeEngine[Any]] = {key: c[key].type for key in values[0] if key != "b_adopted"}
     types["b_adopted"] = Boolean()
-    ends = {"outcome": "aborted", "last_history_id": _newest_history(c.deployment_id)}
+    samples, count, last = _timeline_of(deployments, rollouts)
+    ends = {"outcome": "aborted", "last_history_id": _newest_history(c.deployment_id),
+            "samples": samples, "sample_count": count, "last_sample": last}
+    of_deployment = deployments.c.id == c.deployment_id
 
     def first_history(source: Any) -> ColumnElement[Any]:
         """The start row (this write's newest history row), or none for an adopted rollout (by time)."""
@@ -213,7 +211,8 @@ async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
             "b_at": (c.ended_at.type, [row["b_at"] for row in closing]),
         })
         await conn.execute(
-            update(rollouts).where(c.deployment_id == v.c.b_deployment_id, _OPEN).values(ended_at=v.c.b_at, **ends)
+            update(rollouts).where(c.deployment_id == v.c.b_deployment_id, of_deployment, _OPEN)
+            .values(ended_at=v.c.b_at, **ends)
         )
         # The lists travel as JSON text (an array of JSON lists would be read as a 2-D array).
         types["samples"] = Text()
@@ -228,7 +227,7 @@ async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
         return
     await conn.execute(
         update(rollouts)
-        .where(c.deployment_id == bindparam("b_deployment_id", type_=Integer()), _OPEN)
+        .where(c.deployment_id == bindparam("b_deployment_id", type_=Integer()), of_deployment, _OPEN)
         .values(ended_at=bindparam("b_at", type_=c.ended_at.type), **ends),
         closing,
     )
@@ -243,11 +242,11 @@ async def _start(conn: AsyncConnection, new: Sequence[NewRollout]) -> None:
 
 
 def with_marks(deployment_select: Select[Any]) -> Select[Any]:
-    """`deployment_select` with each deployment's open rollout joined: three more columns at the end,
-    read by `mark_from_row` (NULLs when none is open)."""
+    """`deployment_select` with each deployment's open rollout joined: MARK_COLUMNS more columns at the
+    end, read by `mark_from_row` (NULLs when none is open)."""
+    _, count, last = _timeline_of(deployments, rollouts)
     return deployment_select.outerjoin(rollouts, and_(rollouts.c.deployment_id == deployments.c.id, _OPEN)).add_columns(
-        rollouts.c.id.label("open_rollout_id"), rollouts.c.sample_count.label("open_sample_count"),
-        rollouts.c.last_sample.label("open_last_sample"),
+        rollouts.c.id.label("open_rollout_id"), count.label("open_sample_count"), last.label("open_last_sample"),
     )
 
 
@@ -261,9 +260,16 @@ def mark_from_row(row: Sequence[Any]) -> RolloutMark | None:
     return None if rollout_id is None else RolloutMark(rollout_id=rollout_id, sample_count=count, last_key=last)
 
 
+def _rollout_select() -> Select[Any]:
+    """The `rollouts` columns of ROLLOUT_COLUMNS, the open rollout's count as its deployment holds it."""
+    _, count, _ = _timeline_of(deployments, rollouts)
+    return select(*(count.label(name) if name == "sample_count" else rollouts.c[name] for name in ROLLOUT_COLUMNS)).select_from(
+        rollouts.join(deployments, deployments.c.id == rollouts.c.deployment_id)
+    )
+
+
 async def list_rollouts(conn: AsyncConnection, deployment_id: int) -> list[RolloutRecord]:
-    stmt = (select(*(rollouts.c[name] for name in ROLLOUT_COLUMNS))
-            .where(rollouts.c.deployment_id == deployment_id).order_by(rollouts.c.id))
+    stmt = _rollout_select().where(rollouts.c.deployment_id == deployment_id).order_by(rollouts.c.id)
     return [rollout_from_row(row) for row in (await conn.execute(stmt)).mappings()]
 
 
@@ -273,7 +279,10 @@ async def read_timeline(
     """One rollout of the deployment with its samples and the history rows of its span (from its start
     row to its end row, both included; to now while it runs. Without them, by time: from `started_at` to
     `ended_at`): the newest `history_limit`, oldest first. None when the deployment has no such rollout."""
-    stmt = select(rollouts).where(rollouts.c.id == rollout_id, rollouts.c.deployment_id == deployment_id)
+    samples, _, _ = _timeline_of(deployments, rollouts)
+    stmt = _rollout_select().add_columns(
+        rollouts.c.first_history_id, rollouts.c.last_history_id, samples.label("samples")
+    ).where(rollouts.c.id == rollout_id, rollouts.c.deployment_id == deployment_id)
     row = (await conn.execute(stmt)).mappings().first()
     if row is None:
         return None
@@ -293,4 +302,5 @@ async def read_timeline(
     )).mappings()
     events = [history_from_row(r) for r in rows]
     events.reverse()
-    return rollout, samples_from_json(row["samples"]), events
+    stored = row["samples"]
+    return rollout, samples_from_json(json.loads(stored) if isinstance(stored, str) else stored), events

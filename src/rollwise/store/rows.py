@@ -141,6 +141,17 @@ def deployment_from_row(row: Sequence[Any]) -> DeploymentRecord:
     )
 
 
+def add_revision_facts(
+    deployment_id: int, facts: Sequence[Any], checks: dict[tuple[int, int], bool], needs: dict[tuple[int, int], dict[str, int]]
+) -> None:
+    """Record one revision's facts (number, has a health check, resources: queries.with_revision_facts)."""
+    number, has_check, resources = facts
+    if number is not None:
+        checks[(deployment_id, number)] = bool(has_check)
+        if resources:
+            needs[(deployment_id, number)] = dict(resources)
+
+
 def revision_from_row(row: NamedRow) -> RevisionRecord:
     return RevisionRecord(
         id=row["id"],
@@ -343,6 +354,16 @@ def history_values(h: NewHistory) -> dict[str, Any]:
         "attempts": 1,
         "error": h.error,
     }
+
+
+HISTORY_KEY_COLUMNS: Final = ("lifecycle_from", "lifecycle_to", "sub_step", "result", "message", "from_revision",
+                               "to_revision")
+"""The `history` columns of a row's merge key (`NewHistory.merge_key`), in its order."""
+
+
+def history_key_values(h: NewHistory) -> tuple[object, ...]:
+    """`h.merge_key()` as the HISTORY_KEY_COLUMNS values it is stored as (enums as their strings)."""
+    return tuple(db_value(value) for value in h.merge_key())
 
 
 def measurement_values(m: NewMeasurement) -> dict[str, Any]:

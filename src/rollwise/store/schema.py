@@ -177,6 +177,13 @@ deployments = Table(
     Column("step_started_at", UtcDateTime, nullable=True),
     Column("traffic_weights", JSONDoc, nullable=True),
     Column("promote_full_requested", Boolean, nullable=False, server_default=false()),
+    # The open rollout's timeline, appended by the cycle's UPDATE of this row (docs/storage.md,
+    # "rollouts"): it belongs to rollout `timeline_rollout_id` only; NULL / another id: the rollouts
+    # row holds the samples. Never read by the deployment SELECTs (DEPLOYMENT_COLUMNS).
+    Column("timeline_rollout_id", Integer, nullable=True),
+    Column("timeline_count", Integer, nullable=True),
+    Column("timeline_last", Text, nullable=True),
+    Column("timeline_samples", JSONDoc, nullable=True),
 )
 
 policies = Table(
