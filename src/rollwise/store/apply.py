@@ -145,23 +145,20 @@ async def apply_changes(conn: AsyncConnection, changes: ChangeSet, now: datetime
     )
 
 
-def _set_based(conn: AsyncConnection) -> bool:
-    """True when rows go as arrays through `unnest` (PostgreSQL), False for an executemany (SQLite)."""
-    return conn.dialect.name == "postgresql"
-
-
 def _rows_as_arrays(
-    rows: Sequence[Mapping[str, Any]], types: Mapping[str, TypeEngine[Any]], name: str = "v"
+    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], types: Mapping[str, TypeEngine[Any]], name: str = "v"
 ) -> Any:
-    """`unnest(…) AS name(…)` over `rows`: one array parameter per key of `types` (PostgreSQL)."""
+    """`rows` as ONE parameter set (queries.rows_source): `unnest(…) AS name(…)` on PostgreSQL, a JSON
+    array expanded by `json_each` on SQLite; one column per key of `types`."""
     arrays = queries.column_arrays(rows, types)
-    return queries.unnest_rows(name, {key: (type_, arrays[key]) for key, type_ in types.items()})
+    return queries.rows_source(conn.dialect, name, {key: (type_, arrays[key]) for key, type_ in types.items()})
 
 
 # ------------------------------------------------------- 1./2. the guarded UPDATE of the deployments
 
 
 _SWAP_COLUMNS = ("current_revision", "deploying_revision")
+_NO_VALUES: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +205,17 @@ async def _update_deployments(
     if not ids:
         return _Written(set(), set(), {}, {})
 
-    writing = [u for u in changes.deployments if u.writes]
+    # Each update's column values, computed once (DeploymentUpdate.writes / .changes each rebuild them).
+    changed_of: dict[int, dict[str, Any]] = {}
+    for du in changes.deployments:
+        cols = du.change.columns()
+        if cols or du.change.policy is not UNSET or du.swap_expected is not None:  # du.writes
+            if du.swap_expected is not None:
+                cols.pop("deploying_revision", None)
+            changed_of[du.deployment_id] = deployment_change_values(cols)
+    writing = [u for u in changes.deployments if u.deployment_id in changed_of]
     swap_any = any(u.swap_expected is not None for u in writing)
-    columns = sorted({key for u in writing for key in u.changes})
+    columns = sorted({key for values in changed_of.values() for key in values})
     types: dict[str, TypeEngine[Any]] = {
         "b_id": Integer(), "b_expected": Integer(), "b_swap_expected": Integer(), "b_writes": Boolean(),
     }
@@ -228,25 +233,27 @@ async def _update_deployments(
             "b_id": id_,
             "b_expected": None if u is None else u.expected_version,
             "b_swap_expected": None if u is None else u.swap_expected,
-            "b_writes": u is not None and u.writes,
+            "b_writes": id_ in changed_of,
         }
         if swap_any:
             row["b_swap"] = u is not None and u.swap_expected is not None
-        changed = deployment_change_values(u.changes) if u is not None and u.writes else {}
+        changed = changed_of.get(id_, _NO_VALUES)
         for c in columns:
             row[f"s_{c}"] = c in changed
             row[f"v_{c}"] = changed.get(c)
         if with_samples:
             r = with_samples.get(id_)
-            texts = [_dump(sample_json(x)) for x in r.samples] if r is not None else []
+            objects = [sample_json(x) for x in r.samples] if r is not None else []
             full = whole.get(id_)
             row.update(
-                b_n=len(texts), b_s1=texts[0] if texts else None, b_s2=texts[1] if len(texts) > 1 else None,
+                b_n=len(objects), b_s2=_dump(objects[1]) if len(objects) > 1 else None,
                 b_last=r.samples[-1].key if r is not None and r.samples else None,
                 b_whole=None if full is None else _dump(full), b_whole_count=None if full is None else len(full),
             )
-            if dialect == "postgresql":
-                row["b_s1"] = _dump([json.loads(t) for t in texts])  # the new samples as one JSON list
+            if dialect == "postgresql":  # the new samples as one JSON list
+                row["b_s1"] = _dump(objects)
+            else:
+                row["b_s1"] = _dump(objects[0]) if objects else None
         rows.append(row)
 
     v: Any = queries.rows_source(conn.dialect, "v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
@@ -355,11 +362,8 @@ async def _insert_routes(conn: AsyncConnection, new_routes: Sequence[NewRoute]) 
     if not new_routes:
         return []
     rows = [new_route_values(r, r.id if r.id is not None else new_route_id()) for r in new_routes]
-    if _set_based(conn):
-        v = _rows_as_arrays(rows, {c.name: c.type for c in routes.columns})
-        await conn.execute(insert(routes).from_select(list(v.c.keys()), select(*v.c)))
-    else:
-        await conn.execute(insert(routes), rows)
+    v = _rows_as_arrays(conn, rows, {c.name: c.type for c in routes.columns})
+    await conn.execute(insert(routes).from_select(list(v.c.keys()), select(*v.c)))
     return [row["id"] for row in rows]
 
 
@@ -413,31 +417,24 @@ async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpda
         if col in conditional:
             types[f"s_{col}"] = Boolean()
 
-    if _set_based(conn):
-        v = _rows_as_arrays(params, types)
-        match = routes.c.id == v.c.b_id
-        if tagged:
-            match = and_(match, routes.c.deployment_id == v.c.b_deployment_id)
+    v = _rows_as_arrays(conn, params, types)
+    match = routes.c.id == v.c.b_id
+    if tagged:
+        match = and_(match, routes.c.deployment_id == v.c.b_deployment_id)
+    if conn.dialect.name == "postgresql":
         locked = (
             select(v).join(routes, match).order_by(v.c.b_id).with_for_update(of=routes)
             .cte("locked").prefix_with("MATERIALIZED")
         )
         source: Any = locked.c
         where = routes.c.id == locked.c.b_id
-    else:
-        source = {key: bindparam(key, type_=type_) for key, type_ in types.items()}
-        where = routes.c.id == source["b_id"]
-        if tagged:
-            where = and_(where, routes.c.deployment_id == source["b_deployment_id"])
+    else:  # one writer at a time holds the whole database
+        source, where = v.c, match
     values: dict[str, ColumnElement[Any]] = {}
     for col in named:
         value = source[f"v_{col}"]
-        values[col] = case((source[f"s_{col}"], value), else_=routes.c[col]) if col in conditional else value
-    stmt = update(routes).where(where).values(values)
-    if _set_based(conn):
-        await conn.execute(stmt)
-    else:
-        await conn.execute(stmt, params)
+        values[col] = case((source[f"s_{col}"] == true(), value), else_=routes.c[col]) if col in conditional else value
+    await conn.execute(update(routes).where(where).values(values))
 
 
 # ------------------------------------------------------------------------------------ 5. history
@@ -471,28 +468,18 @@ async def _write_history(
             keys.append(key)
             last[h.deployment_id] = len(inserts) - 1
 
-    set_based = _set_based(conn)
     if inserts:
-        if set_based:
-            v = _rows_as_arrays(inserts, {key: history.c[key].type for key in inserts[0]})
-            await conn.execute(insert(history).from_select(list(v.c.keys()), select(*v.c)))
-        else:
-            await conn.execute(insert(history), inserts)
+        v = _rows_as_arrays(conn, inserts, {key: history.c[key].type for key in inserts[0]})
+        await conn.execute(insert(history).from_select(list(v.c.keys()), select(*v.c)))
     if merges:
         types: dict[str, TypeEngine[Any]] = {
             "b_id": Integer(), "b_inc": Integer(), "b_at": history.c.updated_at.type, "b_error": history.c.error.type
         }
-        rows = [merges[key] for key in sorted(merges)]
-        v = _rows_as_arrays(rows, types) if set_based else None
-        source: Any = v.c if v is not None else {key: bindparam(key, type_=t) for key, t in types.items()}
-        stmt = (
+        v = _rows_as_arrays(conn, [merges[key] for key in sorted(merges)], types)
+        await conn.execute(
             update(history)
-            .where(history.c.id == source["b_id"])
-            .values(attempts=history.c.attempts + source["b_inc"], updated_at=source["b_at"], error=source["b_error"])
+            .where(history.c.id == v.c.b_id)
+            .values(attempts=history.c.attempts + v.c.b_inc, updated_at=v.c.b_at, error=v.c.b_error)
         )
-        if set_based:
-            await conn.execute(stmt)
-        else:
-            await conn.execute(stmt, rows)
     merged = len(new) - len(inserts)
     return len(inserts), merged

@@ -18,7 +18,6 @@ Called by: the store and every layer above it that reads. Must not: do I/O or im
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -266,11 +265,14 @@ class TimelineSample:
     def key(self) -> str:
         """`ready` and `weights` as canonical JSON text: equal keys mean nothing changed (the time aside).
         What `rollouts.last_sample` holds."""
-        return json.dumps(
-            {"ready": {str(k): v for k, v in sorted(self.ready.items())},
-             "weights": {str(k): v for k, v in sorted(self.weights.items())}},
-            separators=(",", ":"),
-        )
+        # What json.dumps({"ready": {"1": 3}, "weights": {…}}, separators=(",", ":")) writes (revision
+        # numbers and counts are integers: nothing to escape), without it: a cycle keys 30,000 samples.
+        return f'{{"ready":{_int_object(self.ready)},"weights":{_int_object(self.weights)}}}'
+
+
+def _int_object(values: Mapping[int, int]) -> str:
+    """A mapping of integers to integers as compact JSON text, keys in ascending order."""
+    return "{" + ",".join([f'"{k}":{v:d}' for k, v in sorted(values.items())]) + "}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
