@@ -173,7 +173,9 @@ def with_revision_facts(
     lifecycle cycles need of a revision without its big JSON columns (command, env, health check)."""
     rev = revisions.alias(name)
     return stmt.outerjoin(rev, and_(rev.c.deployment_id == deployment_id, rev.c.number == number)).add_columns(
-        rev.c.number, json_has_value(dialect, rev.c.health_check), rev.c.resources
+        # `resources` as its JSON text: mostly the text `null`, which rows.add_revision_facts skips
+        # without decoding (a cycle reads it once per route).
+        rev.c.number, json_has_value(dialect, rev.c.health_check), cast(rev.c.resources, Text())
     )
 
 

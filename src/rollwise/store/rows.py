@@ -148,8 +148,14 @@ def add_revision_facts(
     number, has_check, resources = facts
     if number is not None:
         checks[(deployment_id, number)] = bool(has_check)
-        if resources:
-            needs[(deployment_id, number)] = dict(resources)
+        if resources and resources != "null" and (need := _resources(resources)):
+            needs[(deployment_id, number)] = dict(need)
+
+
+@lru_cache(maxsize=1024)
+def _resources(text: str) -> Mapping[str, int]:
+    """A `revisions.resources` JSON text decoded (a few distinct texts, read once per route)."""
+    return {str(name): int(n) for name, n in (json.loads(text) or {}).items()}
 
 
 def revision_from_row(row: NamedRow) -> RevisionRecord:

@@ -15,7 +15,6 @@ replica reconciler restores the serving revision). So no deployment stays DEPLOY
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from rollwise.control.rules import transitions
@@ -56,7 +55,7 @@ def compute_deploying_outcome(
         raise ValueError("DEPLOYING without a current and a deploying revision")
     # The route views are computed once: the decision and the progress check both read them.
     views = compute_route_views(routes, health_checks)
-    view = replace(compute_deployment_view(dep, analysis), capacity=compute_target_view(room, dep))
+    view = compute_deployment_view(dep, analysis, compute_target_view(room, dep))
     decision = decide(view, views, policy, now)
     if decision.mode is Mode.ROLLING_BACK:
         # A rollback has no failure budget: a serving revision that keeps failing backs off instead.

@@ -60,7 +60,11 @@ class Outcome:
     def apply(self, transition: Transition) -> None:
         """Add a transition of the deployment (control.rules.transitions): its change, history, swap and
         the rollout it starts or ends."""
-        self.change = self.change.then(transition.change)
+        # `then` copies the change (dataclasses.replace); an empty side needs no copy.
+        if self.change is NO_CHANGE:
+            self.change = transition.change
+        elif transition.change is not NO_CHANGE:
+            self.change = self.change.then(transition.change)
         self.history.extend(transition.history)
         self.swap = self.swap or transition.swap
         self.rollout_updates.extend(transition.rollout_updates)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from rollwise.control.errors import NotApplicable, RolloutInProgress
 from rollwise.control.rules.views import revision_key, revision_number
@@ -382,19 +383,21 @@ def rollout_step(
         return Transition(recovered).then(roll_back(dep, decision, policy, now))
     if decision.sub_step is SubStep.COMPLETED:
         return Transition(recovered).then(complete_rollout(dep, decision, policy, now))
-    change = recovered
+    # The fields are gathered first and the change built once (a cycle runs this per deployment).
+    fields: dict[str, Any] = {"error_count": 0, "last_error": None} if dep.error_count else {}
     if decision.sub_step is not dep.sub_step:
-        change = replace(change, sub_step=decision.sub_step)
+        fields["sub_step"] = decision.sub_step
     if decision.mode is not dep.mode:
-        change = replace(change, mode=decision.mode)
+        fields["mode"] = decision.mode
     if decision.rollback_reason is not None:
-        change = replace(change, rollback_reason=decision.rollback_reason)
+        fields["rollback_reason"] = decision.rollback_reason
     if decision.set_paused and not dep.paused:
-        change = replace(change, paused=True)
+        fields["paused"] = True
     progress = _progress_at(dep, decision, views, now)
     if progress is not None:
-        change = replace(change, last_progress_at=progress)
-    change = change.then(canary_step_change(dep, decision, now))
+        fields["last_progress_at"] = progress
+    fields.update(canary_step_fields(dep, decision, now))
+    change = DeploymentChange(**fields)
     moved = (change.sub_step is not UNSET or change.mode is not UNSET or change.paused is not UNSET
              or change.canary_step is not UNSET)
     if not (decision.changes_routes or moved):
@@ -407,19 +410,19 @@ def rollout_step(
     return Transition(change, (row,))
 
 
-def canary_step_change(dep: DeploymentRecord, decision: Decision, now: datetime) -> DeploymentChange:
-    """A canary decision's step and weights (docs/strategies.md, "Canary"): a new step starts now and
-    consumes the promotion that completed the old one; the weights are what the proxy applies."""
-    change = DeploymentChange()
+def canary_step_fields(dep: DeploymentRecord, decision: Decision, now: datetime) -> dict[str, Any]:
+    """A canary decision's step and weights (docs/strategies.md, "Canary"), as the DeploymentChange
+    fields they set: a new step starts now and consumes the promotion that completed the old one; the
+    weights are what the proxy applies."""
+    fields: dict[str, Any] = {}
     if decision.set_canary_step is not None and decision.set_canary_step != dep.canary_step:
-        change = DeploymentChange(canary_step=decision.set_canary_step, step_started_at=now,
-                                  promote_requested=False)
+        fields.update(canary_step=decision.set_canary_step, step_started_at=now, promote_requested=False)
         if dep.promote_full_requested:
-            change = replace(change, promote_full_requested=False)
+            fields["promote_full_requested"] = False
     weights = None if decision.weights is None else {revision_number(k): int(v) for k, v in decision.weights.items()}
     if weights != (dict(dep.traffic_weights) if dep.traffic_weights is not None else None):
-        change = replace(change, traffic_weights=weights)
-    return change
+        fields["traffic_weights"] = weights
+    return fields
 
 
 def complete_rollout(dep: DeploymentRecord, decision: Decision, policy: Policy, now: datetime) -> Transition:

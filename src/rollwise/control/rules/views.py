@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import overload
 
 from rollwise.model import DeploymentView, RouteView
-from rollwise.model.views import NO_ANALYSIS, AnalysisCounts
+from rollwise.model.views import NO_ANALYSIS, UNLIMITED, AnalysisCounts, CapacityView
 from rollwise.store.records import DeploymentRecord, RouteRecord
 
 HealthChecks = Mapping[tuple[int, int], bool]
@@ -44,8 +44,11 @@ def revision_number(key: str) -> int:
     return int(key.removeprefix("r"))
 
 
-def compute_deployment_view(dep: DeploymentRecord, analysis: AnalysisCounts = NO_ANALYSIS) -> DeploymentView:
-    """The engine's view of a deployment; `analysis`: what the canary analysis measured this rollout."""
+def compute_deployment_view(
+    dep: DeploymentRecord, analysis: AnalysisCounts = NO_ANALYSIS, capacity: CapacityView = UNLIMITED
+) -> DeploymentView:
+    """The engine's view of a deployment; `analysis`: what the canary analysis measured this rollout;
+    `capacity`: what the nodes have room for (control.rules.capacity)."""
     return DeploymentView(
         desired_replicas=dep.replicas,
         current_revision=revision_key(dep.current_revision),
@@ -60,6 +63,7 @@ def compute_deployment_view(dep: DeploymentRecord, analysis: AnalysisCounts = NO
         step_started_at=dep.step_started_at,
         promote_full_requested=dep.promote_full_requested,
         analysis=analysis,
+        capacity=capacity,
     )
 
 
