@@ -190,3 +190,50 @@ async def test_rollouts_go_with_their_deployment(store: Store) -> None:
                                                               change=destroyed)]), NOW)
     assert await store.purge_destroyed() == 1
     assert await store.list_rollouts(dep.id) == []
+
+
+async def test_samples_kept_on_the_deployment_row_go_to_the_rollout_that_ends(store: Store) -> None:
+    """An open rollout's appended samples live on its deployment's row (docs/storage.md, "rollouts"):
+    whatever ends it (a new rollout superseding it, an end with or without samples) leaves them all on
+    its own row, and the next rollout starts from its own samples, not the old ones."""
+    [dep, other] = await make_deployments(store, 2)
+    await store.apply(ChangeSet(new_rollouts=[start(dep.id, samples=(sample(0, 3, 0),)), start(other.id)]), NOW)
+    for i in (1, 2):
+        await store.apply(ChangeSet(rollout_updates=[
+            RolloutUpdate(deployment_id=d.id, at=NOW, samples=(sample(i, 3, i),), known_count=i) for d in (dep, other)
+        ]), NOW)
+    superseding = start(dep.id, to=3, seconds=3, samples=(sample(3, 2, 2),))
+    await store.apply(ChangeSet(new_rollouts=[superseding]), NOW)
+    await store.apply(ChangeSet(rollout_updates=[
+        RolloutUpdate(deployment_id=dep.id, at=NOW, samples=(sample(4, 1, 3),), known_count=1),
+        RolloutUpdate(deployment_id=other.id, at=NOW, outcome="completed", known_count=2),
+    ]), NOW)
+
+    first, second = await store.list_rollouts(dep.id)
+    assert (first.outcome, first.sample_count, second.outcome, second.sample_count) == ("aborted", 3, "in_progress", 2)
+    for rollout, expected in ((first, [sample(0, 3, 0), sample(1, 3, 1), sample(2, 3, 2)]),
+                              (second, [sample(3, 2, 2), sample(4, 1, 3)])):
+        found = await store.rollout_timeline(dep.id, rollout.id)
+        assert found is not None and found[1] == expected
+    [ended] = await store.list_rollouts(other.id)
+    found = await store.rollout_timeline(other.id, ended.id)
+    assert ended.outcome == "completed" and found is not None and found[1] == [sample(1, 3, 1), sample(2, 3, 2)]
+    [mark] = [m for d, m in (await store.list_deployments_and_rollouts([Lifecycle.PENDING]))[1].items() if d == dep.id]
+    assert (mark.rollout_id, mark.sample_count, mark.last_key) == (second.id, 2, sample(4, 1, 3).key)
+
+
+async def test_an_end_that_would_pass_the_bound_thins_too(store: Store) -> None:
+    [dep] = await make_deployments(store, 1)
+    first = sample(0, 3, 0)
+    await store.apply(ChangeSet(new_rollouts=[start(dep.id, samples=(first,))]), NOW)
+    for i in range(1, MAX_SAMPLES):  # full: MAX_SAMPLES samples on the deployment row
+        await store.apply(ChangeSet(rollout_updates=[
+            RolloutUpdate(deployment_id=dep.id, at=NOW, samples=(sample(i, i, 0),), known_count=i)]), NOW)
+    last = sample(MAX_SAMPLES, 0, 3)
+    await store.apply(ChangeSet(rollout_updates=[RolloutUpdate(
+        deployment_id=dep.id, at=NOW, samples=(last,), outcome="completed", known_count=MAX_SAMPLES)]), NOW)
+    [rollout] = await store.list_rollouts(dep.id)
+    found = await store.rollout_timeline(dep.id, rollout.id)
+    assert found is not None
+    assert rollout.outcome == "completed" and len(found[1]) == rollout.sample_count <= MAX_SAMPLES
+    assert found[1][0] == first and found[1][-1] == last
