@@ -4,35 +4,39 @@
 SQLite: BEGIN IMMEDIATE). In order, whatever the number of deployments (id lists are bound as one
 array or JSON parameter, never chunked):
 
-1. Guard: `SELECT deployments … WHERE id IN/ANY(ids) FOR UPDATE` (row locks on PostgreSQL; SQLite's
-   write lock is already held). A deployment is *kept* when its row exists, `version == expected_version`
-   (when given) and `deploying_revision == swap_expected` (when given); otherwise it is *skipped* whole:
-   its deployment update, new routes, route updates and history are dropped.
-2. One `UPDATE deployments SET <changed columns>, version = :read+1, updated_at = :now
-   WHERE id = :id AND version = :read`. Rows are locked since step 1, so columns a row does not change
-   are written back with the value read. The swap is SQL:
-   `current_revision = CASE WHEN :swap THEN COALESCE(deploying_revision, current_revision) …`,
-   `deploying_revision = CASE WHEN :swap THEN NULL …`: it can never write NULL over a serving revision.
+0. Only when an appended timeline would pass MAX_SAMPLES: one SELECT of those lists (store.rollouts).
+1./2. ONE `UPDATE deployments SET … FROM (rows) AS v WHERE id = v.b_id AND (v.b_expected IS NULL OR
+   version = v.b_expected) AND (v.b_swap_expected IS NULL OR deploying_revision = v.b_swap_expected)
+   RETURNING id, version[, last history row]`: the guard and the write in one statement. A
+   DeploymentUpdate whose row is not returned is *skipped* whole: its new routes, route updates,
+   history and rollout changes are dropped. Columns: `col = CASE WHEN v.s_col THEN v.v_col ELSE col
+   END`; `version + 1` and `updated_at = :now` only for rows that change something (a pure guard
+   changes nothing). The swap is SQL: `current_revision = CASE WHEN v.b_swap THEN
+   COALESCE(deploying_revision, current_revision) …`, `deploying_revision = CASE WHEN v.b_swap THEN
+   NULL …`: it can never write NULL over a serving revision. Rows are also the deployments whose open
+   rollout gets timeline samples (appended on the deployment row: `_timeline_values`, store.rollouts)
+   and those that get history rows (unguarded rows that change nothing): RETURNING gives each one's
+   last history row (`_last_history_row`), what step 5 merges with. PostgreSQL locks the rows first,
+   in id order, in a `MATERIALIZED` CTE of the same statement.
    2b. The policy row of each update that carries a policy (operator requests only; a cycle never
    changes a policy, so its statement count does not move).
-3. One INSERT of the new routes (ids generated when not given).
-4. One UPDATE of the routes: `col = CASE WHEN :set_col THEN :col ELSE col END` for the union of columns
-   the updates name (a plain `col = :col` when all name it) `WHERE id = :id AND deployment_id =
-   :deployment_id`. Updates of the same route (and tag) are merged first, in ChangeSet order: later
-   fields win, exactly as applying them one after the other.
-5. History: one SELECT of the last row of every involved deployment, then one INSERT and one UPDATE for
-   merges: a row whose `merge_key` equals the deployment's last row (stored, or new in this batch)
-   bumps that row's `attempts` and `updated_at` (and keeps the newest `error`).
-6. Rollouts (store.rollouts): one UPDATE of the open rollouts that append timeline samples or end;
-   rollouts that start: one UPDATE ending what is still open, one INSERT.
+3. One `INSERT … SELECT` of the new routes (ids generated when not given).
+4. One `UPDATE routes … FROM (rows)`: `col = CASE WHEN v.s_col THEN v.v_col ELSE col END` for the union
+   of columns the updates name (a plain `col = v.v_col` when all name it) `WHERE id = v.b_id AND
+   deployment_id = v.b_deployment_id`. Updates of the same route (and tag) are merged first, in
+   ChangeSet order: later fields win, exactly as applying them one after the other. PostgreSQL locks
+   the routes in id order first (a `MATERIALIZED` CTE with `ORDER BY id FOR UPDATE`), so concurrent
+   writers lock routes in the same order whatever plan it picks.
+5. History: one INSERT, and one UPDATE when some rows merge: a row whose `merge_key` equals the
+   deployment's last row (as step 1 returned it, or new in this batch) bumps that row's `attempts` and
+   `updated_at` (and keeps the newest `error`).
+6. Rollouts (store.rollouts), only when some end or start: one UPDATE of those that end (their samples
+   moved from the deployment row), one UPDATE ending what a new rollout supersedes, one INSERT.
 
-How the rows of steps 2-5 travel (`_write_rows`): on PostgreSQL as ONE execution per statement, every
-column bound as one array and expanded by `unnest` (`UPDATE … FROM unnest(:ids, :read_versions, …) AS
-v(…) WHERE id = v.id …`, `INSERT … SELECT … FROM unnest(…)`); asyncpg runs an executemany as one
-execution per row (~0.6 s of a 10,000-deployment cycle). The route UPDATE first locks its routes in id
-order (a `MATERIALIZED` CTE with `ORDER BY id FOR UPDATE`), as the executemany did row by row, so
-concurrent writers lock routes in the same order whatever plan PostgreSQL picks. On SQLite an
-executemany (one prepared statement stepped per row, no round trips).
+How rows travel (`queries.rows_source`): ONE parameter set per statement whatever their number; on
+PostgreSQL one array per column expanded by `unnest` (asyncpg runs an executemany as one execution per
+row), on SQLite one JSON text expanded by `json_each` (an executemany cannot RETURN rows, and its
+per-row parameter handling cost SQLAlchemy more than the statement).
 
 A statement is skipped when it has nothing to do, so the count depends only on which kinds of change
 are present, never on how many deployments they concern (tests/store/test_store_apply.py counts them).

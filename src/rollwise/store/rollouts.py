@@ -1,25 +1,24 @@
 """The `rollouts` table's statements: the timeline's share of the cycle's single write, and its reads.
 
-`write_rollouts(conn, updates, new)` runs inside `Store.apply`'s transaction (after the history rows),
-for the deployments the guard kept. Whatever the number of deployments:
+While a rollout is open, the samples the DEPLOYING cycle appends live on its deployment's row
+(`deployments.timeline_*`, for the rollout `timeline_rollout_id` names): store.apply appends them in
+the UPDATE of the deployments it makes anyway, in SQL without reading the list (SQLite
+`json_insert(…, '$[#]', json(:s))`, at most two samples; PostgreSQL `… || CAST(:new AS JSONB)`). For any
+other rollout (a newer one, one opened before migration 0007) the rollouts row holds everything
+(`_timeline_of`: the one rule every read and write here uses). Statements of this module, run inside
+`Store.apply`'s transaction for the deployments the guard kept, whatever their number:
 
-1. `RolloutUpdate`s that append without passing MAX_SAMPLES, or only end the rollout: ONE UPDATE of the
-   open rollouts (executemany on SQLite; one execution over `unnest` arrays on PostgreSQL):
-   `samples = <samples with the new ones appended>`, `sample_count = sample_count + :n`,
-   `last_sample = COALESCE(:last, last_sample)`, `ended_at = COALESCE(:ended_at, ended_at)`,
-   `outcome = COALESCE(:outcome, outcome)` `WHERE deployment_id = :id AND ended_at IS NULL`. The
-   list is appended to in SQL, never read: SQLite `json_insert(samples, '$[#]', json(:s))` (once per
-   sample, at most two), PostgreSQL `samples || CAST(:new AS JSONB)`. This is the one statement a
-   DEPLOYING cycle adds, and only when it appends a sample.
-2. Those whose append would pass MAX_SAMPLES (the caller's `known_count` says so): one SELECT of their
-   lists, thinned here (`thin`: every other sample of the middle goes, the first and the newest stay),
-   then one UPDATE writing them whole. About once per 250 samples of a long rollout.
+1. `read_full_timelines`: when an append would pass MAX_SAMPLES (the caller's `known_count` says so),
+   one SELECT of those lists, thinned here (`thin`: every other sample of the middle goes, the first and
+   the newest stay), the new samples appended; the caller writes them whole. About once per 250
+   samples of a long rollout.
+2. `RolloutUpdate`s that end a rollout: ONE UPDATE setting `ended_at`, `outcome`, `last_history_id` and
+   the samples (the deployment row's while they are this rollout's, with the update's appended).
 3. `NewRollout`s: one UPDATE ending the deployments' rollouts still open (outcome "aborted": a new
-   rollout superseded them), then one INSERT.
+   rollout superseded them; their samples moved the same way), then one INSERT.
 
 A step with nothing to do issues no statement. Reads: `with_marks` (the DEPLOYING cycle's read joins
-each deployment's open rollout: `Store.list_deployments_and_rollouts`), `list_rollouts`,
-`read_timeline`.
+each deployment's open rollout: `Store.read_cycle`), `list_rollouts`, `read_timeline`.
 
 Called by: store.apply and store.repository. Must not: open or commit transactions, or catch errors.
 """
