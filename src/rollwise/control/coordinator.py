@@ -9,12 +9,14 @@ is due; a round that wrote measurements marks the deploying cycle (a failed one 
 interval may let the final step complete). Every time reading and every wait goes through the `Clock` it
 is given (control.clock): real time in a server, fake time in simulations and tests.
 
-The READY cycle (CHECK_REPLICAS: every deployment at rest, most of them at scale) reads only the
-deployments that may need a decision: those written since it last ran (the store's write feed: an
-operation, a cycle, the route controller's route changes), those whose last outcome was not settled
-(a replica missing, starting, or waiting for room) and those whose requeue time came. Every
-`Intervals.sweep` seconds (and when forced) it reads them all, which also catches writes by another
-process. The cycles of deployments in flight (pending, scaling, deploying, destroying) read all of theirs.
+The scaling, deploying and READY cycles read only the deployments that may need a decision
+(`CycleWatch`): those written since the cycle last ran (the store's write feed: an operation, a cycle,
+the route controller's route changes, a canary measurement), those whose last outcome was not settled
+(waiting for room on the nodes, a failed evaluation: `Outcome.settled`) and those whose requeue time
+came. They read every deployment of their lifecycle when forced and on a sweep: every `Intervals.long`
+(5 s) for scaling and deploying, every `Intervals.sweep` (60 s) for READY (at rest, most deployments at
+scale); a sweep also catches writes by another process. The pending and destroying cycles (few
+deployments, briefly) always read all of theirs.
 
 Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
 """
@@ -73,7 +75,8 @@ class Intervals:
     maintain: float = 5.0
     """Seconds between the runtime's upkeep (route log rotation)."""
     sweep: float = 60.0
-    """Seconds between READY cycles that read every READY deployment (module docstring)."""
+    """Seconds between READY cycles that read every READY deployment (module docstring); the scaling and
+    deploying cycles read all of theirs every `long`."""
     retention: float = 600.0
     """How long an ended route stays readable (describe, debugging) before a purge deletes it; routes
     of a rollout in progress are kept whatever their age (its failure budget counts them)."""
@@ -119,7 +122,7 @@ class Coordinator:
         self._due_at: dict[CycleKind, float] = {}
         """Times (`clock.monotonic()`) at which a cycle must run again although nothing marked it (requeue_after)."""
         self._feed = store.feed()
-        self._ready = ReadyWatch()
+        self._watches = {kind: CycleWatch() for kind in WATCHED}
         self.observers: list[CycleObserver] = []
         self.route_observers: list[Callable[[RoutePassReport], None]] = []
         self.runtime = runtime
@@ -193,17 +196,21 @@ class Coordinator:
             self._last_run[kind] = mono
             started = self.clock.monotonic()
             only = None
-            if kind is CycleKind.CHECK_REPLICAS:
-                full = force or mono - self._ready.last_sweep >= self.intervals.sweep
-                only = self._ready.to_read(self._feed.take(), mono, full=full)
+            watch = self._watches.get(kind)
+            if watch is not None:
+                written = self._feed.take()
+                for other in self._watches.values():
+                    other.written(written)
+                sweep = self.intervals.sweep if kind is CycleKind.CHECK_REPLICAS else self.intervals.long
+                only = watch.to_read(mono, full=force or mono - watch.last_sweep >= sweep)
             report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime), only=only)
             elapsed = self.clock.monotonic() - started
             for observer in self.observers:
                 observer(report, elapsed)
             step.cycles.append(report)
             self._due_at.pop(kind, None)
-            if kind is CycleKind.CHECK_REPLICAS:
-                next_due = self._ready.read(only, report, self.clock.monotonic())
+            if watch is not None:
+                next_due = watch.read(only, report, self.clock.monotonic())
                 if next_due is not None:
                     self._due_at[kind] = next_due
             elif report.requeue_after is not None:
@@ -250,9 +257,13 @@ class Coordinator:
         await self.routes.wait_stops()
 
 
-class ReadyWatch:
-    """What the READY cycle must read next (module docstring): the deployments written since, those not
-    settled, those due; None: every one."""
+WATCHED = (CycleKind.SCALING, CycleKind.DEPLOYING, CycleKind.CHECK_REPLICAS)
+"""The cycles that read only the deployments that may need a decision (module docstring)."""
+
+
+class CycleWatch:
+    """What one cycle kind must read next (module docstring): the deployments written since it last
+    ran, those not settled, those due; None: every one."""
 
     def __init__(self) -> None:
         self.last_sweep = float("-inf")
@@ -260,12 +271,15 @@ class ReadyWatch:
         self._unsettled: set[int] = set()
         self._due: dict[int, float] = {}
 
-    def to_read(self, written: set[int] | None, mono: float, *, full: bool) -> set[int] | None:
-        """The ids to read (None: all), given what the write feed returned now."""
-        if written is None or self._written is None:
+    def written(self, ids: set[int] | None) -> None:
+        """What the write feed returned (None: it lost track: read every one next time)."""
+        if ids is None or self._written is None:
             self._written = None
         else:
-            self._written |= written
+            self._written |= ids
+
+    def to_read(self, mono: float, *, full: bool) -> set[int] | None:
+        """The ids to read now (None: all)."""
         if full or self._written is None:
             self.last_sweep = mono
             self._written = set()
@@ -275,7 +289,7 @@ class ReadyWatch:
         return ids
 
     def read(self, only: set[int] | None, report: CycleReport, mono: float) -> float | None:
-        """Note what a READY cycle read and decided; when the next one is due (requeue), or None."""
+        """Note what a cycle read and decided; when the next one is due (a requeue time), or None."""
         if only is None:
             self._unsettled, self._due = set(report.unsettled), {}
         else:

@@ -174,9 +174,7 @@ async def run_cycle(
     """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once.
     `capacity`: the runtime's node totals (node -> resource -> units); deployments are visited in id
     order and each one's creations are taken from what is free before the next is decided. `only`: just
-    these deployments (those of them in the lifecycle); not for the DEPLOYING cycle."""
-    if only is not None and kind is CycleKind.DEPLOYING:
-        raise ValueError("run_cycle: the DEPLOYING cycle reads every deployment in flight")
+    these deployments (those of them in the lifecycle: the coordinator's `CycleWatch`)."""
     report = CycleReport(kind)
     # One read transaction (store.read_cycle): the deployments (a DEPLOYING cycle: with each one's open
     # rollout, for its timeline), their routes and, of the revisions, "has a health check" and what a

@@ -215,6 +215,7 @@ class RouteController:
                 await asyncio.sleep(0)
             # A page read before a write that commits meanwhile: the feed names it, it is read next pass.
             touched = self._book.load_all(deployments, routes)
+            self._last_probe = {k: t for k, t in self._last_probe.items() if k in self._book.routes}
         elif written:
             deployments = await self._store.list_deployments(ids=written)
             routes = self.overlay(await self._store.list_routes(written, statuses=LIVE_STATUSES))

@@ -19,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from rollwise.model import UNLIMITED, CapacityView, Mode
+from rollwise.model import UNLIMITED, CapacityView, Decision, Mode
 from rollwise.store.records import DeploymentRecord, RouteRecord
+
+from rollwise.strategy.messages import CAPACITY_WAIT
 
 Totals = Mapping[str, Mapping[str, int]]
 """node name -> resource -> units (the runtime's `capacity()`)."""
@@ -92,3 +94,8 @@ def compute_target_view(room: Room, dep: DeploymentRecord) -> CapacityView:
 
 def _fits(free: Mapping[str, int], need: Mapping[str, int]) -> int:
     return max(0, min(free.get(name, 0) // n for name, n in need.items()))
+
+
+def is_capacity_wait(decision: Decision) -> bool:
+    """Whether the decision waits for room on the nodes (freed by other deployments' routes)."""
+    return CAPACITY_WAIT.partition(":")[0] in decision.reason

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rollwise.control.rules import transitions
-from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
+from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view, is_capacity_wait
 from rollwise.control.rules.lost import note_lost_routes
 from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, hold_creates
@@ -64,6 +64,7 @@ def compute_deploying_outcome(
     for new in out.new_routes:
         room.take(new.holds or {})
     out.requeue_after = decision.requeue_after
+    out.settled = not is_capacity_wait(decision)
     if (lost := note_lost_routes(dep, routes, now)) is not None:
         out.apply(lost[0])
         out.route_updates.extend(lost[1])

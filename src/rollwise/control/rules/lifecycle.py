@@ -18,7 +18,7 @@ from datetime import datetime
 
 from rollwise.control.rules import transitions
 from rollwise.control.rules.lost import note_lost_routes
-from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view
+from rollwise.control.rules.capacity import NO_ROOM, Room, compute_target_view, is_capacity_wait
 from rollwise.control.rules.deploying import ROLLBACK_POLICY
 from rollwise.control.rules.outcome import Outcome, terminate_update
 from rollwise.control.rules.restarts import compute_restart_backoff, failure_cause, hold_creates
@@ -106,7 +106,7 @@ def compute_replicas_outcome(
         out.apply(lost[0])
         out.route_updates.extend(lost[1])
     done = decision.sub_step is SubStep.ROLLED_BACK
-    out.settled = done and decision.requeue_after is None
+    out.settled = not is_capacity_wait(decision)
     created, terminated = len(decision.create), len(decision.terminate)
     latest = backoff.latest
     if latest is not None and latest.detail:
@@ -160,6 +160,6 @@ def _capacity_wait(dep: DeploymentRecord, decision: Decision, room: Room) -> str
     """"waiting for capacity: needs gpu 1 per route, free gpu 0" when the reconciler wants routes the
     node cannot hold now (the same words every cycle: repeated rows merge), else None."""
     capacity = compute_target_view(room, dep)
-    if capacity.placeable != 0 or CAPACITY_WAIT.partition(":")[0] not in decision.reason:
+    if capacity.placeable != 0 or not is_capacity_wait(decision):
         return None
     return CAPACITY_WAIT.format(room=capacity_room(capacity, per_route=True), releasing="")

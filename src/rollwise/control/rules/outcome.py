@@ -42,8 +42,10 @@ class Outcome:
     """The rollout's end (from a transition) and timeline samples (control.rules.timeline): one at most."""
     new_rollouts: list[NewRollout] = field(default_factory=list)
     settled: bool = False
-    """The replica reconciler has nothing left to do for this deployment (every replica is there): it
-    need not be looked at again until something is written about it (the coordinator's READY cycle)."""
+    """Nothing but a write about this deployment (its row, its routes, a measurement) or its
+    `requeue_after` can change the next decision: it need not be evaluated again before either (the
+    coordinator's `CycleWatch`). Not settled: waiting for room on the nodes (another deployment frees it),
+    or an evaluation that failed."""
 
     @property
     def is_empty(self) -> bool:
