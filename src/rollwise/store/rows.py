@@ -37,7 +37,7 @@ from rollwise.model import (
     ValidationFailed,
     parse_policy,
 )
-from rollwise.store.commands import NewHistory, NewMeasurement, NewRollout, NewRoute, RevisionSpec, RouteUpdate
+from rollwise.store.commands import ROUTE_UPDATE_COLUMNS, UNSET, NewHistory, NewMeasurement, NewRollout, NewRoute, RevisionSpec, RouteUpdate
 from rollwise.store.records import (
     NOTHING,
     DeploymentRecord,
@@ -338,7 +338,12 @@ def new_route_values(route: NewRoute, route_id: str) -> dict[str, Any]:
 
 
 def route_update_values(update: RouteUpdate) -> dict[str, Any]:
-    values = {key: db_value(value) for key, value in update.changes().items()}
+    """`update.changes()` as column values (enums as their strings), in one pass over the fields."""
+    values = {
+        name: value._value_ if isinstance(value, Enum) else value
+        for name in ROUTE_UPDATE_COLUMNS
+        if (value := getattr(update, name)) is not UNSET
+    }
     if "devices" in values:
         values["devices"] = devices_to_json(values["devices"])
     return values
@@ -369,7 +374,8 @@ HISTORY_KEY_COLUMNS: Final = ("lifecycle_from", "lifecycle_to", "sub_step", "res
 
 def history_key_values(h: NewHistory) -> tuple[object, ...]:
     """`h.merge_key()` as the HISTORY_KEY_COLUMNS values it is stored as (enums as their strings)."""
-    return tuple(db_value(value) for value in h.merge_key())
+    return (h.lifecycle_from._value_, h.lifecycle_to._value_, None if h.sub_step is None else h.sub_step._value_,
+            h.result, h.message, h.from_revision, h.to_revision)
 
 
 def measurement_values(m: NewMeasurement) -> dict[str, Any]:
