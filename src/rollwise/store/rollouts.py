@@ -86,9 +86,13 @@ def thin(samples: Sequence[Any], keep: int) -> list[Any]:
     return out
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def dump_json(value: Any) -> str:
-    """Compact JSON text (the samples' transport)."""
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON text (the samples' transport). One shared encoder: `json.dumps` with separators
+    builds a new one per call (~15 us; a cycle writes 10,000 samples)."""
+    return _COMPACT.encode(value)
 
 
 _dump = dump_json

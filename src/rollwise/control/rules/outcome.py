@@ -49,13 +49,14 @@ class Outcome:
 
     @property
     def is_empty(self) -> bool:
-        return self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history
-                                             or self.rollout_updates or self.new_rollouts)
+        return not (self.swap or self.new_routes or self.route_updates or self.history or self.rollout_updates
+                    or self.new_rollouts) and (self.change is NO_CHANGE or self.change.is_empty)
 
     @property
     def timeline_only(self) -> bool:
         """Only timeline samples to write: recorded, but no progress of the deployment."""
-        return (self.change.is_empty and not (self.swap or self.new_routes or self.route_updates or self.history)
+        return (not (self.swap or self.new_routes or self.route_updates or self.history)
+                and (self.change is NO_CHANGE or self.change.is_empty)
                 and all(u.outcome is None for u in self.rollout_updates)
                 and bool(self.rollout_updates or self.new_rollouts))
 

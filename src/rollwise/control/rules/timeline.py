@@ -125,9 +125,10 @@ def compute_timeline(
     samples: list[TimelineSample] = []
     last = mark.last_key if mark is not None else None
     seen = compute_sample(dep, routes, checks, dep.traffic_weights, now)
-    if seen.key != last:
+    seen_key = seen.key
+    if seen_key != last:
         samples.append(seen)
-        last = seen.key
+        last = seen_key
     if ending is not None:
         weights = dep.traffic_weights
         if out.change.traffic_weights is not UNSET:
