@@ -36,6 +36,9 @@ async def test_route_updates_tell_every_feed_but_the_writers_own(store: Store) -
     mine.take(), other.take()
     await store.update_routes([RouteUpdate(id="r1", deployment_id=a.id, status=RouteStatus.RUNNING)], feed=mine)
     assert (mine.take(), other.take()) == (set(), {a.id})
+    # The writer may announce fewer deployments than it wrote (changes no other reader acts on).
+    await store.update_routes([RouteUpdate(id="r1", deployment_id=a.id, pid=42)], feed=mine, announce=())
+    assert (mine.take(), other.take()) == (set(), set())
     # An update without its deployment: nobody knows which one, so every feed says "read everything".
     await store.update_routes([RouteUpdate(id="r1", status=RouteStatus.TERMINATING)], feed=mine)
     assert (mine.take(), other.take()) == (set(), None)

@@ -157,7 +157,7 @@ class Coordinator:
         """One round: a route pass, then every cycle that is marked needed or due (all with force)."""
         step = StepReport()
         step.routes = await self._route_pass()
-        if step.routes.changed:
+        if step.routes.decisive:
             self._needed.update(CYCLE_ORDER)
         step.measurements = await self.analysis.run_due()
         if step.measurements:
@@ -178,7 +178,7 @@ class Coordinator:
         if any(c.created_routes or c.terminated_routes for c in step.cycles):
             # Start new processes and withdraw terminated routes from the proxy right away.
             extra = await self._route_pass()
-            if extra.changed:
+            if extra.decisive:
                 self._needed.update(CYCLE_ORDER)
         return step
 

@@ -63,7 +63,7 @@ from rollwise.model.errors import RollwiseError
 from rollwise.runtime.base import DevicesBusy, LaunchSpec, Prober, RouteHandle, Runtime
 from rollwise.store import Store
 from rollwise.store.errors import StoreError
-from rollwise.store.commands import RouteUpdate
+from rollwise.store.commands import UNSET, RouteUpdate
 from rollwise.store.records import DeploymentRecord, RevisionRecord, RouteRecord
 from rollwise.traffic.base import Backend, TrafficLayer
 
@@ -81,6 +81,9 @@ MAX_CONCURRENT_STOPS = 32
 """Stops in flight at once: each polls its processes until they are gone."""
 LIVENESS_CHECKS_PER_PASS = 1024
 """Running routes whose process is looked at in one pass, besides those with something due (module docstring)."""
+DECISIVE = ("status", "health", "traffic", "traffic_ratio", "failed")
+"""Route columns the cycles' rules read (control.rules.views); a change of only the others (a process's
+address, pid, devices, probe counts, drain time) is announced to no other reader (store.feed)."""
 FULL_READ_PAGE = 2_000
 """Deployments read per query by a full read."""
 FULL_READ_SECONDS = 300.0
@@ -95,6 +98,8 @@ class RoutePassReport:
     failed: int = 0
     terminated: int = 0
     changed_ids: set[str] = field(default_factory=set)
+    decisive: set[int] = field(default_factory=set)
+    """Deployments with a route change the cycles act on (DECISIVE columns): the coordinator runs them."""
 
     @property
     def changed(self) -> bool:
@@ -311,9 +316,11 @@ class RouteController:
         pending = dict(self.unwritten)
         for route_id, change in changes.items():
             _merge_change(pending, change)
+        report.decisive = {c.deployment_id for c in changes.values() if _decisive(c) and c.deployment_id is not None}
         if pending:
+            announce = {c.deployment_id for c in pending.values() if _decisive(c) and c.deployment_id is not None}
             try:
-                await self._store.update_routes(list(pending.values()), feed=self._feed)
+                await self._store.update_routes(list(pending.values()), feed=self._feed, announce=announce)
                 self.unwritten = {}
             except StoreError as e:
                 self.unwritten = pending
@@ -645,7 +652,9 @@ class RouteController:
                 continue
             self._stop_later(handle, grace)
         if updates:
-            await self._store.update_routes(updates, feed=self._feed)
+            announce = {u.deployment_id for u in updates if _decisive(u) and u.deployment_id is not None}
+            await self._store.update_routes(updates, feed=self._feed, announce=announce)
+            report.decisive |= announce
             for update in updates:
                 self._put_change(update)
 
@@ -689,6 +698,10 @@ class RouteController:
 
 def _age(since: datetime, now: datetime) -> float:
     return (now - since) / timedelta(seconds=1)
+
+
+def _decisive(change: RouteUpdate) -> bool:
+    return any(getattr(change, column) is not UNSET for column in DECISIVE)
 
 
 def _change(r: RouteRecord, **fields: Any) -> RouteUpdate:

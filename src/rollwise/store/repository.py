@@ -258,15 +258,19 @@ class Store:
 
     # ------------------------------------------------------------------- route controller writes
 
-    async def update_routes(self, updates: Sequence[RouteUpdate], *, feed: WriteFeed | None = None) -> None:
+    async def update_routes(
+        self, updates: Sequence[RouteUpdate], *, feed: WriteFeed | None = None, announce: Collection[int] | None = None
+    ) -> None:
         """Write route changes (health, status, address, …) in one transaction and one executemany
         statement; untagged updates are fine here (every reader's feed then says "read everything").
-        Unknown route ids change nothing. `feed`: the writer's own feed, not told of this write."""
+        Unknown route ids change nothing. `feed`: the writer's own feed, not told of this write.
+        `announce`: the deployments the other feeds are told of (default: those of the updates; the
+        route controller leaves out changes no other reader acts on, e.g. a process's address)."""
         if not updates:
             return
         async with self._write() as conn:
             await write_route_updates(conn, updates, tagged=False)
-        self._touched({u.deployment_id for u in updates}, by=feed)
+        self._touched({u.deployment_id for u in updates} if announce is None else announce, by=feed)
 
     async def delete_terminated_routes(self, older_than: datetime, *, keep_failed: int = KEEP_FAILED_ROUTES) -> int:
         """Purge ended routes (`terminated`, `failed_to_start`); returns how many were deleted.
