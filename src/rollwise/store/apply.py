@@ -76,6 +76,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
 from rollwise.store import queries
+from rollwise.store.bulk import gc_paused
 from rollwise.store.commands import (
     UNSET,
     ApplyResult,
@@ -154,8 +155,9 @@ def _rows_as_arrays(
 ) -> Any:
     """`rows` as ONE parameter set (queries.rows_source): `unnest(…) AS name(…)` on PostgreSQL, a JSON
     array expanded by `json_each` on SQLite; one column per key of `types`."""
-    arrays = queries.column_arrays(rows, types)
-    return queries.rows_source(conn.dialect, name, {key: (type_, arrays[key]) for key, type_ in types.items()})
+    with gc_paused():  # synchronous: every value of the statement
+        arrays = queries.column_arrays(rows, types)
+        return queries.rows_source(conn.dialect, name, {key: (type_, arrays[key]) for key, type_ in types.items()})
 
 
 # ------------------------------------------------------- 1./2. the guarded UPDATE of the deployments
@@ -230,37 +232,38 @@ async def _update_deployments(
         types[f"v_{c}"] = deployments.c[c].type
     if with_samples:
         types.update(b_n=Integer(), b_s1=Text(), b_s2=Text(), b_last=Text(), b_whole=Text(), b_whole_count=Integer())
-    rows: list[dict[str, Any]] = []
-    for id_ in ids:
-        u = updates.get(id_)
-        row: dict[str, Any] = {
-            "b_id": id_,
-            "b_expected": None if u is None else u.expected_version,
-            "b_swap_expected": None if u is None else u.swap_expected,
-            "b_writes": id_ in changed_of,
-        }
-        if swap_any:
-            row["b_swap"] = u is not None and u.swap_expected is not None
-        changed = changed_of.get(id_, _NO_VALUES)
-        for c in columns:
-            row[f"s_{c}"] = c in changed
-            row[f"v_{c}"] = changed.get(c)
-        if with_samples:
-            r = with_samples.get(id_)
-            objects = [sample_json(x) for x in r.samples] if r is not None else []
-            full = whole.get(id_)
-            row.update(
-                b_n=len(objects), b_s2=_dump(objects[1]) if len(objects) > 1 else None,
-                b_last=r.samples[-1].key if r is not None and r.samples else None,
-                b_whole=None if full is None else _dump(full), b_whole_count=None if full is None else len(full),
-            )
-            if dialect == "postgresql":  # the new samples as one JSON list
-                row["b_s1"] = _dump(objects)
-            else:
-                row["b_s1"] = _dump(objects[0]) if objects else None
-        rows.append(row)
+    with gc_paused():  # synchronous: builds every row of the statement
+        rows: list[dict[str, Any]] = []
+        for id_ in ids:
+            u = updates.get(id_)
+            row: dict[str, Any] = {
+                "b_id": id_,
+                "b_expected": None if u is None else u.expected_version,
+                "b_swap_expected": None if u is None else u.swap_expected,
+                "b_writes": id_ in changed_of,
+            }
+            if swap_any:
+                row["b_swap"] = u is not None and u.swap_expected is not None
+            changed = changed_of.get(id_, _NO_VALUES)
+            for c in columns:
+                row[f"s_{c}"] = c in changed
+                row[f"v_{c}"] = changed.get(c)
+            if with_samples:
+                r = with_samples.get(id_)
+                objects = [sample_json(x) for x in r.samples] if r is not None else []
+                full = whole.get(id_)
+                row.update(
+                    b_n=len(objects), b_s2=_dump(objects[1]) if len(objects) > 1 else None,
+                    b_last=r.samples[-1].key if r is not None and r.samples else None,
+                    b_whole=None if full is None else _dump(full), b_whole_count=None if full is None else len(full),
+                )
+                if dialect == "postgresql":  # the new samples as one JSON list
+                    row["b_s1"] = _dump(objects)
+                else:
+                    row["b_s1"] = _dump(objects[0]) if objects else None
+            rows.append(row)
 
-    v: Any = queries.rows_source(conn.dialect, "v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
+        v: Any = queries.rows_source(conn.dialect, "v", {key: (t, [row[key] for row in rows]) for key, t in types.items()})
     d = deployments.c
     source_columns: list[Any] = [*v.c]
     if with_samples:
@@ -307,7 +310,9 @@ async def _update_deployments(
     result = await conn.execute(stmt.returning(*returning))
     versions: dict[int, int] = {}
     last_history: dict[int, tuple[int, tuple[object, ...]] | None] = {}
-    for found in result.all():
+    with gc_paused():  # synchronous: the rows are fetched already
+        returned = result.all()
+    for found in returned:
         versions[found[0]] = found[1]
         if changes.history:
             parsed = None if found[2] is None else json.loads(found[2])
@@ -365,8 +370,9 @@ async def _write_policies(conn: AsyncConnection, kept: Sequence[DeploymentUpdate
 async def _insert_routes(conn: AsyncConnection, new_routes: Sequence[NewRoute]) -> list[str]:
     if not new_routes:
         return []
-    rows = [new_route_values(r, r.id if r.id is not None else new_route_id()) for r in new_routes]
-    v = _rows_as_arrays(conn, rows, {c.name: c.type for c in routes.columns})
+    with gc_paused():  # synchronous: builds every row of the statement
+        rows = [new_route_values(r, r.id if r.id is not None else new_route_id()) for r in new_routes]
+        v = _rows_as_arrays(conn, rows, {c.name: c.type for c in routes.columns})
     await conn.execute(insert(routes).from_select(list(v.c.keys()), select(*v.c)))
     return [row["id"] for row in rows]
 
@@ -393,35 +399,36 @@ async def write_route_updates(conn: AsyncConnection, updates: Sequence[RouteUpda
     """One UPDATE for any number of route updates (also used by Store.update_routes).
 
     With `tagged`, an update only matches its route if the route belongs to `update.deployment_id`.
-    Updates of one route are merged first (`merge_route_updates`). Routes are locked in id order
-    (executemany: rows in id order; PostgreSQL: the locking CTE), so concurrent writers lock routes in
-    the same order.
+    Updates of one route are merged first (`merge_route_updates`). PostgreSQL locks the routes in id
+    order first (the locking CTE), so concurrent writers lock routes in the same order; on SQLite the
+    one writer holds the whole database.
     """
-    merged = merge_route_updates(updates, tagged=tagged)
-    named = sorted({key for _, c in merged for key in c})
-    if not named:
-        return
-    conditional = {col for col in named if not all(col in c for _, c in merged)}
-    params = []
-    for u, c in merged:
-        p: dict[str, Any] = {"b_id": u.id}
+    with gc_paused():  # synchronous: builds every row of the statement
+        merged = merge_route_updates(updates, tagged=tagged)
+        named = sorted({key for _, c in merged for key in c})
+        if not named:
+            return
+        conditional = {col for col in named if not all(col in c for _, c in merged)}
+        params = []
+        for u, c in merged:
+            p: dict[str, Any] = {"b_id": u.id}
+            if tagged:
+                p["b_deployment_id"] = u.deployment_id
+            for col in named:
+                p[f"v_{col}"] = c.get(col)
+                if col in conditional:
+                    p[f"s_{col}"] = col in c
+            params.append(p)
+
+        types: dict[str, TypeEngine[Any]] = {"b_id": routes.c.id.type}
         if tagged:
-            p["b_deployment_id"] = u.deployment_id
+            types["b_deployment_id"] = Integer()
         for col in named:
-            p[f"v_{col}"] = c.get(col)
+            types[f"v_{col}"] = routes.c[col].type
             if col in conditional:
-                p[f"s_{col}"] = col in c
-        params.append(p)
+                types[f"s_{col}"] = Boolean()
 
-    types: dict[str, TypeEngine[Any]] = {"b_id": routes.c.id.type}
-    if tagged:
-        types["b_deployment_id"] = Integer()
-    for col in named:
-        types[f"v_{col}"] = routes.c[col].type
-        if col in conditional:
-            types[f"s_{col}"] = Boolean()
-
-    v = _rows_as_arrays(conn, params, types)
+        v = _rows_as_arrays(conn, params, types)
     match = routes.c.id == v.c.b_id
     if tagged:
         match = and_(match, routes.c.deployment_id == v.c.b_deployment_id)
@@ -453,24 +460,25 @@ async def _write_history(
     deployments UPDATE returned it; a deployment it lacks has none."""
     if not new:
         return 0, 0
-    inserts: list[dict[str, Any]] = []
-    merges: dict[int, dict[str, Any]] = {}  # stored history id -> merge params
-    # The last row of each deployment so far: a stored (id, key), or the index of a pending insert.
-    last: dict[int, tuple[int, tuple[object, ...]] | int | None] = dict(last_stored)
-    keys: list[tuple[object, ...]] = []  # stored merge_key of each pending insert
-    for h in new:
-        key = history_key_values(h)
-        prev = last.get(h.deployment_id)
-        if isinstance(prev, int) and keys[prev] == key:
-            pending = inserts[prev]
-            pending.update(attempts=pending["attempts"] + 1, updated_at=h.at, error=h.error)
-        elif isinstance(prev, tuple) and prev[1] == key:
-            m = merges.setdefault(prev[0], {"b_id": prev[0], "b_inc": 0})
-            m.update(b_inc=m["b_inc"] + 1, b_at=h.at, b_error=h.error)
-        else:
-            inserts.append(history_values(h))
-            keys.append(key)
-            last[h.deployment_id] = len(inserts) - 1
+    with gc_paused():  # synchronous: decides every row
+        inserts: list[dict[str, Any]] = []
+        merges: dict[int, dict[str, Any]] = {}  # stored history id -> merge params
+        # The last row of each deployment so far: a stored (id, key), or the index of a pending insert.
+        last: dict[int, tuple[int, tuple[object, ...]] | int | None] = dict(last_stored)
+        keys: list[tuple[object, ...]] = []  # stored merge_key of each pending insert
+        for h in new:
+            key = history_key_values(h)
+            prev = last.get(h.deployment_id)
+            if isinstance(prev, int) and keys[prev] == key:
+                pending = inserts[prev]
+                pending.update(attempts=pending["attempts"] + 1, updated_at=h.at, error=h.error)
+            elif isinstance(prev, tuple) and prev[1] == key:
+                m = merges.setdefault(prev[0], {"b_id": prev[0], "b_inc": 0})
+                m.update(b_inc=m["b_inc"] + 1, b_at=h.at, b_error=h.error)
+            else:
+                inserts.append(history_values(h))
+                keys.append(key)
+                last[h.deployment_id] = len(inserts) - 1
 
     if inserts:
         v = _rows_as_arrays(conn, inserts, {key: history.c[key].type for key in inserts[0]})

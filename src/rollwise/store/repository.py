@@ -490,8 +490,14 @@ class Store:
         extra = (rollout_queries.MARK_COLUMNS if marks else 0) + (2 * queries.FACT_COLUMNS if facts else 0)
         fact = queries.FACT_COLUMNS
         async with self._read() as conn:
-            dep_rows = (await conn.execute(deps_stmt)).all()
-            route_rows = [] if routes_stmt is None else (await conn.execute(routes_stmt)).all()
+            result = await conn.execute(deps_stmt)
+            with gc_paused():  # synchronous: the rows are fetched already
+                dep_rows = result.all()
+            route_rows: Sequence[Any] = []
+            if routes_stmt is not None:
+                result = await conn.execute(routes_stmt)
+                with gc_paused():
+                    route_rows = result.all()
         with gc_paused():  # synchronous: the rows are fetched already
             for row in dep_rows:
                 dep = deployment_from_row(row[: len(row) - extra] if extra else row)
