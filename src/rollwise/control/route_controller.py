@@ -12,7 +12,8 @@ visits only the routes that may have something to do:
   one's process is looked at every 40 passes, ~8 s; a due probe looks at it first anyway).
 For those routes:
 - provisioning: starts its process (runtime) when a start slot is free (at most `max_starting` routes
-  have a process that does not listen yet, at most `MAX_SPAWNS_PER_PASS` spawns per pass: a thousand
+  have a process that does not listen yet, at most `MAX_SPAWNS_PER_PASS` spawns per pass (without a
+  `max_starting`, `MAX_STARTS_PER_PASS_UNLIMITED`): a thousand
   replicas never turn the machine, or the coordinator loop, into a thundering herd); marks it `running`
   once it listens, or `failed_to_start` (failed) when the process exited or did not listen within the
   startup timeout (counted from when its process started, `started_at`);
@@ -73,6 +74,9 @@ DEFAULT_PROBE_TIMEOUT = 1.0
 TRAFFIC_APPLY_TIMEOUT = 2.0
 MAX_SPAWNS_PER_PASS = 32
 """Processes started in one pass at most: each spawn is a little synchronous work on the event loop."""
+MAX_STARTS_PER_PASS_UNLIMITED = 1024
+"""Routes started in one pass at most without a `max_starting` (the simulated runtime: a start costs
+nothing, so a thousand deployments created at once need not wait 32 routes per pass)."""
 MAX_CONCURRENT_CHECKS = 64
 """Probes and listen checks in flight at once (each has its own timeout)."""
 MAX_RUNNING_LANES = MAX_CONCURRENT_CHECKS
@@ -451,7 +455,7 @@ class RouteController:
     def _start_quota(self) -> int:
         """How many new processes this pass may start."""
         if self._max_starting is None:
-            return MAX_SPAWNS_PER_PASS
+            return MAX_STARTS_PER_PASS_UNLIMITED
         starting = sum(1 for r in self._book.with_status(RouteStatus.PROVISIONING) if r.address is not None)
         return max(0, min(MAX_SPAWNS_PER_PASS, self._max_starting - starting))
 
