@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollwise.control import coordinator
 
 from rollwise.control.coordinator import Intervals, CycleWatch, StepReport
 from rollwise.control.cycles import CycleKind, CycleReport
@@ -123,5 +128,43 @@ async def test_a_deployment_waiting_for_room_gets_it_when_another_frees_it(tmp_p
                 break
         else:
             raise AssertionError("the waiting deployment did not get the room freed")
+    finally:
+        await sc.close()
+
+
+async def test_a_sweep_goes_over_every_deployment_a_page_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator, "SWEEP_PAGE", 2)
+    sc = await Scenario.open(tmp_path, intervals=NO_SWEEP)
+    try:
+        for i in range(5):
+            await sc.ready(f"svc{i}", replicas=1)
+        pages: list[tuple[int, int]] = []
+        real = coordinator.run_cycle
+
+        async def paged(*args: Any, **kwargs: Any) -> CycleReport:
+            report = await real(*args, **kwargs)
+            if args[1] is CycleKind.CHECK_REPLICAS and kwargs.get("limit"):
+                routes = await sc.store.list_routes(report.evaluated)
+                pages.append((report.deployments, len({r.deployment_id for r in routes if is_alive(r)})))
+            return report
+
+        monkeypatch.setattr(coordinator, "run_cycle", paged)
+        step = await sc.coord.run_once(force=True)
+        assert ready_reads(step)[0] == 5
+        assert pages[:3] == [(2, 2), (2, 2), (1, 1)]  # 5 deployments in pages of 2, each with its routes
+        # A deployment whose replica went missing is repaired whichever page it is on.
+        dep = await sc.store.get_deployment("svc4")
+        assert dep is not None
+        (victim,) = [r for r in await sc.store.list_routes([dep.id]) if is_alive(r)]
+        sc.runtime.crash(victim.id)
+        for _ in range(20):
+            await sc.step()
+            alive = [r for r in await sc.store.list_routes([dep.id]) if is_alive(r)]
+            if alive and alive[0].id != victim.id:
+                break
+        else:
+            raise AssertionError("svc4's replica was not replaced")
     finally:
         await sc.close()

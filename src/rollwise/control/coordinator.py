@@ -56,6 +56,9 @@ KIND_OF_LIFECYCLE = {
     Lifecycle.DESTROYING: CycleKind.DESTROYING,
 }
 
+SWEEP_PAGE = 250
+"""Deployments a cycle reads, decides and writes at once when it goes over its whole lifecycle."""
+
 MAX_CYCLE_ROUNDS = 3
 """Cycles re-run within one round while they keep changing something (bounded)."""
 
@@ -203,7 +206,7 @@ class Coordinator:
                     other.written(written)
                 sweep = self.intervals.sweep if kind is CycleKind.CHECK_REPLICAS else self.intervals.long
                 only = watch.to_read(mono, full=force or mono - watch.last_sweep >= sweep)
-            report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime), only=only)
+            report = await self._cycle(kind, only)
             elapsed = self.clock.monotonic() - started
             for observer in self.observers:
                 observer(report, elapsed)
@@ -228,6 +231,23 @@ class Coordinator:
                 self._needed.add(kind)
             applied = applied or progressed
         return applied
+
+    async def _cycle(self, kind: CycleKind, only: set[int] | None) -> CycleReport:
+        """One cycle of `kind`: over `only`, or over its whole lifecycle a page of SWEEP_PAGE deployments
+        at a time (each page read, decided and written on its own; the loop runs other work between
+        pages, so a sweep over thousands of deployments never holds it for long)."""
+        if only is not None:
+            return await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime), only=only)
+        merged: CycleReport | None = None
+        after: int | None = None
+        while True:
+            report = await run_cycle(self.store, kind, self.clock.now(), node_totals(self.runtime),
+                                     after=after, limit=SWEEP_PAGE)
+            merged = report if merged is None else merged.merge(report)
+            if report.deployments < SWEEP_PAGE:
+                return merged
+            after = max(report.evaluated)
+            await asyncio.sleep(0)
 
     async def _route_pass(self) -> RoutePassReport:
         report = await self.routes.reconcile()

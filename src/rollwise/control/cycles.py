@@ -90,6 +90,25 @@ class CycleReport:
     def changed(self) -> bool:
         return self.applied > 0
 
+    def merge(self, other: CycleReport) -> CycleReport:
+        """This report and `other` (the next page of the same cycle) as one."""
+        waits = [w for w in (self.requeue_after, other.requeue_after) if w is not None]
+        return CycleReport(
+            self.kind,
+            deployments=self.deployments + other.deployments,
+            applied=self.applied + other.applied,
+            skipped=self.skipped | other.skipped,
+            errors={**self.errors, **other.errors},
+            created_routes=self.created_routes + other.created_routes,
+            terminated_routes=self.terminated_routes + other.terminated_routes,
+            lifecycle_changes={**self.lifecycle_changes, **other.lifecycle_changes},
+            rollouts_ended=self.rollouts_ended + other.rollouts_ended,
+            requeue_after=min(waits, default=None),
+            requeue={**self.requeue, **other.requeue},
+            evaluated=self.evaluated | other.evaluated,
+            unsettled=self.unsettled | other.unsettled,
+        )
+
 
 Rule = Callable[[DeploymentRecord, Sequence[RouteRecord], HealthChecks, datetime, Room], Outcome]
 
@@ -169,19 +188,21 @@ def _record_timeline(
 
 
 async def run_cycle(
-    store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None, *, only: Collection[int] | None = None
+    store: Store, kind: CycleKind, now: datetime, capacity: Totals | None = None, *, only: Collection[int] | None = None,
+    after: int | None = None, limit: int | None = None,
 ) -> CycleReport:
     """One cycle of `kind` over every deployment in its lifecycle: read once, decide, write once.
     `capacity`: the runtime's node totals (node -> resource -> units); deployments are visited in id
     order and each one's creations are taken from what is free before the next is decided. `only`: just
-    these deployments (those of them in the lifecycle: the coordinator's `CycleWatch`)."""
+    these deployments (those of them in the lifecycle: the coordinator's `CycleWatch`). `after`, `limit`:
+    one page of them, by id (the coordinator reads a whole lifecycle a page at a time)."""
     report = CycleReport(kind)
     # One read transaction (store.read_cycle): the deployments (a DEPLOYING cycle: with each one's open
     # rollout, for its timeline), their routes and, of the revisions, "has a health check" and what a
     # route needs of the node's slots (joined into both queries; no big JSON column read or decoded).
     snapshot = await store.read_cycle(
         LIFECYCLE_OF[kind], routes=kind is not CycleKind.CHECK_PENDING, facts=kind in PLACING,
-        marks=kind is CycleKind.DEPLOYING, ids=only,
+        marks=kind is CycleKind.DEPLOYING, ids=only, after=after, limit=limit,
     )
     deployments: Sequence[DeploymentRecord] = snapshot.deployments
     marks: Mapping[int, RolloutMark] = snapshot.marks

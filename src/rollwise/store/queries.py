@@ -181,17 +181,24 @@ def with_revision_facts(
 
 def cycle_selects(
     dialect: str, lifecycle: str, *, with_routes: bool, facts: bool, marks: Any = None,
-    ids: Collection[int] | None = None,
+    ids: Collection[int] | None = None, after: int | None = None, limit: int | None = None,
 ) -> tuple[Select[Any], Select[Any] | None]:
     """The SELECTs of `Store.read_cycle`: the deployments in `lifecycle` (by id; `marks`: a function
     adding their open rollouts' columns, store.rollouts.with_marks), then their routes (ordered like
     `Store.list_routes`; None without `with_routes`). With `facts`, each deployment row ends with the
     facts of its serving and of its deploying revision, each route row with those of its revision.
-    `ids`: only those deployments."""
+    `ids`: only those deployments. `after`, `limit`: a page of them (ids above `after`, at most
+    `limit`; the routes are those of the same page)."""
     chosen = [deployments.c.lifecycle == lifecycle]
     if ids is not None:
         chosen += list(id_filters(dialect, deployments.c.id, ids)) or [deployments.c.id.is_(None)]
+    if after is not None:
+        chosen.append(deployments.c.id > after)
     deps: Select[Any] = DEPLOYMENT_SELECT.where(*chosen).order_by(deployments.c.id)
+    if limit is not None:
+        page = select(deployments.c.id).where(*chosen).order_by(deployments.c.id).limit(limit).subquery()
+        deps = deps.limit(limit)
+        chosen.append(deployments.c.id <= select(func.max(page.c.id)).scalar_subquery())
     if marks is not None:
         deps = marks(deps)
     if facts:

@@ -476,15 +476,16 @@ class Store:
 
     async def read_cycle(
         self, lifecycle: Lifecycle, *, routes: bool = True, facts: bool = True, marks: bool = False,
-        ids: Collection[int] | None = None,
+        ids: Collection[int] | None = None, after: int | None = None, limit: int | None = None,
     ) -> CycleSnapshot:
         """What a lifecycle cycle reads, in ONE read transaction of two queries whatever the number of
         deployments (records.CycleSnapshot): the deployments in `lifecycle` (only `ids` when given),
         with their open rollouts' marks (`marks`), their routes (`routes`), and the facts of the
-        revisions those run and the deployments serve or roll out to (`facts`), joined into both."""
+        revisions those run and the deployments serve or roll out to (`facts`), joined into both.
+        `after`, `limit`: one page of those deployments (keyset on the id)."""
         deps_stmt, routes_stmt = queries.cycle_selects(
             self.dialect, Lifecycle(lifecycle).value, with_routes=routes, facts=facts,
-            marks=rollout_queries.with_marks if marks else None, ids=ids,
+            marks=rollout_queries.with_marks if marks else None, ids=ids, after=after, limit=limit,
         )
         snapshot = CycleSnapshot(deployments=[], marks={}, routes=[], health_checks={}, needs={})
         extra = (rollout_queries.MARK_COLUMNS if marks else 0) + (2 * queries.FACT_COLUMNS if facts else 0)
