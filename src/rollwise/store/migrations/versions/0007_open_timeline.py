@@ -7,7 +7,8 @@
   `rollouts` row's own samples hold, so nothing needs backfilling: NULL means "the rollouts row
   holds everything". The write that ends a rollout copies them onto its `rollouts` row.
   `timeline_samples` is the last column (SQLite leaves a long value's overflow pages unread when a
-  query does not ask for it).
+  query does not ask for it). A downgrade drops them: the open rollouts lose the samples appended
+  since they started (their rollouts rows keep the ones they started with).
 
 Types spelled out, no rollwise imports (see 0001).
 
