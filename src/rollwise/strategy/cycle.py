@@ -381,35 +381,39 @@ def _split(
         raise ValueError(f"no target revision in {mode} mode")
     started = deployment.rollout_started_at
     warming = _warming(routes, now, min_ready_seconds, target)
-    groups: dict[str, list[RouteView]] = {
-        k: [] for k in ("t_prov", "t_unready", "t_ready", "t_failed", "o_prov", "o_unready", "o_ready")
-    }
+    t_prov: list[RouteView] = []
+    t_unready: list[RouteView] = []
+    t_ready: list[RouteView] = []
+    t_failed: list[RouteView] = []
+    o_prov: list[RouteView] = []
+    o_unready: list[RouteView] = []
+    o_ready: list[RouteView] = []
     for r in routes:
-        side = "t" if r.revision == target else "o"
+        mine = r.revision == target
         if is_failed(r):
-            if side == "t" and (started is None or r.created_at >= started):
-                groups["t_failed"].append(r)
+            if mine and (started is None or r.created_at >= started):
+                t_failed.append(r)
         elif is_ignored(r):
             continue
         elif r.status is RouteStatus.PROVISIONING:
-            groups[f"{side}_prov"].append(r)
+            (t_prov if mine else o_prov).append(r)
         elif r.is_ready and r.id not in warming:
-            groups[f"{side}_ready"].append(r)
+            (t_ready if mine else o_ready).append(r)
         else:
-            groups[f"{side}_unready"].append(r)
+            (t_unready if mine else o_unready).append(r)
     return CycleView(
         now=now,
         deployment=deployment,
         mode=mode,
         target=target,
         routes=routes,
-        target_provisioning=tuple(groups["t_prov"]),
-        target_unready=tuple(groups["t_unready"]),
-        target_ready=tuple(groups["t_ready"]),
-        target_failed=tuple(groups["t_failed"]),
-        other_provisioning=tuple(groups["o_prov"]),
-        other_unready=tuple(groups["o_unready"]),
-        other_ready=tuple(groups["o_ready"]),
+        target_provisioning=tuple(t_prov),
+        target_unready=tuple(t_unready),
+        target_ready=tuple(t_ready),
+        target_failed=tuple(t_failed),
+        other_provisioning=tuple(o_prov),
+        other_unready=tuple(o_unready),
+        other_ready=tuple(o_ready),
         releasing=releasing,
         capacity=deployment.capacity if known else _NOT_KNOWN,
         capacity_known=known,
