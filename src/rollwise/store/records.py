@@ -295,7 +295,7 @@ class RolloutRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutMark:
-    """A deployment's open rollout as the DEPLOYING cycle reads it (`Store.list_deployments_and_rollouts`):
+    """A deployment's open rollout as the DEPLOYING cycle reads it (`Store.read_cycle`):
     enough to decide whether to append a sample, without reading the samples."""
 
     rollout_id: int

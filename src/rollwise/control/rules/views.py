@@ -3,7 +3,7 @@
 layer and "r<number>" on the strategy side ("r3": what the strategy's messages and the live plan show);
 `revision_key` and `revision_number` are the only conversions between the two. Of a revision, the rules
 only need whether it has a health check: they take `HealthChecks`, a mapping (deployment_id, number) ->
-bool (`Store.health_check_flags`).
+bool (`Store.read_cycle` reads it with the routes; `Store.health_check_flags`).
 
 Called by the lifecycle cycles; must not do I/O.
 """
