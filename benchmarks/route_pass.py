@@ -7,7 +7,7 @@ is pure overhead; at 10,000 deployments x 4 routes = 40,000 routes it must stay 
 
     .venv/bin/python benchmarks/route_pass.py [--deployments 10000] [--passes 5] [--database URL]
 
-Setup (not timed): deployments READY on revision 1 (a health check every 60 s, so no probe is due after
+Setup (not timed): deployments READY on revision 1 (a health check every hour, so no probe is due after
 the first pass), one `SimulatedRuntime` route started per route row (so `is_running` answers for real),
 rows bulk-inserted. Then one first pass (timed as `first_pass_seconds`: it reads everything and probes
 every route once: what every pass cost before the write feed, and what a full read costs every
@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
+import sys
 import json
 import statistics
 import time
@@ -47,7 +50,7 @@ REPLICAS = 4
 POLICY = Policy(strategy=StrategyName.ROLLING, max_surge=1, max_unavailable=0)
 SPEC = RevisionSpec(
     command=("model-server", "--port", "{port}"),
-    health_check={"path": "/healthz", "interval_seconds": 60.0, "healthy_threshold": 1, "unhealthy_threshold": 3},
+    health_check={"path": "/healthz", "interval_seconds": 3600.0, "healthy_threshold": 1, "unhealthy_threshold": 3},
     env={"MODEL": "x" * 200},
     label="v1",
 )
@@ -80,7 +83,7 @@ async def build(store: Store, runtime: SimulatedRuntime, n: int) -> None:
         await store.apply(ChangeSet(new_routes=new[i : i + 4 * BATCH]), T0)
 
 
-async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
+async def measure(n: int, passes: int, database: str | None, profile: bool = False) -> dict[str, Any]:
     db = fresh_database(database)
     store = await db.open()
     clock = ManualClock(T0 + timedelta(seconds=10))
@@ -117,18 +120,25 @@ async def measure(n: int, passes: int, database: str | None) -> dict[str, Any]:
             report = await controller.reconcile()
             after_writes.append(time.perf_counter() - t)
             assert not report.changed
+        after_writes_statements = len(statements)
         clock.advance(FULL_READ_SECONDS)
         statements.clear()
+        profiler = cProfile.Profile() if profile else None
         t = time.perf_counter()
+        if profiler:
+            profiler.enable()
         report = await controller.reconcile()
         full_read = time.perf_counter() - t
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
         assert not report.changed
         served = sum(len(s) for s in controller.table.services.values())
         return {"full_read_pass_seconds": round(full_read, 4), "statements_full_read": len(statements),"deployments": n, "routes": n * REPLICAS, "served_routes": served,
                 "first_pass_seconds": round(first, 4),
                 "seconds_per_pass": round(statistics.median(seconds), 4), "statements_per_pass": idle_statements,
                 "seconds_per_pass_after_writes": round(statistics.median(after_writes), 4),
-                "statements_per_pass_after_writes": len(statements), "deployments_written": len(
+                "statements_per_pass_after_writes": after_writes_statements, "deployments_written": len(
                     {r.deployment_id for r in written})}
     finally:
         await store.close()
@@ -140,8 +150,9 @@ async def main() -> None:
     p.add_argument("--deployments", type=int, default=10_000)
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--database", default=None, help="SQLAlchemy URL (default: a fresh SQLite file)")
+    p.add_argument("--profile", action="store_true", help="cProfile of the full-read pass, to stderr")
     args = p.parse_args()
-    result = await measure(args.deployments, args.passes, args.database)
+    result = await measure(args.deployments, args.passes, args.database, args.profile)
     print(f"{result['routes']} routes: first pass (reads everything) {result['first_pass_seconds'] * 1000:.0f} ms; "
           f"idle pass {result['seconds_per_pass'] * 1000:.0f} ms (median of {args.passes}), "
           f"{result['statements_per_pass']} statements; after writes to {result['deployments_written']} "

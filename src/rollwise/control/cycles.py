@@ -197,6 +197,8 @@ async def run_cycle(
     these deployments (those of them in the lifecycle: the coordinator's `CycleWatch`). `after`, `limit`:
     one page of them, by id (the coordinator reads a whole lifecycle a page at a time)."""
     report = CycleReport(kind)
+    if only is not None and not only:
+        return report  # nothing may need a decision: nothing to read
     # One read transaction (store.read_cycle): the deployments (a DEPLOYING cycle: with each one's open
     # rollout, for its timeline), their routes and, of the revisions, "has a health check" and what a
     # route needs of the node's slots (joined into both queries; no big JSON column read or decoded).
