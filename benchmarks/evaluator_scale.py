@@ -8,6 +8,12 @@ Each deployment's decision is the same: create 1 route, terminate 1, update its 
 so the cycle writes N new routes, N route updates, N deployment updates and N history rows, and appends
 N timeline samples (each rollout's first: its row is as the activation left it).
 
+Then, on the state that cycle left, the cycles as the coordinator runs them (not compared with the
+naive run): one over a single deployment (`only={id}`: what one deployment's route becoming ready
+triggers, control.coordinator.CycleWatch) and a sweep over all of them a page of `SWEEP_PAGE` at a
+time (`one_deployment_seconds` / `_statements`, `sweep_seconds`, `sweep_pages`,
+`sweep_page_max_seconds`: how long the loop is held at most).
+
 With `--naive` the same work also runs one deployment at a time, on a second database built the same
 way: per deployment `get_deployment`, `list_routes([id])`, `health_check_flags`, the same pure rule
 (`compute_deploying_outcome`) and its own `Store.apply` transaction. Both runs must end in the same
@@ -19,7 +25,7 @@ database state (checked), so the comparison is like for like.
 Default database: a temporary SQLite file per run. PostgreSQL: each run gets a fresh schema, dropped
 afterwards. Setup time is not measured. A human table is printed, then, as the LAST line, JSON:
 {"results": [{"deployments", "routes", "seconds_per_cycle", "statements_per_cycle",
-"naive_seconds_per_cycle"}]} (naive null when not run).
+"naive_seconds_per_cycle", "one_deployment_seconds", ...}]} (naive null when not run).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import Any
 
 from sqlalchemy import event, func, insert, select, text
 
+from rollwise.control.coordinator import SWEEP_PAGE
 from rollwise.control.cycles import CycleKind, run_cycle
 from rollwise.control.rules.deploying import compute_deploying_outcome
 from rollwise.control.rules.outcome import gather
@@ -234,6 +241,7 @@ async def measure(n: int, database: str | None, naive: bool, profile: bool) -> d
         setup = time.perf_counter() - t
         seconds, statements, profile_text = await one_cycle(store, profile)
         after_cycle = await summary(store)
+        as_run = await coordinator_cycles(store)
     finally:
         await db.drop(store)
         await store.close()
@@ -259,22 +267,51 @@ async def measure(n: int, database: str | None, naive: bool, profile: bool) -> d
         "seconds_per_cycle": round(seconds, 4),
         "statements_per_cycle": statements,
         "naive_seconds_per_cycle": None if naive_seconds is None else round(naive_seconds, 4),
+        **as_run,
         "setup_seconds": round(setup, 2),
     }
+
+
+async def coordinator_cycles(store: Store) -> dict[str, Any]:
+    """The cycles as the coordinator runs them, on the state the full cycle left: over ONE deployment
+    (what its route becoming ready triggers: control.coordinator.CycleWatch), and a sweep over all of
+    them a page of SWEEP_PAGE at a time (each page read, decided and written on its own)."""
+    first = min(d.id for d in await store.list_deployments([Lifecycle.DEPLOYING], limit=1))
+    with counting(store) as statements:
+        t = time.perf_counter()
+        report = await run_cycle(store, CycleKind.DEPLOYING, NOW, only={first})
+        one = time.perf_counter() - t
+    if report.deployments != 1:
+        raise RuntimeError(f"the cycle over one deployment read {report.deployments}")
+    pages: list[float] = []
+    after: int | None = None
+    while True:
+        t = time.perf_counter()
+        report = await run_cycle(store, CycleKind.DEPLOYING, NOW, after=after, limit=SWEEP_PAGE)
+        pages.append(time.perf_counter() - t)
+        if report.deployments < SWEEP_PAGE:
+            break
+        after = max(report.evaluated)
+    return {"one_deployment_seconds": round(one, 4), "one_deployment_statements": len(statements),
+            "sweep_seconds": round(sum(pages), 3), "sweep_pages": len(pages),
+            "sweep_page_max_seconds": round(max(pages), 4)}
 
 
 def table(results: list[dict[str, Any]], backend: str) -> str:
     lines = [
         f"deploying cycle on {backend}: D={REPLICAS}, rolling surge 2 / unavailable 1, "
         f"{ROUTES_PER_DEPLOYMENT} routes per deployment",
-        f"{'deployments':>11} {'routes':>7} {'cycle s':>9} {'statements':>10} {'naive s':>9} {'speed-up':>8}",
+        f"{'deployments':>11} {'routes':>7} {'cycle s':>9} {'statements':>10} {'naive s':>9} {'speed-up':>8}"
+        f" {'one dep. s':>10} {'statements':>10} {'sweep s':>8} {'max page s':>10}",
     ]
     for r in results:
         naive = r["naive_seconds_per_cycle"]
         speedup = f"{naive / r['seconds_per_cycle']:.1f}x" if naive else "-"
         naive_s = f"{naive:.3f}" if naive else "-"
         lines.append(f"{r['deployments']:>11} {r['routes']:>7} {r['seconds_per_cycle']:>9.3f} "
-                     f"{r['statements_per_cycle']:>10} {naive_s:>9} {speedup:>8}")
+                     f"{r['statements_per_cycle']:>10} {naive_s:>9} {speedup:>8} "
+                     f"{r['one_deployment_seconds']:>10.4f} {r['one_deployment_statements']:>10} "
+                     f"{r['sweep_seconds']:>8.3f} {r['sweep_page_max_seconds']:>10.4f}")
     return "\n".join(lines)
 
 
