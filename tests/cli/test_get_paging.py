@@ -62,3 +62,27 @@ def test_get_table_and_json_show_every_page(server: InProcessServer, monkeypatch
     assert [line.split()[0] for line in table[1:]] == NAMES
     listed = json.loads(run_get(server, "-o", "json").stdout)
     assert [d["name"] for d in listed] == NAMES and all("routes" in d for d in listed)
+
+
+def test_the_table_is_aligned_and_long_lines_are_not_cut(server: InProcessServer) -> None:
+    runner = CliRunner(env={"ROLLWISE_TOKEN": None, "ROLLWISE_SERVER": None, "ROLLWISE_DATA_DIR": None,
+                            "COLUMNS": "30"})
+    result = runner.invoke(typer.main.get_group(app), ["get", *server.args()])
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == NAMES  # one line each, although wider than 30
+    starts = {column: lines[0].index(column) for column in ("LIFECYCLE", "REVISION", "READY", "AGE")}
+    for line in lines[1:]:
+        for column, at in starts.items():
+            assert line[at - 2 : at] == "  " and line[at] != " ", (column, line)
+
+
+def test_ten_thousand_rows_are_one_text_with_one_style() -> None:
+    """The table is plain aligned strings with the header bold, not a Rich Table measuring every cell
+    (~6 s for 10,000 rows); its time is measured by benchmarks/scale.py (`rollwise get`)."""
+    from rollwise.cli.describe import deployments_table
+
+    deps = [{"name": f"m{i}", "lifecycle": "ready", "current_revision": 1, "replicas": 2, "ready_replicas": 2,
+             "policy": {"strategy": "rolling"}, "created_at": None} for i in range(10_000)]
+    text = deployments_table(deps)
+    assert len(text.plain.splitlines()) == 10_001 and len(text.spans) == 1  # the bold header only

@@ -30,6 +30,7 @@ from rollwise.cli.app import app
 if TYPE_CHECKING:
     from rich.console import Console, Group, RenderableType
     from rich.table import Table
+    from rich.text import Text
 
 DEFAULT_EVENTS = 10
 PIPE_WIDTH = 200
@@ -208,18 +209,32 @@ def uses_devices(dep: Dep, revisions: Sequence[Mapping[str, Any]] = ()) -> bool:
 # ---------------------------------------------------------------------------------------------- renderers
 
 
-def deployments_table(deps: Sequence[Dep]) -> Table:
-    from rich.table import Table
+def deployments_table(deps: Sequence[Dep]) -> Text:
+    """One line per deployment in aligned columns, the header bold (print with `print_lines`)."""
+    now = datetime.now(UTC)
+    return aligned(
+        ("NAME", "LIFECYCLE", "REVISION", "READY", "STRATEGY", "AGE"),
+        [(d["name"], state_label(d), revisions_label(d), f"{d['ready_replicas']}/{d['replicas']}",
+          strategy_of(d), age(d.get("created_at"), now)) for d in deps],
+    )
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "LIFECYCLE", "REVISION", "READY", "STRATEGY", "AGE"):
-        table.add_column(column, no_wrap=True)
-    for d in deps:
-        table.add_row(
-            d["name"], state_label(d), revisions_label(d), f"{d['ready_replicas']}/{d['replicas']}",
-            strategy_of(d), age(d.get("created_at")),
-        )
-    return table
+
+def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Text:
+    """Plain-text columns, two spaces apart, the header bold: what a Rich `Table(box=None)` prints, in a
+    small fraction of its time (a Table measures and renders every cell: ~6 s for 10,000 rows)."""
+    from rich.text import Text
+
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+             for line in (header, *rows)]
+    text = Text("\n".join(lines), no_wrap=True, overflow="ignore")
+    text.stylize("bold", 0, len(lines[0]))
+    return text
+
+
+def print_lines(text: Text) -> None:
+    """Print long aligned lines as they are: never wrapped or cut at the terminal's width."""
+    stdout().print(text, crop=False, soft_wrap=True)
 
 
 def summary(dep: Dep) -> Table:

@@ -13,7 +13,9 @@ from typing import Annotated
 import typer
 
 from rollwise.cli.client import PAGE_SIZE, DataDirOption, ServerOption, TokenOption, connect, deployment_path
-from rollwise.cli.describe import Output, OutputOption, capacity_view, deployments_table, print_json, stdout
+from rollwise.cli.describe import (
+    Output, OutputOption, capacity_view, deployments_table, print_json, print_lines, stdout,
+)
 from rollwise.cli.errors import cli_errors
 from rollwise.cli.app import app
 
@@ -52,4 +54,4 @@ def get(
         if not deps:
             typer.echo("no deployments")
             return
-        stdout().print(deployments_table(deps))
+        print_lines(deployments_table(deps))
