@@ -56,7 +56,7 @@ KIND_OF_LIFECYCLE = {
     Lifecycle.DESTROYING: CycleKind.DESTROYING,
 }
 
-SWEEP_PAGE = 250
+SWEEP_PAGE = 100
 """Deployments a cycle reads, decides and writes at once when it goes over its whole lifecycle."""
 
 MAX_CYCLE_ROUNDS = 3

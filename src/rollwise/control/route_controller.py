@@ -88,7 +88,7 @@ LIVENESS_CHECKS_PER_PASS = 1024
 DECISIVE = ("status", "health", "traffic", "traffic_ratio", "failed")
 """Route columns the cycles' rules read (control.rules.views); a change of only the others (a process's
 address, pid, devices, probe counts, drain time) is announced to no other reader (store.feed)."""
-FULL_READ_PAGE = 500
+FULL_READ_PAGE = 200
 """Deployments read per query by a full read."""
 FULL_READ_SECONDS = 300.0
 """Seconds between passes that read every live route, not only the deployments the write feed names."""
