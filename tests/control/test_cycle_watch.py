@@ -168,3 +168,20 @@ async def test_a_sweep_goes_over_every_deployment_a_page_at_a_time(
             raise AssertionError("svc4's replica was not replaced")
     finally:
         await sc.close()
+
+
+async def test_a_long_sweep_comes_less_often(tmp_path: Path) -> None:
+    """Sweeps take at most 1/SWEEP_SHARE of the time: after a 10-s sweep the next one is 50 s away."""
+    sc = await Scenario.open(tmp_path, intervals=Intervals(long=1.0, sweep=1.0))
+    try:
+        await sc.ready("a", replicas=1)
+        sc.clock.advance(1.0)
+        assert ready_reads(await sc.coord.run_once()) == [1]  # a sweep (1 s since the last)
+        for watch in sc.coord._watches.values():
+            watch.sweep_seconds = 10.0  # as if that sweep had taken 10 s
+        reads = [ready_reads(s) for s in await unforced(sc, 96)]  # 48 s
+        assert not any(r and max(r) for r in reads)
+        reads = [ready_reads(s) for s in await unforced(sc, 8)]  # 52 s
+        assert any(r and max(r) == 1 for r in reads)
+    finally:
+        await sc.close()

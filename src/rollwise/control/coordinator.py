@@ -15,7 +15,8 @@ the route controller's route changes, a canary measurement), those whose last ou
 (waiting for room on the nodes, a failed evaluation: `Outcome.settled`) and those whose requeue time
 came. They read every deployment of their lifecycle when forced and on a sweep: every `Intervals.long`
 (5 s) for scaling and deploying, every `Intervals.sweep` (60 s) for READY (at rest, most deployments at
-scale); a sweep also catches writes by another process. The pending and destroying cycles (few
+scale), and never more often than SWEEP_SHARE times the last sweep's duration (a sweep over thousands
+of deployments in flight comes less often); a sweep also catches writes by another process. The pending and destroying cycles (few
 deployments, briefly) always read all of theirs.
 
 Called by `rollwise server` (run_forever) and by simulations and tests (run_once).
@@ -57,6 +58,8 @@ KIND_OF_LIFECYCLE = {
 }
 
 SWEEP_PAGE = 100
+SWEEP_SHARE = 5
+"""A cycle's sweeps come at least SWEEP_SHARE times their own duration apart (at most a fifth of the time)."""
 """Deployments a cycle reads, decides and writes at once when it goes over its whole lifecycle."""
 
 MAX_CYCLE_ROUNDS = 3
@@ -204,10 +207,15 @@ class Coordinator:
                 written = self._feed.take()
                 for other in self._watches.values():
                     other.written(written)
-                sweep = self.intervals.sweep if kind is CycleKind.CHECK_REPLICAS else self.intervals.long
-                only = watch.to_read(mono, full=force or mono - watch.last_sweep >= sweep)
+                every = self.intervals.sweep if kind is CycleKind.CHECK_REPLICAS else self.intervals.long
+                # A sweep takes at most 1/SWEEP_SHARE of the time: a long one (thousands of deployments
+                # in flight) comes less often.
+                every = max(every, SWEEP_SHARE * watch.sweep_seconds)
+                only = watch.to_read(mono, full=force or mono - watch.last_sweep >= every)
             report = await self._cycle(kind, only)
             elapsed = self.clock.monotonic() - started
+            if watch is not None and only is None:
+                watch.sweep_seconds = elapsed
             for observer in self.observers:
                 observer(report, elapsed)
             step.cycles.append(report)
@@ -287,6 +295,8 @@ class CycleWatch:
 
     def __init__(self) -> None:
         self.last_sweep = float("-inf")
+        self.sweep_seconds = 0.0
+        """How long the last sweep took."""
         self._written: set[int] | None = None  # None: not known, read every one
         self._unsettled: set[int] = set()
         self._due: dict[int, float] = {}
