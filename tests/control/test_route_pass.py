@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -152,7 +152,7 @@ async def test_probes_are_sent_when_due_and_only_then(world: World) -> None:
     world.clock.advance(30)
     await world.controller.reconcile()
     assert probes == []
-    world.clock.advance(timedelta(seconds=31).total_seconds())
+    world.clock.advance(31.0)
     await world.controller.reconcile()
     assert len(probes) == 6 and len(set(probes)) == 6
 

@@ -198,7 +198,7 @@ class RouteController:
         proxy, so a new proxy never serves a partial table."""
         touched = await self._refresh(full=True)
         self._route_deployments(touched, self._has_check(touched))
-        self.table = RoutingTable(services=dict(self._services), fail_open=frozenset(self._fail_open))
+        self.table = self._table()
         await self._traffic.apply(self.table.services)
         return self.table
 
@@ -320,9 +320,9 @@ class RouteController:
         pending = dict(self.unwritten)
         for route_id, change in changes.items():
             _merge_change(pending, change)
-        report.decisive = {c.deployment_id for c in changes.values() if _decisive(c) and c.deployment_id is not None}
+        report.decisive = _decisive_deployments(changes.values())
         if pending:
-            announce = {c.deployment_id for c in pending.values() if _decisive(c) and c.deployment_id is not None}
+            announce = _decisive_deployments(pending.values())
             try:
                 await self._store.update_routes(list(pending.values()), feed=self._feed, announce=announce)
                 self.unwritten = {}
@@ -331,7 +331,7 @@ class RouteController:
                 refused = e
 
         if self._route_deployments(touched, has_check):
-            await self._sync_traffic(RoutingTable(services=dict(self._services), fail_open=frozenset(self._fail_open)))
+            await self._sync_traffic(self._table())
         if refused is not None:
             raise refused  # the coordinator logs it; the changes are written again next pass
         await self._drain(book.with_status(RouteStatus.TERMINATING), now, report)
@@ -411,6 +411,10 @@ class RouteController:
                 (self._fail_open.add if failing_open else self._fail_open.discard)(dep.name)
                 changed = True
         return changed
+
+    def _table(self) -> RoutingTable:
+        """The routing table as the per-deployment entries stand (a copy: the last table stays as it was)."""
+        return RoutingTable(services=dict(self._services), fail_open=frozenset(self._fail_open))
 
     def _drop_service(self, dep_id: int, name: str | None) -> bool:
         names = [name] if name is not None else [n for n, o in self._service_owner.items() if o == dep_id]
@@ -656,7 +660,7 @@ class RouteController:
                 continue
             self._stop_later(handle, grace)
         if updates:
-            announce = {u.deployment_id for u in updates if _decisive(u) and u.deployment_id is not None}
+            announce = _decisive_deployments(updates)
             await self._store.update_routes(updates, feed=self._feed, announce=announce)
             report.decisive |= announce
             for update in updates:
@@ -704,8 +708,10 @@ def _age(since: datetime, now: datetime) -> float:
     return (now - since) / timedelta(seconds=1)
 
 
-def _decisive(change: RouteUpdate) -> bool:
-    return any(getattr(change, column) is not UNSET for column in DECISIVE)
+def _decisive_deployments(changes: Iterable[RouteUpdate]) -> set[int]:
+    """The deployments of the changes that set a DECISIVE column."""
+    return {c.deployment_id for c in changes
+            if c.deployment_id is not None and any(getattr(c, column) is not UNSET for column in DECISIVE)}
 
 
 def _change(r: RouteRecord, **fields: Any) -> RouteUpdate:

@@ -46,10 +46,3 @@ class WriteFeed:
             else:
                 self._ids.add(i)
 
-    def add_everything(self) -> None:
-        self._everything = True
-
-    @property
-    def pending(self) -> bool:
-        """Whether a `take()` now would return anything."""
-        return self._everything or bool(self._ids)
